@@ -1,0 +1,32 @@
+"""Device choice: an explicit device, else CUDA, else Apple MPS, else CPU."""
+from __future__ import annotations
+
+import torch
+
+from .errors import RobustfairError
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the device to run on; ``None`` picks the fastest one available."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise RobustfairError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RobustfairError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a parameter-free model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
