@@ -1,4 +1,8 @@
-"""Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders."""
+"""Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders.
+
+Importing this package registers every built-in loader: digits, gaussian, mnist,
+fashion_mnist, svhn, cifar10, cifar100, stl10, tiny_imagenet and image_folder.
+"""
 from ._base import (
     Dataset,
     Split,
@@ -10,11 +14,18 @@ from ._base import (
     to_float,
 )
 
+# imported for their @register_dataset side effect (and their public helpers)
+from . import cifar, digits, gaussian, mnist, stl10, svhn, tiny_imagenet  # noqa: E402,F401
+from .from_tensors import from_tensors  # noqa: E402
+from .image_folder import image_folder  # noqa: E402
+
 __all__ = [
     "Dataset",
     "Split",
     "class_index",
     "default_data_dir",
+    "from_tensors",
+    "image_folder",
     "list_datasets",
     "load_dataset",
     "register_dataset",

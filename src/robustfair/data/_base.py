@@ -146,4 +146,27 @@ def load_dataset(
     if name not in _REGISTRY:
         raise DataError(f"unknown dataset {name!r}; choose from: {', '.join(list_datasets())}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    return _REGISTRY[name](root, download, **options)
+    loader = _REGISTRY[name]
+    _check_options(name, loader, options)
+    return loader(root, download, **options)
+
+
+def _check_options(name: str, loader: Loader, options: dict) -> None:
+    """An unknown option is a one-line DataError listing the loader's options, not a TypeError."""
+    import inspect
+
+    try:
+        signature = inspect.signature(loader)
+    except (TypeError, ValueError):  # builtins or C callables: nothing to check against
+        return
+    params = list(signature.parameters.values())[2:]  # after data_dir, download
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params
+             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DataError(
+            f"dataset {name!r} has no option {', '.join(unknown)}; its options are: "
+            f"{', '.join(known) or 'none'}"
+        )

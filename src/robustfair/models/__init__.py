@@ -1,4 +1,31 @@
-"""Models by name: ``build_model("preact_resnet18", num_classes=10)``; safe save and load."""
-from ._base import Normalize, build_model, list_models, register_model
+"""Models by name: ``build_model("preact_resnet18", num_classes=10)``; safe save and load.
 
-__all__ = ["Normalize", "build_model", "list_models", "register_model"]
+Importing this package registers every built-in architecture (one module each).
+"""
+from ._base import Normalize, NormalizedModel, build_model, list_models, register_model
+
+# imported for their @register_model side effect
+from . import (  # noqa: F401  (isort: skip)
+    cifar_resnet,
+    densenet,
+    lenet,
+    mlp,
+    preact_resnet,
+    resnet,
+    resnext,
+    small_cnn,
+    vgg,
+    wide_resnet,
+)
+from .checkpoint import load_model, read_checkpoint_metadata, save_model
+
+__all__ = [
+    "Normalize",
+    "NormalizedModel",
+    "build_model",
+    "list_models",
+    "load_model",
+    "read_checkpoint_metadata",
+    "register_model",
+    "save_model",
+]

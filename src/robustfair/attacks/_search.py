@@ -1,0 +1,215 @@
+"""What every gradient attack shares: the clean pass, "first success per point", the active set.
+
+:class:`Search` keeps, for each point of the batch, the first adversarial example found by any
+step of any restart. Attacks call :meth:`Search.record` with the logits of the forward pass
+they already ran for the gradient, so checking success costs no extra forward pass, and
+they drop the points it reports fooled from their working batch, so later steps only spend
+compute on points that are still robust.
+
+:class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
+(``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
+``inference_mode()``, runs the clean pass and hands the attack a :class:`Search`.
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import abstractmethod
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .._tensor_checks import check_labels, check_logits
+from ..errors import AttackError
+from ._base import Attack, AttackResult, per_sample
+from .losses import check_classes, check_loss, objective
+
+
+def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Rows ``keep`` of every tensor (``None`` stays ``None``): shrinks an attack's working batch."""
+    return tuple(None if t is None else t[keep] for t in tensors)
+
+
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise a one-line :class:`AttackError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AttackError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value: object, *, open_low: bool = True) -> float:
+    """Return ``value`` as a float in (0, 1] (or [0, 1] if not ``open_low``), else raise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (0.0 < value <= 1.0) if open_low else (0.0 <= value <= 1.0)
+    if not ok:
+        low = "(0" if open_low else "[0"
+        raise AttackError(f"{name} must be a number in {low}, 1], got {value!r}")
+    return float(value)
+
+
+class Search:
+    """The batch being attacked, and the first success found so far for each of its points.
+
+    The constructor runs the clean pass: points the model already gets "wrong" (untargeted:
+    misclassified; targeted: already predicted as the target) are successes with ``x_adv = x``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        *,
+        loss: str,
+        amp: bool,
+    ) -> None:
+        self.model, self.loss, self.amp = model, loss, amp
+        self.x, self.target = x, target
+        with torch.no_grad():
+            # Full precision even with amp: this pass decides which points need attacking.
+            logits = check_logits(model(x))
+        num_classes = logits.shape[1]
+        self.y = check_labels(y, num_classes, len(x))
+        if target is not None:
+            if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+                raise AttackError(
+                    f"target classes must lie in 0..{num_classes - 1} (the model's classes)"
+                )
+        check_classes(loss, num_classes, targeted=target is not None)
+        self.pred = logits.argmax(dim=1)
+        self.success = self.goal_met(self.pred, self.y, target)
+        self.x_adv = x.clone()
+
+    @staticmethod
+    def goal_met(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Untargeted: ``pred != y``; targeted: ``pred == target``."""
+        return pred != y if target is None else pred == target
+
+    def remaining(self) -> torch.Tensor:
+        """Indices of the points not fooled yet (one host sync; called once per restart)."""
+        return (~self.success).nonzero().squeeze(1)
+
+    def points(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Clean images, labels and targets of the points ``idx``."""
+        x, y, target = take(idx, self.x, self.y, self.target)
+        return x, y, target
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits, under autocast when ``amp`` is on (float16 on CUDA, bfloat16 elsewhere)."""
+        if not self.amp:
+            return self.model(x)
+        dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            return self.model(x).float()
+
+    def loss_and_grad(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, need_grad: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, per-sample attack objective and its gradient w.r.t. ``x`` (only ``x``: no parameter grads)."""
+        if not need_grad:
+            with torch.no_grad():
+                logits = self.logits(x)
+                return logits, objective(self.loss, logits, y, target), None
+        x = x.detach().requires_grad_(True)
+        logits = self.logits(x)
+        values = objective(self.loss, logits, y, target)
+        # Summing keeps each point's gradient its own (no 1/N factor that could underflow).
+        (grad,) = torch.autograd.grad(values.sum(), x)
+        return logits.detach(), values.detach(), grad
+
+    def record(
+        self,
+        idx: torch.Tensor,
+        x_cand: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """Store the candidates that meet the goal as those points' (first) adversarial examples.
+
+        ``idx`` are the candidates' positions in the full batch (none of them a success yet).
+        Returns ``None`` when nothing was fooled (the working batch stays as it is), else the
+        positions *within the candidates* of the points still to attack.
+        """
+        pred = logits.argmax(dim=1)
+        hit = self.goal_met(pred, y, target)
+        hits = hit.nonzero().squeeze(1)  # the one host sync per step; it lets the batch shrink
+        if hits.numel() == 0:
+            return None
+        if self.amp:
+            # A low-precision "success" must hold in full precision, where it will be evaluated.
+            with torch.no_grad():
+                exact = self.model(x_cand[hits]).argmax(dim=1)
+            t_hits = None if target is None else target[hits]
+            confirmed = self.goal_met(exact, y[hits], t_hits)
+            hits, pred = hits[confirmed], pred.clone()
+            pred[hits] = exact[confirmed]
+            hit = torch.zeros_like(hit)
+            hit[hits] = True
+            if hits.numel() == 0:
+                return None
+        where = idx[hits]
+        self.x_adv[where] = x_cand[hits].detach()
+        self.pred[where] = pred[hits]
+        self.success[where] = True
+        return (~hit).nonzero().squeeze(1)
+
+    def result(self) -> AttackResult:
+        return AttackResult(self.x_adv, self.pred, self.success)
+
+
+@contextlib.contextmanager
+def _gradients_on() -> Iterator[None]:
+    """Attacks need autograd even when called under ``torch.no_grad()`` or ``inference_mode()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+class GradientAttack(Attack):
+    """Base of the gradient attacks: shared settings, the clean pass, eps per sample."""
+
+    def __init__(
+        self,
+        eps: float | torch.Tensor,
+        *,
+        norm: str = "linf",
+        targeted: bool = False,
+        seed: int | None = 0,
+        loss: str = "ce",
+        amp: bool = False,
+    ) -> None:
+        super().__init__(eps, norm=norm, targeted=targeted, seed=seed)
+        if not isinstance(targeted, bool):
+            raise AttackError(f"targeted must be True or False, got {targeted!r}")
+        if not isinstance(amp, bool):
+            raise AttackError(f"amp must be True or False, got {amp!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise AttackError(f"seed must be an integer or None, got {seed!r}")
+        self.loss = check_loss(loss)
+        self.amp = amp
+
+    def settings(self) -> dict:
+        return {**super().settings(), "loss": self.loss, "amp": self.amp}
+
+    def _perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> AttackResult:
+        with _gradients_on():
+            if x.is_inference():  # inference tensors cannot take part in autograd
+                x, y = x.clone(), y.clone()
+                target = None if target is None else target.clone()
+            to_channels_last = x.is_cuda and x.dim() == 4
+            if to_channels_last:  # faster convolutions on CUDA
+                x = x.contiguous(memory_format=torch.channels_last)
+            search = Search(model, x, y, target, loss=self.loss, amp=self.amp)
+            self._attack(search, per_sample(self.eps, len(x), x))
+            result = search.result()
+        if to_channels_last:
+            result.x_adv = result.x_adv.contiguous()
+        return result
+
+    @abstractmethod
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        """Look for adversarial examples and ``search.record`` them; ``eps`` is N×1×1×1."""

@@ -1,0 +1,76 @@
+"""Small array helpers shared by the loaders: splits, resizing and building a Dataset."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+from ._base import Dataset, Split
+
+
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test), each sorted, holding every class in the same proportion.
+
+    >>> tr, te = stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 0.5, seed=0)
+    >>> sorted(np.bincount(np.array([0, 0, 0, 0, 1, 1, 1, 1])[te]).tolist())
+    [2, 2]
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    from sklearn.model_selection import train_test_split  # slow import; only when splitting
+
+    index = np.arange(len(y))
+    try:
+        train, test = train_test_split(
+            index, test_size=float(test_fraction), stratify=y, random_state=int(seed)
+        )
+    except ValueError as exc:
+        raise DataError(
+            f"cannot split {len(y)} samples by class with test_fraction={test_fraction} "
+            f"({' '.join(str(exc).split())})"
+        ) from None
+    return np.sort(train), np.sort(test)
+
+
+def resize_uint8(x: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
+    """Resize uint8 N×C×H×W images to size×size (bilinear, antialiased), in chunks.
+
+    >>> resize_uint8(torch.full((2, 3, 8, 8), 7, dtype=torch.uint8), 4).unique().tolist()
+    [7]
+    """
+    size = int(size)
+    if size < 1:
+        raise DataError(f"image_size must be a positive integer, got {size}")
+    if tuple(x.shape[2:]) == (size, size):
+        return x
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8, device=x.device)
+    for start in range(0, x.shape[0], chunk):  # chunks keep the float copy small
+        part = x[start : start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def make_dataset(
+    name: str,
+    train: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
+    test: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
+    classes: list[str],
+    **info,
+) -> Dataset:
+    """Wrap uint8 image arrays (N×C×H×W) and integer labels as a :class:`Dataset`."""
+
+    def split(x, y) -> Split:
+        if isinstance(x, np.ndarray):
+            # read-only views of file bytes are copied: tensors must own writable memory
+            x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, order="C")
+            x = torch.from_numpy(x)
+        if isinstance(y, np.ndarray):
+            y = torch.from_numpy(y.astype(np.int64))
+        return Split(x.contiguous(), y.to(torch.int64))
+
+    return Dataset(name, split(*train), split(*test), [str(c) for c in classes], dict(info))

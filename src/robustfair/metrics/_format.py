@@ -1,0 +1,174 @@
+"""Text and markdown renderings of a ClassReport (the CLI prints these; ``report.md`` holds one).
+
+Accuracies are shown in percent with their 95% interval, e.g. ``87.3 [82.0, 91.1]``.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..errors import RobustfairError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .report import ClassReport
+
+WORST_MARK = "<- worst"
+_UNITLESS = ("ratio", "normalized_std")
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.1f}"
+
+
+def _cell(value: float, lo: float, hi: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def format_setting(value) -> str:
+    """A setting for display; an eps such as 0.0313725 is shown as ``0.031373 (8/255)``."""
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        frac = Fraction(value).limit_denominator(1000)
+        if frac.denominator in (255, 256) and abs(float(frac) - value) < 1e-9:
+            text += f" ({frac.numerator}/{frac.denominator})"
+        return text
+    return str(value)
+
+
+def describe_attack(name: str, settings: dict) -> str:
+    return f"{name}: " + ", ".join(f"{k}={format_setting(v)}" for k, v in settings.items())
+
+
+def _columns(report: "ClassReport") -> list[tuple[str, str]]:
+    """(header, metric) pairs of the per-class table."""
+    cols = [("clean", "clean_acc")]
+    cols += [(name, f"{name}_acc") for name in report.attack_names]
+    cols.append(("robust", "robust_acc"))
+    if report.targeted:
+        cols += [(f"{name} hit target", f"{name}_target_success") for name in report.attack_names]
+    return cols
+
+
+def class_table_rows(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
+    """Header and rows (classes, then ``overall``) of the per-class table, worst class marked."""
+    by_class, overall = report.by_class, report.overall
+    cols = _columns(report)
+    try:
+        worst_name = report.worst_class("robust_acc")[0]
+    except RobustfairError:  # no class has a robust value (e.g. every outcome unknown)
+        worst_name = None
+    header = ["class", "n"] + [h for h, _ in cols] + [""]
+    rows = []
+    for name, row in by_class.iterrows():
+        cells = [str(name), str(int(row["n"]))]
+        cells += [_cell(row[m], row[f"{m}_lo"], row[f"{m}_hi"]) for _, m in cols]
+        cells.append(WORST_MARK if name == worst_name else "")
+        rows.append(cells)
+    cells = ["overall", str(int(overall["n"]))]
+    cells += [_cell(overall[m], overall[f"{m}_lo"], overall[f"{m}_hi"]) for _, m in cols]
+    rows.append(cells + [""])
+    return header, rows
+
+
+def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple[list[str], list[list[str]]]:
+    """Measures × (clean_acc, robust_acc, ...) with bootstrap intervals."""
+    metrics = ["clean_acc", "robust_acc"]
+    if report.targeted:
+        metrics += [f"{a}_target_success" for a in report.attack_names]
+    frames = {}
+    for m in metrics:
+        try:
+            frames[m] = report.discrepancy(m, n_boot=n_boot, seed=seed)
+        except RobustfairError:  # metric without values (unknown outcomes): leave it out
+            continue
+    if not frames:
+        return ["measure"], []
+    index = next(iter(frames.values())).index
+    header = ["measure"] + list(frames)
+    rows = []
+    for measure in index:
+        cells = [measure]
+        for frame in frames.values():
+            v, lo, hi = frame.loc[measure, ["value", "lo", "hi"]]
+            if measure in _UNITLESS:
+                cells.append("n/a" if not math.isfinite(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
+            else:
+                cells.append(_cell(v, lo, hi))
+        rows.append(cells)
+    return header, rows
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths).rstrip())
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _meta_line(report: "ClassReport") -> str:
+    meta = report.meta
+    parts = [f"n={len(report.predictions)}", f"classes={report.num_classes}"]
+    for key in ("dataset", "split", "seed", "time_seconds"):
+        if key in meta and meta[key] is not None:
+            value = meta[key]
+            parts.append(f"{key}={value:.1f}s" if key == "time_seconds" and isinstance(value, float)
+                         else f"{key}={value}")
+    if report.targeted:
+        target = int(report.predictions["target"].iloc[0]) if len(report.predictions) else None
+        if target is not None:
+            parts.append(f"target={report.classes[target]}")
+    return ", ".join(parts)
+
+
+def _target_matrix(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
+    matrix: pd.DataFrame = report.target_success
+    header = ["source \\ target"] + list(matrix.columns)
+    rows = [[str(src)] + ["-" if src == tgt else _pct(matrix.loc[src, tgt]) for tgt in matrix.columns]
+            for src in matrix.index]
+    return header, rows
+
+
+def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[tuple[str, list[str], list[list[str]] | str]]:
+    attacks = "\n".join(describe_attack(name, s) for name, s in zip(report.attack_names, report.attacks))
+    sections: list = [("Attacks", [], attacks or "(none)")]
+    header, rows = class_table_rows(report)
+    sections.append(("Per-class accuracy, % [95% Wilson CI]", header, rows))
+    header, rows = discrepancy_table(report, n_boot=n_boot, seed=seed)
+    sections.append((f"Class discrepancy (percentage points; ratio and normalized_std unitless; "
+                     f"95% stratified bootstrap CI, {n_boot} resamples)", header, rows))
+    if report.target_predictions is not None:
+        header, rows = _target_matrix(report)
+        sections.append(("Targeted success, % of source-class points pushed into the target", header, rows))
+    return sections
+
+
+def report_text(report: "ClassReport", *, n_boot: int = 1000, seed: int = 0) -> str:
+    out = [f"ClassReport: {_meta_line(report)}"]
+    for title, header, body in _sections(report, n_boot, seed):
+        out.append("")
+        out.append(title)
+        out.append(body if isinstance(body, str) else _text_table(header, body))
+    return "\n".join(out) + "\n"
+
+
+def report_markdown(report: "ClassReport", *, n_boot: int = 1000, seed: int = 0) -> str:
+    out = ["# Class-wise robustness report", "", _meta_line(report)]
+    for title, header, body in _sections(report, n_boot, seed):
+        out += ["", f"## {title}", ""]
+        if isinstance(body, str):
+            out += [f"- {line}" for line in body.splitlines()]
+        else:
+            out.append(_markdown_table(header, body))
+    return "\n".join(out) + "\n"

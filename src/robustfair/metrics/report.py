@@ -1,0 +1,502 @@
+"""``ClassReport``: class-wise clean and robust accuracy, built from per-sample predictions.
+
+Shaped like fairlearn's ``MetricFrame``: ``by_class`` (one row per class), ``overall``, and
+scalar summaries of how unequal the classes are (``difference``, ``ratio``, ...). Every number
+is computed from ``report.predictions``, one row per audited point:
+
+=============== ==============================================================================
+``y_true``      the true class index
+``clean_pred``  the model's prediction on the clean image
+``<name>_pred`` the prediction on attack ``<name>``'s adversarial example (the clean prediction
+                where the attack found nothing, or was not run because the point was already
+                misclassified; ``-1`` where the attack was skipped because an earlier attack had
+                already fooled the model, see ``audit(independent=False)``)
+``worst_pred``  the pointwise worst case over the attacks: the prediction of the first attack,
+                in order, that fooled the model; a point is robust only if it is clean-correct
+                and no attack fooled it
+``target``      the target class, for audits with one target class
+=============== ==============================================================================
+
+Audits that target every other class (``targeted_all``) also keep ``target_predictions``: one
+row per (point, target class) with ``index`` (the point's row in ``predictions``), ``target``
+and ``<name>_pred``; ``target_success`` is computed from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import RobustfairError
+from ._io import atomic_write_text
+from ._stats import MEASURES, discrepancy_measures, stratified_bootstrap, wilson_interval
+
+__all__ = ["ClassReport", "profile_similarity", "worst_case", "MISSING"]
+
+SCHEMA = "robustfair.ClassReport"
+SCHEMA_VERSION = 1
+MISSING = -1  # a prediction that was not computed (the attack was skipped for that point)
+_RESERVED = ("y_true", "clean", "worst", "robust", "target", "index")
+
+
+def worst_case(y_true: np.ndarray, clean_pred: np.ndarray, attack_preds: Sequence[np.ndarray]) -> np.ndarray:
+    """Pointwise worst case: the clean prediction if it is wrong, else the prediction of the first
+    attack (in order) that fooled the model, else the true class.
+
+    >>> worst_case(np.array([0, 1, 1]), np.array([0, 1, 0]), [np.array([0, 2, 0]), np.array([1, 0, 0])])
+    array([1, 2, 0])
+    """
+    y = np.asarray(y_true)
+    worst = np.array(clean_pred, copy=True)
+    alive = worst == y  # still robust
+    for pred in attack_preds:
+        pred = np.asarray(pred)
+        fooled = alive & (pred != y) & (pred != MISSING)
+        worst[fooled] = pred[fooled]
+        alive &= ~fooled
+    return worst
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for settings and metadata (numpy scalars, tensors, paths, tuples)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if hasattr(value, "tolist"):  # numpy arrays and torch tensors
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+def _int_column(frame: pd.DataFrame, col: str, lo: int, hi: int, where: str) -> np.ndarray:
+    values = frame[col].to_numpy()
+    if values.dtype.kind not in "iu":
+        if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            values = values.astype(np.int64)
+        else:
+            raise RobustfairError(f"{where}: column {col!r} must hold integers, got {frame[col].dtype}")
+    values = values.astype(np.int64, copy=False)
+    if values.size and (values.min() < lo or values.max() > hi):
+        raise RobustfairError(
+            f"{where}: column {col!r} must lie in {lo}..{hi}, got {values.min()}..{values.max()}"
+        )
+    return values
+
+
+class ClassReport:
+    """Per-class clean and robust accuracy with confidence intervals and discrepancy measures.
+
+    >>> preds = pd.DataFrame({"y_true": [0, 0, 1, 1], "clean_pred": [0, 0, 1, 0],
+    ...                       "pgd_pred": [1, 0, 1, 0], "worst_pred": [1, 0, 1, 0]})
+    >>> r = ClassReport(predictions=preds, classes=["a", "b"], attacks=[{"attack": "pgd"}])
+    >>> r.by_class["robust_acc"].tolist()
+    [0.5, 0.5]
+    >>> r.worst_class("clean_acc")
+    ('b', 0.5)
+    """
+
+    def __init__(
+        self,
+        *,
+        predictions: pd.DataFrame,
+        classes: Sequence[str],
+        attacks: Sequence[dict],
+        meta: dict | None = None,
+        target_predictions: pd.DataFrame | None = None,
+    ) -> None:
+        classes = [str(c) for c in classes]
+        if len(classes) < 1 or len(set(classes)) != len(classes):
+            raise RobustfairError("classes must be a non-empty list of distinct names")
+        if not isinstance(predictions, pd.DataFrame):
+            raise RobustfairError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
+        k = len(classes)
+        attacks = [_jsonable(dict(a)) for a in attacks]
+        names = [c[: -len("_pred")] for c in predictions.columns
+                 if str(c).endswith("_pred") and c not in ("clean_pred", "worst_pred")]
+        missing = [c for c in ("y_true", "clean_pred", "worst_pred") if c not in predictions.columns]
+        if missing:
+            raise RobustfairError(f"predictions lack column(s): {', '.join(missing)}")
+        if len(names) != len(attacks):
+            raise RobustfairError(
+                f"predictions have {len(names)} attack column(s) but {len(attacks)} attack setting(s) were given"
+            )
+        bad = [n for n in names if n in _RESERVED]
+        if bad:
+            raise RobustfairError(f"attack name(s) {bad} are reserved; choose other names")
+        where = "predictions"
+        cols: dict[str, np.ndarray] = {"y_true": _int_column(predictions, "y_true", 0, k - 1, where),
+                                       "clean_pred": _int_column(predictions, "clean_pred", 0, k - 1, where)}
+        for name in names:
+            cols[f"{name}_pred"] = _int_column(predictions, f"{name}_pred", MISSING, k - 1, where)
+        cols["worst_pred"] = _int_column(predictions, "worst_pred", 0, k - 1, where)
+        if "target" in predictions.columns:
+            cols["target"] = _int_column(predictions, "target", 0, k - 1, where)
+        expected = worst_case(cols["y_true"], cols["clean_pred"], [cols[f"{n}_pred"] for n in names])
+        if not np.array_equal(expected, cols["worst_pred"]):
+            raise RobustfairError("predictions: worst_pred disagrees with the clean and per-attack predictions")
+        self.predictions = pd.DataFrame(cols)
+        self.classes = classes
+        self.attacks = attacks
+        self.meta = _jsonable(dict(meta or {}))
+        self.attack_names = names
+        self.target_predictions = None
+        if target_predictions is not None:
+            where = "target_predictions"
+            n = len(self.predictions)
+            tcols = {"index": _int_column(target_predictions, "index", 0, max(n - 1, 0), where),
+                     "target": _int_column(target_predictions, "target", 0, k - 1, where)}
+            for name in names:
+                if f"{name}_pred" not in target_predictions.columns:
+                    raise RobustfairError(f"{where} lack column {name}_pred")
+                tcols[f"{name}_pred"] = _int_column(target_predictions, f"{name}_pred", MISSING, k - 1, where)
+            if np.any(self.predictions["y_true"].to_numpy()[tcols["index"]] == tcols["target"]):
+                raise RobustfairError(f"{where}: a point is targeted at its own class")
+            self.target_predictions = pd.DataFrame(tcols)
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def targeted(self) -> bool:
+        """Whether the audit attacked one fixed target class (``predictions["target"]``)."""
+        return "target" in self.predictions.columns
+
+    @property
+    def metrics(self) -> list[str]:
+        """Names of the per-class metrics in ``by_class`` (each also has ``_lo`` and ``_hi``)."""
+        names = ["clean_acc"] + [f"{a}_acc" for a in self.attack_names] + ["robust_acc"]
+        if self.targeted:
+            names += [f"{a}_target_success" for a in self.attack_names]
+        return names
+
+    def _check_metric(self, metric: str) -> str:
+        if metric not in self.metrics:
+            raise RobustfairError(f"unknown metric {metric!r}; choose from: {', '.join(self.metrics)}")
+        return metric
+
+    @staticmethod
+    def higher_is_better(metric: str) -> bool:
+        """Accuracies: higher is better; an attack's target-success rate: lower is better."""
+        return not metric.endswith("_target_success")
+
+    def _outcomes(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per point: did it count as a success, does it count at all, is its outcome unknown."""
+        p = self.predictions
+        y = p["y_true"].to_numpy()
+        if metric.endswith("_target_success"):
+            pred = p[f"{metric[: -len('_target_success')]}_pred"].to_numpy()
+            target = p["target"].to_numpy()
+            valid = y != target  # a point of the target class cannot be pushed into it
+            return (pred == target) & valid, valid, (pred == MISSING) & valid
+        column = {"clean_acc": "clean_pred", "robust_acc": "worst_pred"}.get(metric)
+        pred = p[column or f"{metric[: -len('_acc')]}_pred"].to_numpy()
+        return pred == y, np.ones_like(y, dtype=bool), pred == MISSING
+
+    def _class_counts(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per class: successes, points counted, and whether any point's outcome is unknown."""
+        hit, valid, unknown = self._outcomes(self._check_metric(metric))
+        y = self.predictions["y_true"].to_numpy()
+        k = self.num_classes
+        hits = np.bincount(y, weights=hit & valid, minlength=k)
+        n = np.bincount(y, weights=valid, minlength=k)
+        unknown = np.bincount(y, weights=unknown, minlength=k) > 0
+        return hits, n, unknown
+
+    @cached_property
+    def by_class(self) -> pd.DataFrame:
+        """One row per class: ``n``, then each metric with its 95% Wilson interval."""
+        y = self.predictions["y_true"].to_numpy()
+        data: dict[str, np.ndarray] = {"n": np.bincount(y, minlength=self.num_classes)}
+        for metric in self.metrics:
+            hits, n, unknown = self._class_counts(metric)
+            lo, hi = wilson_interval(hits, n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = hits / n
+            bad = unknown | (n == 0)
+            data[metric] = np.where(bad, np.nan, value)
+            data[f"{metric}_lo"] = np.where(bad, np.nan, lo)
+            data[f"{metric}_hi"] = np.where(bad, np.nan, hi)
+        return pd.DataFrame(data, index=pd.Index(self.classes, name="class"))
+
+    @cached_property
+    def overall(self) -> pd.Series:
+        """The same metrics over all points (micro average), with 95% Wilson intervals."""
+        data: dict[str, float] = {"n": float(len(self.predictions))}
+        for metric in self.metrics:
+            hits, n, unknown = self._class_counts(metric)
+            h, t = hits.sum(), n.sum()
+            lo, hi = wilson_interval(h, t)
+            bad = bool(unknown.any()) or t == 0
+            data[metric] = math.nan if bad else float(h / t)
+            data[f"{metric}_lo"] = math.nan if bad else float(lo)
+            data[f"{metric}_hi"] = math.nan if bad else float(hi)
+        return pd.Series(data, name="overall")
+
+    def class_values(self, metric: str = "robust_acc") -> pd.Series:
+        """The metric per class, dropping classes without a value (no points, or unknown outcomes)."""
+        values = self.by_class[self._check_metric(metric)].dropna()
+        if values.empty:
+            raise RobustfairError(f"no class has a value for {metric!r}")
+        return values
+
+    def worst_class(self, metric: str = "robust_acc") -> tuple[str, float]:
+        """The class with the worst value (lowest accuracy / highest target success) and that value."""
+        values = self.class_values(metric)
+        name = values.idxmin() if self.higher_is_better(metric) else values.idxmax()
+        return str(name), float(values[name])
+
+    def _measure(self, metric: str, name: str, fraction: float = 0.2) -> float:
+        values = self.class_values(metric).to_numpy()
+        out = discrepancy_measures(values, higher_is_better=self.higher_is_better(metric), fraction=fraction)
+        return float(out[name])
+
+    def difference(self, metric: str = "robust_acc") -> float:
+        """Largest minus smallest class value."""
+        return self._measure(metric, "difference")
+
+    def ratio(self, metric: str = "robust_acc") -> float:
+        """Smallest divided by largest class value (NaN if the largest is 0)."""
+        return self._measure(metric, "ratio")
+
+    def std(self, metric: str = "robust_acc") -> float:
+        """Standard deviation of the class values (population, ``ddof=0``)."""
+        return self._measure(metric, "std")
+
+    def normalized_std(self, metric: str = "robust_acc") -> float:
+        """Standard deviation of the class values divided by their mean."""
+        return self._measure(metric, "normalized_std")
+
+    def worst_fraction_mean(self, metric: str = "robust_acc", fraction: float = 0.2) -> float:
+        """Mean over the worst ``ceil(fraction × K)`` classes (at least one)."""
+        return self._measure(metric, "worst_fraction_mean", fraction)
+
+    def deviation(self, metric: str = "robust_acc") -> pd.Series:
+        """Each class's value minus the mean over classes (the paper's accuracy deviation)."""
+        values = self.by_class[self._check_metric(metric)]
+        return values - self.class_values(metric).mean()
+
+    def discrepancy(
+        self,
+        metric: str = "robust_acc",
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+        fraction: float = 0.2,
+        confidence: float = 0.95,
+    ) -> pd.DataFrame:
+        """Every scalar discrepancy measure with a stratified-bootstrap percentile interval.
+
+        Points are resampled with replacement within each class (class sizes stay fixed), the
+        measure is recomputed on each of ``n_boot`` resamples, and ``lo``/``hi`` are the
+        ``(1 ± confidence) / 2`` percentiles. Classes without a value are left out.
+        """
+        if n_boot < 1:
+            raise RobustfairError(f"n_boot must be at least 1, got {n_boot}")
+        hits, n, unknown = self._class_counts(self._check_metric(metric))
+        keep = (n > 0) & ~unknown
+        if not keep.any():
+            raise RobustfairError(f"no class has a value for {metric!r}")
+        higher = self.higher_is_better(metric)
+        point = discrepancy_measures(hits[keep] / n[keep], higher_is_better=higher, fraction=fraction)
+        boot = stratified_bootstrap(hits[keep], n[keep], n_boot, seed)
+        reps = discrepancy_measures(boot, higher_is_better=higher, fraction=fraction)
+        tail = 100.0 * (1.0 - confidence) / 2.0
+        rows = []
+        for name in MEASURES:
+            r = reps[name]
+            with np.errstate(all="ignore"):
+                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if np.isfinite(r).any()
+                          else (math.nan, math.nan))
+            rows.append((float(point[name]), float(lo), float(hi)))
+        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"), columns=["value", "lo", "hi"])
+        frame.attrs.update(metric=metric, n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
+        return frame
+
+    # ------------------------------------------------------------------ confusion
+    def _pred_column(self, attack: str) -> str:
+        if attack in ("worst", "robust"):
+            return "worst_pred"
+        if attack == "clean":
+            return "clean_pred"
+        if attack in self.attack_names:
+            return f"{attack}_pred"
+        raise RobustfairError(
+            f"unknown attack {attack!r}; choose from: clean, worst, {', '.join(self.attack_names)}"
+        )
+
+    def confusion(self, attack: str = "worst", normalize: str | None = None) -> pd.DataFrame:
+        """True class × predicted class counts under ``attack`` (``"clean"``, ``"worst"`` or a name).
+
+        ``normalize="true"`` divides each row by its total (rows without points become NaN).
+        Points the attack skipped (``-1``) are left out.
+        """
+        if normalize not in (None, "true"):
+            raise RobustfairError(f"normalize must be None or 'true', got {normalize!r}")
+        k = self.num_classes
+        y = self.predictions["y_true"].to_numpy()
+        pred = self.predictions[self._pred_column(attack)].to_numpy()
+        keep = pred != MISSING
+        counts = np.bincount(y[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+        matrix: np.ndarray = counts
+        if normalize == "true":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                matrix = counts / counts.sum(axis=1, keepdims=True)
+        return pd.DataFrame(matrix, index=pd.Index(self.classes, name="true"),
+                            columns=pd.Index(self.classes, name="predicted"))
+
+    # ------------------------------------------------------------------ targeted
+    def target_success_matrix(self, attack: str = "worst") -> pd.DataFrame:
+        """Source class × target class: the fraction of the source's points pushed into the target.
+
+        ``attack="worst"`` counts a point as pushed if any attack reached the target. Points the
+        model already misclassified count as pushed if their clean prediction is the target.
+        Needs an audit with ``targeted_all=True``; cells with skipped points (``-1``) are NaN.
+        """
+        tp = self.target_predictions
+        if tp is None:
+            raise RobustfairError("this report has no per-target runs; audit with targeted_all=True")
+        column = self._pred_column(attack)
+        columns = [f"{a}_pred" for a in self.attack_names] if column == "worst_pred" else [column]
+        target = tp["target"].to_numpy()
+        preds = np.stack([tp[c].to_numpy() for c in columns])
+        hit = (preds == target).any(axis=0)
+        unknown = (preds == MISSING).any(axis=0) & ~hit
+        k = self.num_classes
+        cell = self.predictions["y_true"].to_numpy()[tp["index"].to_numpy()] * k + target
+        total = np.bincount(cell, minlength=k * k)
+        hits = np.bincount(cell, weights=hit, minlength=k * k)
+        unknown = np.bincount(cell, weights=unknown, minlength=k * k) > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where((total > 0) & ~unknown, hits / total, np.nan)
+        return pd.DataFrame(rate.reshape(k, k), index=pd.Index(self.classes, name="source"),
+                            columns=pd.Index(self.classes, name="target"))
+
+    @property
+    def target_success(self) -> pd.DataFrame:
+        """``target_success_matrix("worst")``: source × target success of any attack."""
+        return self.target_success_matrix("worst")
+
+    # ------------------------------------------------------------------ storage
+    def to_dict(self) -> dict:
+        """Plain JSON types: the schema tag, classes, attack settings, metadata and predictions."""
+        tp = self.target_predictions
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "classes": list(self.classes),
+            "attacks": self.attacks,
+            "meta": self.meta,
+            "predictions": {c: self.predictions[c].tolist() for c in self.predictions.columns},
+            "target_predictions": None if tp is None else {c: tp[c].tolist() for c in tp.columns},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "report") -> "ClassReport":
+        """Rebuild a report from :meth:`to_dict` output, checking the schema."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise RobustfairError(f"{source} is not a robustfair ClassReport (no {SCHEMA!r} schema tag)")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RobustfairError(
+                f"{source} has schema version {version!r}; this robustfair reads version {SCHEMA_VERSION}"
+            )
+        try:
+            preds = data["predictions"]
+            tp = data.get("target_predictions")
+            return cls(
+                predictions=pd.DataFrame({k: np.asarray(v) for k, v in preds.items()}),
+                classes=data["classes"],
+                attacks=data["attacks"],
+                meta=data.get("meta") or {},
+                target_predictions=None if tp is None else pd.DataFrame({k: np.asarray(v) for k, v in tp.items()}),
+            )
+        except RobustfairError as exc:
+            raise RobustfairError(f"{source} is not a valid ClassReport: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RobustfairError(f"{source} is not a valid ClassReport: bad or missing field {exc}") from None
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Write the report as JSON, atomically (temp file + rename). Returns the path."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise RobustfairError(f"cannot write {path}: directory {path.parent} does not exist")
+        return atomic_write_text(path, self.to_json_text())
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "ClassReport":
+        """Read a report written by :meth:`to_json`; a one-line error for a missing or bad file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RobustfairError(f"report file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RobustfairError(f"cannot read report file {path}: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RobustfairError(f"report file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source=f"report file {path}")
+
+    def equals(self, other: "ClassReport") -> bool:
+        """Same classes, attack settings, metadata and predictions."""
+        if not isinstance(other, ClassReport):
+            return False
+        tp_a, tp_b = self.target_predictions, other.target_predictions
+        same_tp = (tp_a is None and tp_b is None) or (
+            tp_a is not None and tp_b is not None and tp_a.equals(tp_b))
+        return (self.classes == other.classes and self.attacks == other.attacks
+                and self.meta == other.meta and self.predictions.equals(other.predictions) and same_tp)
+
+    # ------------------------------------------------------------------ display
+    def to_markdown(self, *, n_boot: int = 1000, seed: int = 0) -> str:
+        """Markdown: per-class table (worst class marked), overall row, attack settings,
+        discrepancy measures with bootstrap CIs."""
+        from ._format import report_markdown
+
+        return report_markdown(self, n_boot=n_boot, seed=seed)
+
+    def summary(self, *, n_boot: int = 1000, seed: int = 0) -> str:
+        """The same content as :meth:`to_markdown`, as aligned plain text for a terminal."""
+        from ._format import report_text
+
+        return report_text(self, n_boot=n_boot, seed=seed)
+
+    def __repr__(self) -> str:
+        attacks = ", ".join(self.attack_names) or "none"
+        return (f"ClassReport(n={len(self.predictions)}, classes={self.num_classes}, "
+                f"attacks=[{attacks}], robust_acc={self.overall['robust_acc']:.4f})")
+
+
+def profile_similarity(report_a: ClassReport, report_b: ClassReport, metric: str = "robust_acc") -> float:
+    """Cosine similarity of two reports' class-wise ``metric`` vectors (same classes required).
+
+    The paper's measure of how alike two models' per-class profiles are: 1 means the same shape.
+    """
+    if list(report_a.classes) != list(report_b.classes):
+        raise RobustfairError("the two reports have different class lists; profiles cannot be compared")
+    a = report_a.by_class[report_a._check_metric(metric)].to_numpy(dtype=float)
+    b = report_b.by_class[report_b._check_metric(metric)].to_numpy(dtype=float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise RobustfairError(f"{metric!r} is missing for some class in one of the reports")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        raise RobustfairError(f"{metric!r} is zero for every class in one report; cosine is undefined")
+    return float(a @ b / (na * nb))

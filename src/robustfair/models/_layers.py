@@ -1,0 +1,66 @@
+"""Small pieces shared by the model bodies: argument checks, weight init, size-aware pooling.
+
+Every body must work for any image size (8×8 digits up to 96×96 STL-10), so downsampling
+layers are only added while the feature map is still at least 2 pixels wide, and the
+classifier sits behind adaptive average pooling.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def check_geometry(in_channels: int, image_size: int) -> None:
+    """Reject channel counts and image sizes no network can use."""
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+
+
+def check_positive(value: object, what: str) -> int:
+    """An integer architecture argument (width, depth, ...) that must be at least 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_probability(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def pool_or_keep(size: int, pool: nn.Module) -> tuple[nn.Module, int]:
+    """Return ``(pool, size // 2)`` if halving keeps the map at least 1 pixel, else ``(Identity, size)``.
+
+    This is what lets VGG-style nets with five pooling stages run on 8×8 images.
+    """
+    if size >= 2:
+        return pool, size // 2
+    return nn.Identity(), size
+
+
+def init_weights(module: nn.Module) -> None:
+    """He initialisation for convolutions (as in the ResNet papers), unit BN, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv_bn_relu(c_in: int, c_out: int, *, stride: int = 1, batch_norm: bool = True) -> list[nn.Module]:
+    """3×3 convolution, optional batch norm, ReLU (not in place: attacks need input gradients)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batch_norm)
+    ]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU())
+    return layers
