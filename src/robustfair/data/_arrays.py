@@ -12,27 +12,30 @@ from ._base import Dataset, Split
 def stratified_split(
     y: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test), each sorted, holding every class in the same proportion.
+    """Indices (train, test), each sorted, with every class split in the same proportion.
 
-    >>> tr, te = stratified_split(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 0.5, seed=0)
-    >>> sorted(np.bincount(np.array([0, 0, 0, 0, 1, 1, 1, 1])[te]).tolist())
-    [2, 2]
+    Each class of n samples puts round(n * test_fraction) of them, chosen at random (fixed by
+    ``seed``), in the test split, but always keeps one for training and, if it has two or
+    more, gives one to the test split.
+
+    >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    >>> tr, te = stratified_split(y, 0.5, seed=0)
+    >>> np.bincount(y[te]).tolist(), len(tr)
+    ([2, 3], 5)
     """
     if not 0.0 < float(test_fraction) < 1.0:
         raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-    from sklearn.model_selection import train_test_split  # slow import; only when splitting
-
-    index = np.arange(len(y))
-    try:
-        train, test = train_test_split(
-            index, test_size=float(test_fraction), stratify=y, random_state=int(seed)
-        )
-    except ValueError as exc:
-        raise DataError(
-            f"cannot split {len(y)} samples by class with test_fraction={test_fraction} "
-            f"({' '.join(str(exc).split())})"
-        ) from None
-    return np.sort(train), np.sort(test)
+    y = np.asarray(y)
+    rng = np.random.default_rng(int(seed))
+    test = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        n = len(members)
+        n_test = 0 if n < 2 else min(n - 1, max(1, int(np.floor(n * test_fraction + 0.5))))
+        test.append(rng.permutation(members)[:n_test])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    return train_idx, test_idx
 
 
 def resize_uint8(x: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:

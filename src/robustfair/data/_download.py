@@ -188,7 +188,9 @@ def find_or_download(
     where = " or ".join(str(c) for c in candidates)
     how = _how_to_get(remotes, target, archive)
     if not download:
-        raise DataError(f"{name}: files not found ({expected}) in {where} and download=False; {how}")
+        raise DataError(
+            f"{name}: files not found ({expected}) in {where} and download=False; {how}"
+        )
     try:
         for remote in remotes:
             path = download_file(remote, target, progress)

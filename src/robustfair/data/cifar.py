@@ -96,8 +96,10 @@ def _read_all(folder: Path, files: list[str], reader) -> tuple[np.ndarray, np.nd
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _locate(name: str, data_dir: Path, bin_dir: str, bin_files: list[str], py_dir: str,
-            py_files: list[str], remote: Remote, download: bool, progress: bool) -> tuple[Path, str]:
+def _locate(
+    name: str, data_dir: Path, bin_dir: str, bin_files: list[str], py_dir: str,
+    py_files: list[str], remote: Remote, download: bool, progress: bool,
+) -> tuple[Path, str]:
     """(folder, "binary" | "python"): an existing release, else the downloaded binary one."""
     def has(files):
         return lambda d: all((d / f).is_file() for f in files)

@@ -13,7 +13,7 @@ import numpy as np
 from ._arrays import make_dataset, stratified_split
 from ._base import Dataset, register_dataset
 
-TEST_FRACTION = 0.3
+TEST_FRACTION = 0.3  # per class: round(0.3 * n) test images
 SPLIT_SEED = 0
 
 

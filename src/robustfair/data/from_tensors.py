@@ -79,20 +79,22 @@ def from_tensors(
     ys = _as_labels(y, len(xs), "labels")
     if (x_test is None) != (y_test is None):
         raise DataError("pass both x_test and y_test, or neither")
-    if x_test is None:
-        train_idx, test_idx = stratified_split(ys.numpy(), test_fraction, seed)
-        train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-        train = Split(xs[train_idx], ys[train_idx])
-        test = Split(xs[test_idx], ys[test_idx])
-    else:
+    xt = yt = None
+    if x_test is not None:
         xt = _as_uint8_images(x_test, "test images")
-        train, test = Split(xs, ys), Split(xt, _as_labels(y_test, len(xt), "test labels"))
-    k = max(int(train.y.max()) if len(train) else -1, int(test.y.max()) if len(test) else -1) + 1
-    if classes is None:
-        classes = [str(i) for i in range(k)]
-    classes = [str(c) for c in classes]
+        yt = _as_labels(y_test, len(xt), "test labels")
+    all_labels = ys if yt is None else torch.cat([ys, yt])
+    k = int(all_labels.max()) + 1 if len(all_labels) else 0
+    classes = [str(i) for i in range(k)] if classes is None else [str(c) for c in classes]
     if len(classes) < k:
         raise DataError(f"labels go up to {k - 1} but only {len(classes)} class names were given")
     if len(set(classes)) != len(classes):
         raise DataError("class names must be distinct")
+    if xt is None:
+        train_idx, test_idx = (torch.from_numpy(i) for i in
+                               stratified_split(ys.numpy(), test_fraction, seed))
+        train = Split(xs[train_idx], ys[train_idx])
+        test = Split(xs[test_idx], ys[test_idx])
+    else:
+        train, test = Split(xs, ys), Split(xt, yt)
     return Dataset(name, train, test, classes, {"source": "from_tensors"})

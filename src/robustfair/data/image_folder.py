@@ -80,7 +80,9 @@ def image_folder(
         channels = 1 if all(mode in GREY_MODES for mode, _ in headers) else 3
     if image_size is not None:
         if isinstance(image_size, bool) or int(image_size) < 1:
-            raise DataError(f"image_folder: image_size must be a positive integer, got {image_size}")
+            raise DataError(
+                f"image_folder: image_size must be a positive integer, got {image_size}"
+            )
         width = height = int(image_size)
     else:
         sizes = Counter(size for _, size in headers)

@@ -81,7 +81,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
     """The file for ``stem``: plain or .gz, also the ``train-images.idx3-ubyte`` spelling."""
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (folder / name).is_file():
             return folder / name
     return None

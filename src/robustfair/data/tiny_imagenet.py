@@ -41,7 +41,9 @@ def _class_names(folder: Path, wnids: list[str]) -> list[str]:
     return [words.get(w) or w for w in wnids]
 
 
-def _file_lists(folder: Path, wnids: list[str]) -> tuple[list[Path], list[int], list[Path], list[int]]:
+def _file_lists(
+    folder: Path, wnids: list[str]
+) -> tuple[list[Path], list[int], list[Path], list[int]]:
     index = {w: i for i, w in enumerate(wnids)}
     train_paths, train_y = [], []
     for w in wnids:
@@ -90,7 +92,7 @@ def load_tiny_imagenet(
     data_dir: Path, download: bool = True, *, image_size: int | None = None,
     cache: bool = True, progress: bool = False,
 ) -> Dataset:
-    """Tiny-ImageNet: 100000 train / 10000 test (val) images, 200 classes, 64×64 or ``image_size``."""
+    """Tiny-ImageNet: 100000 train / 10000 test (val) images in 200 classes, 64×64 or resized."""
     data_dir = Path(data_dir)
     folder = find_or_download(
         "tiny_imagenet", [data_dir / FOLDER, data_dir / "tiny_imagenet" / FOLDER], _complete,

@@ -1,0 +1,291 @@
+"""Save and load models without pickles: weights in safetensors, the rest as JSON in its header.
+
+A checkpoint is one ``.safetensors`` file. Its header metadata holds one entry,
+``"robustfair"``, a JSON object with
+
+- ``config``: ``model.robustfair_config``, enough for :func:`build_model` to rebuild the model;
+- ``metadata``: the caller's own JSON dict (e.g. data set name and class names);
+- ``weights_sha256``: a digest of the tensors, so a damaged file is refused instead of
+  silently giving a wrong model;
+- ``format`` and ``robustfair_version``.
+
+Loading rebuilds the architecture from ``config`` and fills in the weights; nothing in the
+file is ever executed (safetensors holds raw tensor bytes only).
+
+>>> import tempfile, os, torch
+>>> from robustfair.models import build_model
+>>> m = build_model("mlp", num_classes=3, in_channels=1, image_size=8, hidden=[16])
+>>> p = save_model(m, os.path.join(tempfile.mkdtemp(), "m.safetensors"), metadata={"data": "digits"})
+>>> read_checkpoint_metadata(p)["metadata"]
+{'data': 'digits'}
+>>> bool(torch.equal(load_model(p, device="cpu")[1].classifier.weight, m[1].classifier.weight))
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .._device import resolve_device
+from ..errors import ModelError
+from ._base import build_model, list_models
+
+HEADER_KEY = "robustfair"
+FORMAT = 1
+CONFIG_KEYS = ("name", "num_classes", "in_channels", "image_size", "mean", "std", "kwargs")
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = None,
+               config: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` as safetensors with its build config and ``metadata``; return the path.
+
+    ``config`` defaults to ``model.robustfair_config`` (set by :func:`build_model`); pass it
+    for a model built some other way from a registered constructor, e.g.
+    ``config={"name": "my_net", "num_classes": 10, "in_channels": 3, "image_size": 32}``.
+    ``metadata`` (a JSON-able dict) defaults to ``model.robustfair_metadata`` if the model
+    was loaded from a checkpoint. The file is written to a temporary name and renamed, so a
+    crash never leaves a half-written checkpoint.
+    """
+    path = Path(path)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"save_model needs a torch.nn.Module, got {type(model).__name__}")
+    if config is None:
+        config = getattr(model, "robustfair_config", None)
+        if config is None:
+            raise ModelError(
+                f"cannot save this {type(model).__name__}: it has no robustfair_config; build it "
+                f"with robustfair.build_model(name, ...), or register its constructor with "
+                f"register_model(name) and pass config={{'name': name, 'num_classes': ...}}"
+            )
+    config = _checked_config(config, where="config")
+    if metadata is None:
+        metadata = getattr(model, "robustfair_metadata", None) or {}
+    if not isinstance(metadata, dict):
+        raise ModelError(f"metadata must be a dict, got {type(metadata).__name__}")
+
+    tensors = _tensors_to_save(model)
+    _check_fits(config, {k: tuple(t.shape) for k, t in tensors.items()},
+                source=f"cannot save {type(model).__name__} with config {config['name']!r}")
+    header = {
+        "format": FORMAT,
+        "robustfair_version": _version(),
+        "config": config,
+        "metadata": metadata,
+        "weights_sha256": _digest(tensors),
+    }
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"metadata must be JSON-serialisable (no NaN, tensors or objects): {exc}") from None
+
+    if path.is_dir():
+        raise ModelError(f"cannot save the model to {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise ModelError(f"cannot write checkpoint {path}: {_one_line(exc)}") from None
+    try:
+        save_file(tensors, tmp, metadata={HEADER_KEY: text})
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:
+        raise ModelError(f"cannot write checkpoint {path}: {_one_line(exc)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _tensors_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as standalone contiguous CPU tensors.
+
+    safetensors refuses tensors that share memory (tied weights) and needs each tensor to be
+    contiguous (channels_last weights are not), so those are copied.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in model.state_dict().items():
+        if not isinstance(t, torch.Tensor):
+            raise ModelError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        t = t.detach().cpu()
+        storage = t.untyped_storage()
+        owns_storage = storage.nbytes() == t.numel() * t.element_size()
+        if storage.data_ptr() in seen or not owns_storage or not t.is_contiguous():
+            t = t.clone(memory_format=torch.contiguous_format)
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[name] = t
+    return tensors
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of names, dtypes, shapes and raw bytes, in name order (independent of file layout)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """The JSON in a checkpoint's header, without reading the weights.
+
+    Keys: ``config`` (how the model was built), ``metadata`` (what the saver added),
+    ``weights_sha256``, ``format`` and ``robustfair_version``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"checkpoint {path} is a directory, not a file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable safetensors file ({_one_line(exc)})") from None
+    if HEADER_KEY not in stored:
+        raise ModelError(
+            f"{path} was not saved by robustfair (its safetensors header has no {HEADER_KEY!r} "
+            f"entry); for your own network, build it via register_model + build_model (or pass "
+            f"config= to save_model) and save it with robustfair's save_model"
+        )
+    try:
+        info = json.loads(stored[HEADER_KEY])
+    except ValueError:
+        raise ModelError(f"{path}: the robustfair header is not valid JSON (corrupt file)") from None
+    if not isinstance(info, dict) or not isinstance(info.get("format"), int):
+        raise ModelError(f"{path}: the robustfair header is malformed (corrupt file)")
+    if info["format"] > FORMAT:
+        raise ModelError(
+            f"{path} uses checkpoint format {info['format']}, newer than this robustfair "
+            f"supports ({FORMAT}); upgrade robustfair"
+        )
+    if not isinstance(info.get("metadata"), dict) or not isinstance(info.get("weights_sha256"), str):
+        raise ModelError(f"{path}: the robustfair header is malformed (corrupt file)")
+    info["config"] = _checked_config(info.get("config"), where=f"{path}: config")
+    return info
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` and load its weights (strictly).
+
+    The model is returned in eval mode on ``device`` (default: the fastest available), with
+    the saved metadata as ``model.robustfair_metadata``. Raises :class:`ModelError` for a
+    missing, damaged or foreign file; never unpickles anything.
+    """
+    path = Path(path)
+    info = read_checkpoint_metadata(path)
+    config = info["config"]
+    target = resolve_device(device)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable safetensors file ({_one_line(exc)})") from None
+    if _digest(state) != info["weights_sha256"]:
+        raise ModelError(f"{path}: the weights do not match their checksum (the file is corrupt)")
+    _check_fits(config, {k: tuple(t.shape) for k, t in state.items()}, source=str(path))
+    model = _rebuild(config)
+    model.load_state_dict(state, strict=True)
+    model.robustfair_metadata = info["metadata"]
+    return model.to(target).eval()
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _checked_config(config: object, *, where: str) -> dict:
+    """Validate a build config and return it as plain JSON data (a deep copy)."""
+    if not isinstance(config, dict):
+        raise ModelError(f"{where} must be a dict, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ModelError(f"{where} has unknown key(s) {', '.join(map(str, unknown))}; "
+                         f"allowed: {', '.join(CONFIG_KEYS)}")
+    for key in ("name", "num_classes"):
+        if key not in config:
+            raise ModelError(f"{where} needs {key!r}")
+    kwargs = config.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"{where}: 'kwargs' must be a dict, got {type(kwargs).__name__}")
+    clash = sorted(set(kwargs) & set(CONFIG_KEYS))
+    if clash:
+        raise ModelError(f"{where}: 'kwargs' may not repeat {', '.join(clash)}")
+    try:
+        return json.loads(json.dumps(config, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where} must be JSON-serialisable: {exc}") from None
+
+
+def _rebuild(config: dict) -> nn.Module:
+    name = config["name"]
+    if name not in list_models():
+        raise ModelError(
+            f"model {name!r} is not registered; import the module that registers it "
+            f"(@register_model({name!r})) before saving or loading; known: {', '.join(list_models())}"
+        )
+    args = {k: v for k, v in config.items() if k not in ("name", "kwargs")}
+    return build_model(name, **args, **config.get("kwargs", {}))
+
+
+def _check_fits(config: dict, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
+    """Check that the model ``config`` rebuilds has exactly these tensor names and shapes.
+
+    The reference model is built on the meta device (no memory, no initialisation cost);
+    a user constructor that cannot run there is built normally.
+    """
+    try:
+        with torch.device("meta"):
+            reference = _rebuild(config)
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a constructor calling .item(); retry for real
+        reference = _rebuild(config)
+    expected = {k: tuple(t.shape) for k, t in reference.state_dict().items()}
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if not (missing or unexpected or wrong):
+        return
+    problems = []
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_some(unexpected)}")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"wrong shape for {k} ({list(shapes[k])} instead of {list(expected[k])})"
+                        + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
+    raise ModelError(f"{source}: the weights do not match the {config['name']!r} model its "
+                     f"config describes: " + "; ".join(problems))
+
+
+def _some(keys: list[str], n: int = 2) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,332 @@
+"""The audit: run a model and a list of attacks over a test set and build a :class:`ClassReport`.
+
+Batches are streamed: one batch at a time is moved to the device, so peak memory does not grow
+with the number of points. Per batch:
+
+1. the clean logits, once (``inference_mode``), checked for width and NaN;
+2. each attack, in order, on the batch's clean-correct points. With ``independent=True`` (the
+   default) every attack runs on *all* clean-correct points, so each attack's own column is its
+   honest accuracy; the robust column is the pointwise combination (a point is robust only if no
+   attack fooled it; the first attack that did gives ``worst_pred``). With ``independent=False``
+   a later attack only runs on points no earlier attack fooled (faster: the AutoAttack way); its
+   column holds ``-1`` where it was skipped, and its own accuracy is then reported as unknown
+   (NaN). The robust column is the same in both modes up to the attacks' randomness;
+3. all per-point bookkeeping stays on the device; one transfer to the host per batch.
+
+Targeted audits: ``target=c`` aims every attack at class ``c`` (points of class ``c`` are not
+attacked and do not count in target-success rates); ``targeted_all=True`` aims at every other
+class in turn and records a source × target success matrix (``report.target_success``).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import platform
+import sys
+import time
+import types
+from datetime import datetime, timezone
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._device import model_device, resolve_device
+from ._tensor_checks import as_float_images, check_labels, check_logits
+from .attacks._base import eval_mode
+from .errors import AttackError, RobustfairError
+from .metrics.report import _RESERVED, MISSING, ClassReport
+
+__all__ = ["audit"]
+
+
+def _name_attacks(attacks) -> list[tuple[str, object]]:
+    """(column name, attack) pairs: dict keys, else each attack's ``name`` made unique."""
+    if isinstance(attacks, Mapping):
+        pairs = [(str(k), a) for k, a in attacks.items()]
+    elif isinstance(attacks, Sequence) and not isinstance(attacks, (str, bytes)):
+        pairs, seen = [], {}
+        for a in attacks:
+            base = str(getattr(a, "name", "attack"))
+            seen[base] = seen.get(base, 0) + 1
+            pairs.append((base if seen[base] == 1 else f"{base}_{seen[base]}", a))
+    else:
+        raise AttackError("attacks must be a list of attacks or a dict name -> attack")
+    if not pairs:
+        raise AttackError("give at least one attack to audit with")
+    for name, a in pairs:
+        if not (callable(getattr(a, "perturb", None)) and callable(getattr(a, "settings", None))):
+            raise AttackError(f"attack {name!r} is not an attack (it needs perturb() and settings())")
+        if not name or name in _RESERVED:
+            raise AttackError(f"attack name {name!r} is reserved; choose another name")
+    if len({n for n, _ in pairs}) != len(pairs):
+        raise AttackError("attack names must be distinct")
+    return pairs
+
+
+def _resolve_classes(model: nn.Module, classes: Sequence[str] | None) -> list[str] | None:
+    if classes is not None:
+        return [str(c) for c in classes]
+    meta = getattr(model, "robustfair_metadata", None) or {}
+    if meta.get("classes"):
+        return [str(c) for c in meta["classes"]]
+    config = getattr(model, "robustfair_config", None) or {}
+    if config.get("num_classes"):
+        return [str(i) for i in range(int(config["num_classes"]))]
+    return None  # decided by the width of the model's output
+
+
+def _resolve_target(target: int | str | None, classes: list[str]) -> int | None:
+    if target is None:
+        return None
+    if isinstance(target, str) and target in classes:
+        return classes.index(target)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise RobustfairError(f"unknown target class {target!r}; classes are: {', '.join(classes[:20])}")
+    if not 0 <= int(target) < len(classes):
+        raise RobustfairError(f"target class {int(target)} out of range 0..{len(classes) - 1}")
+    return int(target)
+
+
+@contextlib.contextmanager
+def _audit_settings(pairs: list[tuple[str, object]], seed: int, amp: bool) -> Iterator[None]:
+    """Give the i-th attack seed ``seed + i`` (and amp if asked) for the audit, then restore.
+
+    Different seeds per attack, so that the same attack listed twice draws different random
+    starts and adds something.
+    """
+    saved = []
+    for i, (_, a) in enumerate(pairs):
+        saved.append((a, {k: getattr(a, k) for k in ("seed", "amp") if hasattr(a, k)}))
+        if hasattr(a, "seed"):
+            a.seed = seed + i
+        if amp and hasattr(a, "amp"):
+            a.amp = True
+    try:
+        yield
+    finally:
+        for a, values in saved:
+            for k, v in values.items():
+                setattr(a, k, v)
+
+
+class _Batch:
+    """One batch's bookkeeping on the device: predictions per attack and the running worst case."""
+
+    def __init__(self, clean: torch.Tensor, y: torch.Tensor) -> None:
+        self.y = y
+        self.clean = clean
+        self.correct = clean == y
+        self.alive = self.correct.clone()  # clean-correct and not fooled by any attack so far
+        self.worst = clean.clone()
+        self.columns: list[torch.Tensor] = []
+        self.per_target: list[torch.Tensor] = []  # targeted_all: K × B predictions per attack
+
+    def record(self, pred: torch.Tensor) -> torch.Tensor:
+        """Fold one run's predictions into the worst case; return the points it fooled."""
+        fooled = self.alive & (pred != self.y) & (pred != MISSING)
+        self.worst = torch.where(fooled, pred, self.worst)
+        self.alive &= ~fooled
+        return fooled
+
+
+def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool):
+    """One attack over one batch (for each target in ``targets``); updates ``b`` in place."""
+    skipped = b.correct & ~b.alive if not independent else torch.zeros_like(b.correct)
+    column = torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean)
+    not_fooled_yet = b.correct & ~skipped  # by this attack, over the targets so far
+    preds = []
+    for t in targets:
+        eligible = b.correct if independent else b.alive
+        if t is not None:
+            eligible = eligible & (b.y != t)  # a point cannot be pushed into its own class
+        if independent:
+            pred = b.clean.clone()
+        else:  # points an earlier run already fooled are skipped
+            pred = torch.where(b.correct & ~b.alive, torch.full_like(b.clean, MISSING), b.clean)
+        run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
+        if run.numel():
+            target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
+            result = attack.perturb(model, xb[run], b.y[run], target)
+            pred[run] = result.pred.to(pred.dtype)
+        fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
+        column = torch.where(fooled_here, pred, column)
+        not_fooled_yet &= ~fooled_here
+        b.record(pred)
+        preds.append(pred)
+    b.columns.append(column)
+    if len(targets) > 1:
+        b.per_target.append(torch.stack(preds))
+
+
+def audit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attacks,
+    classes: Sequence[str] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    target: int | str | None = None,
+    targeted_all: bool = False,
+    independent: bool = True,
+    progress: bool = True,
+    amp: bool = False,
+) -> ClassReport:
+    """Audit ``model`` on images ``x`` (uint8 or float in [0, 1], N×C×H×W) with labels ``y``.
+
+    ``attacks`` is a list of attacks (columns named by ``attack.name``, made unique) or a dict
+    name -> attack. ``classes`` defaults to ``model.robustfair_metadata["classes"]``, else
+    ``"0".."K-1"``. ``device=None`` runs where the model is. The i-th attack runs with seed
+    ``seed + i`` (restored afterwards); ``amp`` turns on the attacks' mixed precision (the clean
+    pass stays in full precision). See the module docstring for ``independent`` and targeting.
+
+    >>> import robustfair as rf
+    >>> ds = rf.load_dataset("digits")
+    >>> model = rf.build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    >>> report = audit(model, ds.test.x[:20], ds.test.y[:20],
+    ...                attacks=[rf.build_attack("fgsm", eps=0.1)], progress=False)
+    >>> report.by_class.shape[0]
+    10
+    """
+    pairs = _name_attacks(attacks)
+    if not isinstance(x, torch.Tensor):
+        raise RobustfairError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    as_float_images(x[:0])  # type, dimensions and dtype, before touching any data
+    if len(x) == 0:
+        raise RobustfairError("no images to audit")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RobustfairError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if target is not None and targeted_all:
+        raise RobustfairError("give either target or targeted_all, not both")
+    wants_targeted = target is not None or targeted_all
+    for name, a in pairs:
+        if bool(getattr(a, "targeted", False)) != wants_targeted:
+            raise AttackError(
+                f"attack {name!r} is {'targeted' if getattr(a, 'targeted', False) else 'untargeted'} but the "
+                f"audit is {'targeted' if wants_targeted else 'untargeted'}: build attacks with "
+                f"targeted={wants_targeted}"
+            )
+
+    dev = model_device(model) if device is None else resolve_device(device)
+    home = model_device(model)
+    class_names = _resolve_classes(model, classes)
+    torch.manual_seed(seed)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    n = len(x)
+    small, long = [], []
+    try:
+        if dev != home:
+            model.to(dev)
+        with eval_mode(model), _audit_settings(pairs, seed, amp):
+            settings = [dict(a.settings()) for _, a in pairs]
+            bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
+            with bar:
+                for start in range(0, n, batch_size):
+                    xb = as_float_images(x[start:start + batch_size].to(dev, non_blocking=True))
+                    with torch.inference_mode():
+                        logits = model(xb)
+                    if class_names is None:  # nothing told us the classes: the output width does
+                        class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
+                    check_logits(logits, len(class_names) if class_names else None)
+                    if start == 0:  # everything is known now: check it before the long work
+                        k = len(class_names)
+                        y = check_labels(y, k, n)
+                        t_index = _resolve_target(target, class_names)
+                        targets = list(range(k)) if targeted_all else [t_index]
+                    yb = y[start:start + batch_size].to(dev, non_blocking=True)
+                    b = _Batch(logits.argmax(dim=1), yb)
+                    for _, attack in pairs:
+                        _run_attack(model, attack, xb, b, targets, independent)
+                    rows = torch.stack([yb, b.clean, *b.columns, b.worst])
+                    flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
+                    host = torch.cat(flat).cpu()  # the one device -> host transfer of the batch
+                    small.append(host[: rows.numel()].view(rows.shape))
+                    if b.per_target:
+                        long.append((start, host[rows.numel():].view(len(pairs), k, len(yb))))
+                    bar.update(len(yb))
+    finally:
+        if dev != home:
+            model.to(home)
+    seconds = time.perf_counter() - t0
+
+    table = torch.cat(small, dim=1).numpy()
+    names = [name for name, _ in pairs]
+    predictions = {"y_true": table[0], "clean_pred": table[1]}
+    predictions.update({f"{name}_pred": table[2 + i] for i, name in enumerate(names)})
+    predictions["worst_pred"] = table[-1]
+    if target is not None:
+        predictions["target"] = np.full(n, t_index, dtype=np.int64)
+    meta = _meta(model, n=n, seed=seed, batch_size=batch_size, device=dev, amp=amp,
+                 independent=independent, started=started, seconds=seconds,
+                 target=t_index, targeted_all=targeted_all)
+    return ClassReport(
+        predictions=pd.DataFrame(predictions),
+        classes=class_names,
+        attacks=settings,
+        meta=meta,
+        target_predictions=_long_form(long, table[0], names) if targeted_all else None,
+    )
+
+
+def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """targeted_all: one row per (point, target class other than its own)."""
+    frames = []
+    for start, preds in chunks:  # preds: attacks × K × B
+        _, k, nb = preds.shape
+        target = np.repeat(np.arange(k), nb)
+        index = np.tile(np.arange(start, start + nb), k)
+        keep = target != y_true[index]
+        cols = {"index": index[keep], "target": target[keep]}
+        cols.update({f"{name}_pred": preds[i].numpy().reshape(-1)[keep] for i, name in enumerate(names)})
+        frames.append(pd.DataFrame(cols))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(["index", "target"], kind="stable", ignore_index=True)
+
+
+def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, independent, started, seconds,
+          target, targeted_all) -> dict:
+    import robustfair
+
+    metadata = getattr(model, "robustfair_metadata", None) or {}
+    return {
+        "dataset": metadata.get("dataset"),
+        "model": getattr(model, "robustfair_config", None),
+        "n": n,
+        "seed": seed,
+        "batch_size": batch_size,
+        "device": str(device),
+        "amp": amp,
+        "independent": independent,
+        "target": target,
+        "targeted_all": targeted_all,
+        "started": started.isoformat(timespec="seconds"),
+        "time_seconds": round(seconds, 3),
+        "versions": {
+            "robustfair": robustfair.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+class _CallableModule(types.ModuleType):
+    """``robustfair.audit`` is both this module and, through the package's lazy export, the
+    :func:`audit` function; once the module is imported, Python binds the *module* to the
+    package attribute. Making the module callable keeps ``robustfair.audit(...)`` working
+    whichever way it was first reached."""
+
+    __signature__ = inspect.signature(audit)
+
+    def __call__(self, *args, **kwargs) -> ClassReport:
+        return audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,183 @@
+"""``robustfair audit``: per-class clean and robust accuracy of a checkpoint on a data set.
+
+    robustfair audit --checkpoint model.safetensors --dataset cifar10 \\
+        --attack pgd,apgd-ce --eps 8/255 --steps 20 --out runs/audit
+
+Everything is checked before any work starts (data set, attack names and settings, eps, the
+checkpoint and whether its classes fit the data set); the output directory is only created
+after the audit succeeded, and its files (``report.json``, ``by_class.csv``, ``report.md``)
+are written under temporary names and renamed once all of them are complete.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+from .._parse import parse_number
+from ..errors import AttackError, ConfigError, ModelError
+
+DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
+DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "audit",
+        help="per-class clean and robust accuracy of a checkpoint",
+        description="Attack a saved model on a data set and report accuracy per class, with "
+                    "95%% confidence intervals and class-discrepancy measures.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .safetensors file saved by robustfair")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="data set name, e.g. cifar10 or digits")
+    p.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="split to audit (default: test)")
+    p.add_argument("--limit", type=int, metavar="N", help="audit only the first N points of the split")
+    p.add_argument("--attack", action="append", metavar="NAME",
+                   help="attack(s) to run in order, repeatable or comma-separated (default: pgd)")
+    p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
+    p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS})")
+    p.add_argument("--alpha", metavar="A", help="step size, e.g. 2/255 (default: the attack's own)")
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
+    p.add_argument("--restarts", type=int, metavar="R", help="random restarts (default: the attack's own)")
+    p.add_argument("--targeted-to", metavar="CLASS", help="aim every attack at this class (name or index)")
+    p.add_argument("--targeted-all", action="store_true",
+                   help="aim at every other class in turn; adds a source x target success matrix")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="points per batch (default: 256)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for report.json, by_class.csv, report.md")
+    p.set_defaults(run=run)
+    return p
+
+
+def _attack_names(values: list[str] | None) -> list[str]:
+    from ..attacks import list_attacks
+
+    names = [n.strip() for v in (values or ["pgd"]) for n in v.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--attack is empty; give at least one attack name")
+    known = list_attacks()
+    for name in names:
+        if name not in known:
+            raise AttackError(f"unknown attack {name!r}; choose from: {', '.join(known)}")
+    return names
+
+
+def _accepted(name: str) -> set[str] | None:
+    """Keyword arguments the attack's constructor takes (``None``: it takes any)."""
+    from ..attacks._base import _REGISTRY
+
+    params = inspect.signature(_REGISTRY[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
+def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
+                   targeted: bool) -> tuple[list, list[str]]:
+    """The attacks, in order, and notes about options that do not apply to some of them."""
+    from ..attacks import build_attack
+
+    attacks, notes = [], []
+    for name in names:
+        accepted = _accepted(name)
+        settings = {"eps": eps, "norm": args.norm, "seed": args.seed}
+        wanted = {"steps": args.steps if args.steps is not None else DEFAULT_STEPS,
+                  "alpha": alpha, "restarts": args.restarts}
+        for key, value in wanted.items():
+            if value is None:
+                continue
+            if accepted is None or key in accepted:
+                settings[key] = value
+            elif key != "steps" or args.steps is not None:
+                notes.append(f"{name} has no {key} setting; --{key} does not apply to it")
+        if targeted and (accepted is None or "targeted" in accepted):
+            settings["targeted"] = True
+        attack = build_attack(name, **settings)
+        if bool(getattr(attack, "targeted", False)) != targeted:
+            if targeted:
+                raise AttackError(f"attack {name!r} cannot be targeted; drop it or drop --targeted-to/--targeted-all")
+            raise AttackError(f"attack {name!r} is targeted: add --targeted-to CLASS or --targeted-all")
+        attacks.append(attack)  # the audit names the columns (pgd, pgd_2, ...)
+    return attacks, notes
+
+
+def _check_int(value: int | None, flag: str, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import audit
+    from ..data import class_index, load_dataset
+    from ..metrics._io import write_files_atomically
+    from ..models import load_model
+
+    # 1. everything that can be checked without the data or the model
+    eps = parse_number(args.eps, what="--eps")
+    if eps < 0:
+        raise ConfigError(f"--eps must be non-negative, got {args.eps!r}")
+    alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
+    for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
+                                 (args.restarts, "--restarts", 1), (args.batch_size, "--batch-size", 1)):
+        _check_int(value, flag, minimum)
+    if args.targeted_to is not None and args.targeted_all:
+        raise ConfigError("give either --targeted-to or --targeted-all, not both")
+    targeted = args.targeted_to is not None or args.targeted_all
+    names = _attack_names(args.attack)
+    attacks, notes = _build_attacks(args, names, eps, alpha, targeted)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+
+    # 2. the data and the checkpoint, and whether they fit together
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
+    model = load_model(args.checkpoint, device=args.device)
+    config = getattr(model, "robustfair_config", {}) or {}
+    if config.get("num_classes") != ds.num_classes:
+        raise ModelError(f"checkpoint {args.checkpoint} has {config.get('num_classes')} classes but "
+                         f"dataset {args.dataset!r} has {ds.num_classes}")
+    shape = (config.get("in_channels"), config.get("image_size"))
+    if shape != (ds.channels, ds.image_size):
+        raise ModelError(f"checkpoint {args.checkpoint} expects {shape[0]}-channel {shape[1]}x{shape[1]} images "
+                         f"but dataset {args.dataset!r} has {ds.channels}-channel {ds.image_size}x{ds.image_size}")
+    saved = (getattr(model, "robustfair_metadata", None) or {})
+    if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
+        print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "
+              f"reporting with the data set's names", file=sys.stderr)
+    target = class_index(ds.classes, args.targeted_to) if args.targeted_to is not None else None
+    split = getattr(ds, args.split)
+    n = len(split) if args.limit is None else min(args.limit, len(split))
+    if n == 0:
+        raise ConfigError(f"the {args.split} split of {args.dataset!r} is empty")
+
+    # 3. the audit, then the files
+    report = audit(model, split.x[:n], split.y[:n], attacks=attacks, classes=ds.classes,
+                   batch_size=args.batch_size, seed=args.seed, target=target,
+                   targeted_all=args.targeted_all, progress=sys.stderr.isatty())
+    report.meta.update(dataset=args.dataset, split=args.split, limit=args.limit,
+                       checkpoint=str(args.checkpoint), eps_text=args.eps)
+
+    for note in notes:
+        print(f"note: {note}")
+    print(f"robustfair audit: {args.checkpoint} on {args.dataset} ({args.split}, {n} points), "
+          f"eps {args.eps} = {eps:.6g} ({args.norm})")
+    print(report.summary())
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        out / "report.json": report.to_json_text(),
+        out / "by_class.csv": report.by_class.to_csv(),
+        out / "report.md": report.to_markdown(),
+    }
+    try:
+        write_files_atomically(files)
+    except OSError as exc:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise ConfigError(f"cannot write to {out}: {exc}") from None
+    print("wrote " + ", ".join(str(p) for p in files))
+    return 0

@@ -1,0 +1,502 @@
+"""A study spec: a YAML file naming a grid of training runs and how each run is evaluated.
+
+Every mistake is reported as ``FILE:LINE: what is wrong`` (one line, a
+:class:`~robustfair.errors.ConfigError`), with a suggestion for a misspelt name. Lines come
+from ``yaml.compose``, which keeps each node's position.
+
+A spec looks like this (every key but ``grid`` is optional)::
+
+    name: digits-quick
+    description: small_cnn, standard vs PGD-AT on digits
+    expected_time: about 2 min on 2 CPU cores
+    grid:                       # the Cartesian product of these axes ...
+      objective: [standard, pgd_at]
+      seed: [0, 1]
+    variants:                   # ... times each of these blocks (each itself a product)
+      - {model: small_cnn}
+      - {model: [mlp, lenet], optimizer: adam}
+    fixed:                      # the same for every run
+      dataset: digits
+      eps: 0.2
+    evaluation:
+      n: 300                    # test points (a fixed random subset); omit for all of them
+      attacks:
+        pgd20: {attack: pgd, steps: 20}
+        apgd-ce: {steps: 50}    # ``attack`` defaults to the column name
+    resources: {num_gpus: 0, num_cpus: 1}
+
+Axes and fixed settings are :class:`~robustfair.training.TrainConfig` fields, plus the
+aliases ``architecture`` (= ``model``), ``optimiser`` and ``mitigation`` (one mitigation, a
+list of them, or ``none``). A ``model`` value may be a mapping ``{name: wide_resnet,
+depth: 16}``, whose other keys become ``model_kwargs``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._parse import parse_number
+from ..errors import ConfigError, RobustfairError
+
+__all__ = [
+    "Attack",
+    "Evaluation",
+    "Resources",
+    "StudySpec",
+    "load_spec",
+    "parse_spec",
+]
+
+TOP_KEYS = ("name", "description", "expected_time", "grid", "variants", "fixed",
+            "evaluation", "resources")
+EVAL_KEYS = ("n", "attacks", "batch_size", "seed", "eps")
+RESOURCE_KEYS = ("num_gpus", "num_cpus")
+ALIASES = {"architecture": "model", "arch": "model", "optimiser": "optimizer",
+           "mitigation": "mitigations"}
+
+Path_ = tuple  # a position in the YAML tree: keys and list indices from the root
+
+
+# ------------------------------------------------------------------------------ YAML + lines
+class _Located:
+    """The parsed YAML plus the line (1-based) of every key and value, found by path."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{source}:{line}: not valid YAML: {problem}") from None
+        self._loader = yaml.SafeLoader("")  # its constructors turn scalar nodes into values
+        self.key_lines: dict[Path_, int] = {}
+        self.value_lines: dict[Path_, int] = {}
+        self.data = {} if root is None else self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: Path_) -> Any:
+        self.value_lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: "
+                                      "a key must be a plain name")
+                key = str(self._loader.construct_object(key_node))
+                if key in out:
+                    raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: "
+                                      f"duplicate key {key!r}")
+                self.key_lines[path + (key,)] = key_node.start_mark.line + 1
+                out[key] = self._walk(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._walk(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._loader.construct_object(node)
+
+    def line(self, path: Path_, *, key: bool = False) -> int:
+        """The line of the value at ``path`` (of its key with ``key=True``), else its parent's."""
+        table = self.key_lines if key else self.value_lines
+        while path:
+            if path in table:
+                return table[path]
+            path = path[:-1]
+        return self.value_lines.get((), 1)
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> ConfigError:
+        return ConfigError(f"{self.source}:{self.line(path, key=key)}: {message}")
+
+
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f"; choose from: {', '.join(sorted(options))}"
+
+
+# ------------------------------------------------------------------------------ the spec
+@dataclass(frozen=True)
+class Attack:
+    """One evaluation attack: its column name in the audit, registry name and settings."""
+
+    column: str
+    name: str
+    settings: dict
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How each trained model is audited on the test split."""
+
+    attacks: tuple[Attack, ...]
+    n: int | None = None        # None: the whole test split
+    batch_size: int = 256
+    seed: int = 0
+    eps: float | None = None    # None: each run's training eps
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of the executor (Ray's ``num_gpus`` / ``num_cpus``)."""
+
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    num_cpus_given: bool = False  # set in the spec: then it also fixes torch's CPU threads
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study: grid blocks, fixed settings, the evaluation and resources."""
+
+    name: str
+    description: str
+    expected_time: str | None
+    blocks: tuple[dict, ...]    # each: canonical axis -> list of values (a Cartesian product)
+    fixed: dict                 # canonical TrainConfig field -> value
+    runtime: dict               # TrainConfig runtime settings (amp, compile ...), not hashed
+    evaluation: Evaluation
+    resources: Resources
+    source: str = "study.yaml"
+    text: str = ""
+    # where each block's axes and values were written, for errors found later (per run)
+    block_lines: tuple[dict, ...] = field(default_factory=tuple, repr=False, compare=False)
+
+    @property
+    def axes(self) -> list[str]:
+        """Every axis that some block varies or sets, in the order first written."""
+        seen: list[str] = []
+        for block in self.blocks:
+            seen += [a for a in block if a not in seen]
+        return seen
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec file (errors name the file and line)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"study spec {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read study spec {str(p)!r}: {exc}") from None
+    return parse_spec(text, source=str(path))
+
+
+def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
+    """Validate spec ``text``; ``source`` names it in error messages.
+
+    >>> spec = parse_spec("grid: {objective: [standard, pgd_at]}\\nfixed: {dataset: digits, eps: 0.2}")
+    >>> spec.blocks[0]["objective"], spec.fixed["eps"]
+    (['standard', 'pgd_at'], 0.2)
+    >>> parse_spec("grid: {lrr: [0.1]}", source="s.yaml")
+    Traceback (most recent call last):
+    ...
+    robustfair.errors.ConfigError: s.yaml:1: unknown axis 'lrr' (did you mean 'lr'?)
+    """
+    doc = _Located(text, source)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error((), "a study spec must be a mapping (name:, grid:, evaluation: ...)")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise doc.error((key,), f"unknown key {key!r}{_did_you_mean(key, TOP_KEYS)}", key=True)
+    if "grid" not in data:
+        raise doc.error((), "the spec has no 'grid:' (the axes to vary, e.g. seed: [0, 1])")
+
+    fields = _train_fields()
+    grid = _axes_block(doc, data["grid"], ("grid",), fields, as_lists=True)
+    variants_raw = data.get("variants", [{}])
+    if not isinstance(variants_raw, list) or not variants_raw:
+        raise doc.error(("variants",), "variants must be a non-empty list of mappings of axes")
+    blocks, block_lines = [], []
+    for i, raw in enumerate(variants_raw):
+        variant = _axes_block(doc, raw, ("variants", i), fields, as_lists=True) if raw else {}
+        for axis in variant:
+            if axis in grid:
+                raise doc.error(("variants", i), f"axis {axis!r} is both in grid and in a variant")
+        blocks.append({**grid, **variant})
+        block_lines.append({axis: doc.line(("grid", axis) if axis in grid else ("variants", i, axis),
+                                           key=True) for axis in blocks[-1]} |
+                           {"": doc.line(("variants", i) if raw else ("grid",))})
+    if not any(blocks):
+        raise doc.error(("grid",), "empty grid: give at least one axis with values (e.g. seed: [0])")
+
+    fixed_all = _axes_block(doc, data.get("fixed") or {}, ("fixed",), fields, as_lists=False,
+                            allow_runtime=True)
+    runtime = {k: v for k, v in fixed_all.items() if k in _runtime_keys()}
+    fixed = {k: v for k, v in fixed_all.items() if k not in runtime}
+    for axis in fixed:
+        if any(axis in b for b in blocks):
+            raise doc.error(("fixed", axis), f"{axis!r} is both fixed and an axis of the grid",
+                            key=True)
+
+    spec = StudySpec(
+        name=_string(doc, data, "name", default=Path(source).stem),
+        description=_string(doc, data, "description", default=""),
+        expected_time=_string(doc, data, "expected_time", default=None),
+        blocks=tuple(blocks),
+        fixed=fixed,
+        runtime=runtime,
+        evaluation=_evaluation(doc, data.get("evaluation") or {}),
+        resources=_resources(doc, data.get("resources") or {}),
+        source=source,
+        text=text,
+        block_lines=tuple(block_lines),
+    )
+    from .grid import expand  # every run must build: catches cross-setting mistakes now
+
+    expand(spec)
+    return spec
+
+
+def _string(doc: _Located, data: dict, key: str, default: str | None) -> str | None:
+    if key not in data or data[key] is None:
+        return default
+    if not isinstance(data[key], (str, int, float)) or isinstance(data[key], bool):
+        raise doc.error((key,), f"{key} must be a string")
+    return str(data[key])
+
+
+# ------------------------------------------------------------------------------ axes
+def _train_fields() -> dict[str, str]:
+    """TrainConfig field -> its annotation (``'float'``, ``'int | None'`` ...)."""
+    from ..training.config import TrainConfig
+
+    return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def _runtime_keys() -> tuple[str, ...]:
+    from ..training.config import RUNTIME_KEYS
+
+    return tuple(RUNTIME_KEYS)
+
+
+def _axes_block(doc: _Located, raw: Any, where: Path_, fields: dict[str, str], *,
+                as_lists: bool, allow_runtime: bool = False) -> dict[str, Any]:
+    """Validate one mapping of axes (``as_lists``: each value a list) -> canonical names."""
+    if not isinstance(raw, dict):
+        raise doc.error(where, f"{where[0]} must be a mapping of axis: values")
+    runtime = set(_runtime_keys())
+    known = [f for f in fields if allow_runtime or f not in runtime]
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        path = where + (name,)
+        canonical = ALIASES.get(name, name)
+        if canonical not in known:
+            what = "setting" if where[0] == "fixed" else "axis"
+            if canonical in runtime:
+                raise doc.error(path, f"{name!r} is a runtime setting: put it under 'fixed:'", key=True)
+            raise doc.error(path, f"unknown {what} {name!r}{_did_you_mean(name, list(known) + list(ALIASES))}",
+                            key=True)
+        if canonical in out:
+            raise doc.error(path, f"axis {canonical!r} is given twice (as {name!r} too)", key=True)
+        if as_lists:
+            values = value if isinstance(value, list) else [value]  # a list is the axis' values
+            if not values:
+                raise doc.error(path, f"axis {name!r} has no values: the grid would have no runs")
+            out[canonical] = [_check_value(doc, path + ((i,) if isinstance(value, list) else ()),
+                                           canonical, v, fields[canonical])
+                              for i, v in enumerate(values)]
+        else:
+            out[canonical] = _check_value(doc, path, canonical, value, fields[canonical])
+    return out
+
+
+def _check_value(doc: _Located, path: Path_, name: str, value: Any, annotation: str) -> Any:
+    """Check one value's type (and registry names); return it in canonical form."""
+    if name == "model":
+        return _model_value(doc, path, value)
+    if name == "mitigations":
+        return _mitigation_value(doc, path, value)
+    if name == "dataset":
+        from ..data import list_datasets
+
+        if not isinstance(value, str):
+            raise doc.error(path, f"dataset must be a name, got {value!r}")
+        if value not in list_datasets():
+            raise doc.error(path, f"unknown dataset {value!r}{_did_you_mean(value, list_datasets())}")
+        return value
+    optional = annotation.endswith("| None")
+    kind = annotation.split("|")[0].strip()
+    if value is None:
+        if optional:
+            return None
+        raise doc.error(path, f"{name} needs a value ({kind}), got nothing")
+    try:
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            return parse_number(value, what=name)
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            number = parse_number(value, what=name)
+            if number != int(number):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            return int(number)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+            return value
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a name, got {value!r}")
+            return value
+        if kind == "dict":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a mapping, got {value!r}")
+            return value
+        if kind == "list":
+            if not isinstance(value, list):
+                raise ConfigError(f"{name} must be a list, got {value!r}")
+            return value
+    except ConfigError as exc:
+        raise doc.error(path, str(exc)) from None
+    return value
+
+
+def _model_value(doc: _Located, path: Path_, value: Any) -> dict:
+    """``small_cnn`` or ``{name: small_cnn, width: 16}`` -> ``{"name": ..., "kwargs": {...}}``."""
+    from ..models import list_models
+
+    if isinstance(value, dict):
+        if not isinstance(value.get("name"), str):
+            raise doc.error(path, "a model given as a mapping needs a 'name:'")
+        kwargs = {k: v for k, v in value.items() if k != "name"}
+        name = value["name"]
+    elif isinstance(value, str):
+        name, kwargs = value, {}
+    else:
+        raise doc.error(path, f"model must be a name or a mapping with 'name:', got {value!r}")
+    if name not in list_models():
+        raise doc.error(path, f"unknown model {name!r}{_did_you_mean(name, list_models())}")
+    return {"name": name, "kwargs": kwargs}
+
+
+def _mitigation_value(doc: _Located, path: Path_, value: Any) -> list[dict]:
+    """``none`` / a name / ``{name: ..., options}`` / a list of those -> a list of entries."""
+    from ..training.mitigations import build_mitigation, list_mitigations
+
+    if value is None or value == "none" or value == []:
+        return []
+    items = value if isinstance(value, list) else [value]
+    entries = []
+    for i, item in enumerate(items):
+        here = path + ((i,) if isinstance(value, list) else ())
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise doc.error(here, f"a mitigation must be a name or a mapping with 'name:', got {item!r}")
+        if item["name"] not in list_mitigations():
+            raise doc.error(here, f"unknown mitigation {item['name']!r}"
+                                  f"{_did_you_mean(item['name'], list_mitigations())}")
+        options = {k: v for k, v in item.items() if k != "name"}
+        try:
+            build_mitigation(item["name"], **options)
+        except RobustfairError as exc:
+            raise doc.error(here, str(exc)) from None
+        entries.append(dict(item))
+    return entries
+
+
+# ------------------------------------------------------------------------------ evaluation
+_COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def _evaluation(doc: _Located, raw: Any) -> Evaluation:
+    from ..attacks import build_attack, list_attacks
+
+    where = ("evaluation",)
+    if not isinstance(raw, dict):
+        raise doc.error(where, "evaluation must be a mapping (attacks:, n:, ...)")
+    for key in raw:
+        if key not in EVAL_KEYS:
+            raise doc.error(where + (key,), f"unknown evaluation key {key!r}{_did_you_mean(key, EVAL_KEYS)}",
+                            key=True)
+    n = raw.get("n")
+    if n in (None, "all"):
+        n = None
+    elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise doc.error(where + ("n",), f"evaluation n must be a positive integer or 'all', got {n!r}")
+    batch_size = raw.get("batch_size", 256)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise doc.error(where + ("batch_size",), f"batch_size must be a positive integer, got {batch_size!r}")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise doc.error(where + ("seed",), f"seed must be a non-negative integer, got {seed!r}")
+    eps = raw.get("eps")
+    if eps is not None:
+        try:
+            eps = parse_number(eps, what="evaluation eps")
+        except ConfigError as exc:
+            raise doc.error(where + ("eps",), str(exc)) from None
+        if eps <= 0:
+            raise doc.error(where + ("eps",), f"evaluation eps must be > 0, got {eps}")
+
+    attacks_raw = raw.get("attacks", {"pgd20": {"attack": "pgd", "steps": 20}})
+    if isinstance(attacks_raw, list):  # [pgd, apgd-ce] or [{pgd20: {...}}, ...]
+        merged: dict = {}
+        for i, item in enumerate(attacks_raw):
+            if isinstance(item, str):
+                merged[item] = {}
+            elif isinstance(item, dict) and len(item) == 1:
+                merged.update(item)
+            else:
+                raise doc.error(where + ("attacks", i),
+                                "each attack must be a name or 'column: {attack: NAME, settings...}'")
+        attacks_raw = merged
+    if not isinstance(attacks_raw, dict) or not attacks_raw:
+        raise doc.error(where + ("attacks",), "evaluation attacks must name at least one attack")
+    attacks = []
+    for column, settings in attacks_raw.items():
+        path = where + ("attacks", column)
+        settings = dict(settings or {})
+        if not isinstance(column, str) or not _COLUMN.match(column) or column in (
+                "clean", "worst", "robust", "target", "index", "y_true"):
+            raise doc.error(path, f"attack column name {column!r} must be a plain name "
+                                  "(letters, digits, _ . -) and not a reserved word", key=True)
+        name = settings.pop("attack", column)
+        if name not in list_attacks():
+            raise doc.error(path, f"unknown attack {name!r}{_did_you_mean(name, list_attacks())}",
+                            key="attack" not in (attacks_raw[column] or {}))
+        settings = {k: _maybe_number(v) for k, v in settings.items()}
+        try:  # a trial build with a placeholder eps checks the setting names and values
+            build_attack(name, **{"eps": 0.1, **settings})
+        except RobustfairError as exc:
+            raise doc.error(path, str(exc)) from None
+        attacks.append(Attack(column=column, name=name, settings=settings))
+    return Evaluation(attacks=tuple(attacks), n=n, batch_size=batch_size, seed=seed, eps=eps)
+
+
+def _maybe_number(value: Any) -> Any:
+    """``"2/255"`` -> 0.00784...; other strings (``"ce"``) and non-strings unchanged."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+0-9.eE]+(\s*/\s*[0-9.eE]+)?\s*", value):
+        try:
+            return parse_number(value)
+        except ConfigError:
+            return value
+    return value
+
+
+def _resources(doc: _Located, raw: Any) -> Resources:
+    where = ("resources",)
+    if not isinstance(raw, dict):
+        raise doc.error(where, "resources must be a mapping (num_gpus:, num_cpus:)")
+    for key in raw:
+        if key not in RESOURCE_KEYS:
+            raise doc.error(where + (key,), f"unknown resource {key!r}{_did_you_mean(key, RESOURCE_KEYS)}",
+                            key=True)
+    values = {}
+    for key, default in (("num_gpus", 0.0), ("num_cpus", 1.0)):
+        v = raw.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise doc.error(where + (key,), f"{key} must be a number >= 0, got {v!r}")
+        values[key] = float(v)
+    if values["num_cpus"] == 0 and values["num_gpus"] == 0:
+        raise doc.error(where, "a run must ask for some CPU or GPU (num_cpus or num_gpus > 0)")
+    return Resources(**values, num_cpus_given="num_cpus" in raw)

@@ -1,0 +1,175 @@
+"""The results of a study as tidy tables, for pandas, DuckDB or a spreadsheet.
+
+``results``: one row per run × class × measure, with the run's config columns:
+
+    run, label, dataset, model, objective, mitigation, eps, optimizer, lr, weight_decay,
+    schedule, epochs, batch_size, seed, <other spec axes>, class, class_index, n,
+    measure, value, lo, hi
+
+``measure`` is ``clean_acc``, ``robust_acc`` (the pointwise worst case over the attacks),
+``<attack>_acc`` for each evaluation attack (with 95% Wilson intervals ``lo``/``hi``), and
+``clean_acc_deviation`` / ``robust_acc_deviation`` (the class's accuracy minus the mean over
+classes; no interval). ``label`` names the run by the axes that vary, seed excluded, so the
+seeds of one configuration share it.
+
+``epochs``: the training logs (``epochs.csv`` of every run: a row per epoch × class on the
+validation split, and a row per epoch with ``scope == "epoch"``), with the same config columns.
+
+>>> import pandas as pd  # doctest: +SKIP
+>>> results = pd.read_parquet("DIR/results.parquet")  # doctest: +SKIP
+>>> results.query("measure == 'robust_acc'").groupby(["label", "class"]).value.mean()  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import RobustfairError
+from ..metrics._io import atomic_write_text
+from .grid import CONFIG_COLUMNS, format_value
+from .store import StudyStore
+
+__all__ = ["StudyTables", "config_columns", "epochs_table", "load_tables", "results_table",
+           "write_tables"]
+
+RESULT_COLUMNS = ("class", "class_index", "n", "measure", "value", "lo", "hi")
+
+
+def config_columns(config: dict, extra_axes: list[str] | tuple[str, ...] = ()) -> dict:
+    """A run's config as flat, typed table columns (the standard ones, then ``extra_axes``)."""
+    train = config["train"]
+    model = {"name": train["model"], "kwargs": train.get("model_kwargs") or {}}
+    out: dict = {}
+    for col in CONFIG_COLUMNS:
+        if col == "model":
+            out[col] = format_value("model", model)
+        elif col == "mitigation":
+            out[col] = format_value("mitigations", train.get("mitigations") or [])
+        else:
+            out[col] = train.get(col)
+    for axis in extra_axes:
+        if axis in ("model", "mitigations", "model_kwargs") or axis in out:
+            continue
+        value = train.get(axis)
+        out[axis] = value if isinstance(value, (int, float, str, bool)) or value is None else (
+            format_value(axis, value))
+    return out
+
+
+def _extra_axes(index: dict) -> list[str]:
+    seen: list[str] = []
+    for entry in index["runs"]:
+        seen += [a for a in entry.get("axes", {}) if a not in seen]
+    return seen
+
+
+@dataclass
+class StudyTables:
+    """The two tables, plus which runs of the study are missing from them."""
+
+    results: pd.DataFrame
+    epochs: pd.DataFrame
+    missing: list[str] = field(default_factory=list)   # keys of runs not finished
+    total_runs: int = 0
+
+
+def load_tables(root: str | os.PathLike) -> StudyTables:
+    """Read every finished run of the study in ``root`` into the two tables."""
+    from ..metrics import ClassReport
+
+    store = StudyStore(root)
+    index = store.read_index()
+    extra = _extra_axes(index)
+    result_frames, epoch_frames, missing = [], [], []
+    for entry in index["runs"]:
+        key = entry["key"]
+        if not store.is_done(key):
+            missing.append(key)
+            continue
+        config = store.read_config(key)
+        cols = {"run": key, "label": entry.get("label", key), **config_columns(config, extra)}
+        report = ClassReport.from_json(store.report_path(key))
+        result_frames.append(_report_rows(report, cols))
+        log_path = store.epochs_path(key)
+        if log_path.is_file():
+            log = pd.read_csv(log_path, keep_default_na=False, na_values=[""])
+            if "class" in log.columns:
+                log["class"] = log["class"].astype("string")
+            epoch_frames.append(log.assign(**{k: v for k, v in cols.items()})[
+                list(cols) + list(log.columns)])
+    if not result_frames:
+        raise RobustfairError(f"no run of the study in {str(root)!r} has finished yet")
+    results = pd.concat(result_frames, ignore_index=True)
+    epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    return StudyTables(results=results, epochs=epochs, missing=missing,
+                       total_runs=len(index["runs"]))
+
+
+def results_table(root: str | os.PathLike) -> pd.DataFrame:
+    """The tidy run × class × measure table of the study in ``root``."""
+    return load_tables(root).results
+
+
+def epochs_table(root: str | os.PathLike) -> pd.DataFrame:
+    """The per-epoch training logs of every finished run, with config columns."""
+    return load_tables(root).epochs
+
+
+def _report_rows(report, cols: dict) -> pd.DataFrame:
+    by_class = report.by_class
+    k = len(by_class)
+    frames = []
+    for metric in ["clean_acc"] + [f"{a}_acc" for a in report.attack_names] + ["robust_acc"]:
+        frames.append(pd.DataFrame({
+            "class": by_class.index.astype(str), "class_index": np.arange(k),
+            "n": by_class["n"].to_numpy(), "measure": metric,
+            "value": by_class[metric].to_numpy(float),
+            "lo": by_class[f"{metric}_lo"].to_numpy(float),
+            "hi": by_class[f"{metric}_hi"].to_numpy(float)}))
+    for metric in ("clean_acc", "robust_acc"):
+        frames.append(pd.DataFrame({
+            "class": by_class.index.astype(str), "class_index": np.arange(k),
+            "n": by_class["n"].to_numpy(), "measure": f"{metric}_deviation",
+            "value": report.deviation(metric).to_numpy(float), "lo": np.nan, "hi": np.nan}))
+    rows = pd.concat(frames, ignore_index=True)
+    for name, value in reversed(list(cols.items())):
+        rows.insert(0, name, value)
+    return rows
+
+
+def parquet_available() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables, str | None]:
+    """Write ``results`` and ``epochs`` as CSV, and as Parquet when pyarrow is installed.
+
+    Returns (written paths by name, the tables, a note: why Parquet was not written, or None).
+    """
+    root = Path(root)
+    tables = load_tables(root)
+    written: dict[str, Path] = {}
+    for name, frame in (("results", tables.results), ("epochs", tables.epochs)):
+        if frame.empty:
+            continue
+        path = root / f"{name}.csv"
+        atomic_write_text(path, frame.to_csv(index=False))
+        written[f"{name}.csv"] = path
+    note = None
+    if parquet_available():
+        for name, frame in (("results", tables.results), ("epochs", tables.epochs)):
+            if frame.empty:
+                continue
+            path = root / f"{name}.parquet"
+            tmp = root / f".{name}.parquet.tmp"
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+            written[f"{name}.parquet"] = path
+    else:
+        note = "Parquet not written: pyarrow is not installed (pip install 'robustfair[parquet]')"
+    return written, tables, note

@@ -1,0 +1,126 @@
+"""Per-epoch class-wise evaluation on the held-out validation split: clean and PGD accuracy.
+
+A point counts as robust only if it is classified correctly both clean and under attack (the
+pointwise worst case over the clean image and the attack). The "boundary error" of a class is
+the fraction of its points that are correct clean but wrong under attack; the "natural error"
+is the fraction wrong clean (the split of Zhang et al.'s TRADES analysis and of FRL).
+
+Under DDP each rank evaluates its own share of the points and the per-class counts are summed,
+so every rank ends with the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..attacks import build_attack, eval_mode
+from ..data import to_float
+from .mitigations import EpochStats
+
+
+@dataclass
+class ClassCounts:
+    """Per-class counts (LongTensor[K]) of one evaluation."""
+
+    n: torch.Tensor
+    clean: torch.Tensor
+    robust: torch.Tensor
+
+    def stats(self, epoch: int) -> EpochStats:
+        n = self.n.clamp_min(1).double()
+        clean = (self.clean / n).float()
+        robust = (self.robust / n).float()
+        return EpochStats(epoch=epoch, clean_acc=clean, robust_acc=robust,
+                          natural_error=1.0 - clean, boundary_error=clean - robust,
+                          counts=self.n.clone())
+
+
+def stratified_holdout(y: torch.Tensor, fraction: float, max_size: int, seed: int,
+                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val), each sorted: ``fraction`` of every class (at most ``max_size`` in all).
+
+    Each class gives ``round(fraction·count)`` points (at least one when it has two or more),
+    scaled down evenly when the total would exceed ``max_size``. The draw depends only on
+    ``seed``, so runs with different training seeds share the validation split.
+
+    >>> y = torch.tensor([0] * 10 + [1] * 20)
+    >>> tr, va = stratified_holdout(y, 0.1, 100, seed=0, num_classes=2)
+    >>> torch.bincount(y[va]).tolist(), len(tr)
+    [1, 2], 27
+    """
+    g = torch.Generator().manual_seed(seed)
+    y_cpu = y.cpu()
+    counts = torch.bincount(y_cpu, minlength=num_classes)
+    scale = min(1.0, max_size / max(1.0, fraction * len(y_cpu)))
+    val_parts = []
+    for k in range(num_classes):
+        members = (y_cpu == k).nonzero().squeeze(1)
+        c = int(counts[k])
+        take = int(round(fraction * scale * c))
+        if c >= 2:
+            take = min(max(take, 1), c - 1)
+        else:
+            take = 0
+        val_parts.append(members[torch.randperm(c, generator=g)[:take]])
+    val = torch.cat(val_parts).sort().values if val_parts else torch.zeros(0, dtype=torch.long)
+    keep = torch.ones(len(y_cpu), dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().squeeze(1), val
+
+
+@torch.no_grad()
+def _clean_pred(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1)
+
+
+def evaluate_classwise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_classes: int,
+    eps: float,
+    norm: str,
+    steps: int,
+    alpha: float,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> ClassCounts:
+    """Clean and PGD-``steps`` per-class counts of ``model`` on uint8 images ``x`` (on its device).
+
+    ``eps == 0`` skips the attack (robust = clean). The attack's random start is seeded with
+    ``seed`` so the evaluation of a given model is repeatable.
+    """
+    device = x.device
+    attack = build_attack("pgd", eps=eps, norm=norm, steps=steps, alpha=alpha,
+                          random_start=True, seed=seed) if eps > 0 else None
+    n = torch.zeros(num_classes, dtype=torch.long, device=device)
+    clean = torch.zeros_like(n)
+    robust = torch.zeros_like(n)
+    mine = torch.arange(rank, len(y), world_size, device=device)
+    with eval_mode(model):
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start:start + batch_size]
+            xb = to_float(x[idx]).contiguous(memory_format=memory_format)
+            yb = y[idx]
+            ok = _clean_pred(model, xb) == yb
+            if attack is not None:
+                res = attack.perturb(model, xb, yb)
+                ok_adv = ok & (res.pred == yb)
+            else:
+                ok_adv = ok
+            n += torch.bincount(yb, minlength=num_classes)
+            clean += torch.bincount(yb[ok], minlength=num_classes)
+            robust += torch.bincount(yb[ok_adv], minlength=num_classes)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        both = torch.stack([n, clean, robust])
+        dist.all_reduce(both)
+        n, clean, robust = both[0], both[1], both[2]
+    return ClassCounts(n=n.cpu(), clean=clean.cpu(), robust=robust.cpu())
