@@ -260,3 +260,18 @@ def test_package_level_audit_is_callable_however_it_was_imported(model, digits):
     report = robustfair.audit(model, digits.test.x[:10], digits.test.y[:10],
                               attacks=[build_attack("fgsm", eps=0.1)], progress=False)
     assert isinstance(report, robustfair.ClassReport)
+
+
+def test_targeted_all_fast_mode_keeps_the_robust_column(model, digits):
+    x, y = digits.test.x[:30], digits.test.y[:30]
+    attacks = [build_attack("fgsm", eps=0.15, targeted=True),
+               build_attack("pgd", eps=0.15, steps=2, random_start=False, targeted=True)]
+    full = audit(model, x, y, attacks=attacks, targeted_all=True, progress=False)
+    fast = audit(model, x, y, attacks=attacks, targeted_all=True, independent=False, progress=False)
+    np.testing.assert_array_equal(full.predictions.worst_pred, fast.predictions.worst_pred)
+    # in the fast mode a point fooled once is skipped by every later (attack, target) run
+    tp = fast.target_predictions
+    fooled_by_fgsm = full.predictions.fgsm_pred != full.predictions.y_true
+    assert (tp.pgd_pred[tp["index"].isin(np.flatnonzero(fooled_by_fgsm & (full.predictions.clean_pred
+                                                                          == full.predictions.y_true)))]
+            == -1).all()

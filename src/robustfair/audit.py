@@ -15,7 +15,9 @@ with the number of points. Per batch:
 
 Targeted audits: ``target=c`` aims every attack at class ``c`` (points of class ``c`` are not
 attacked and do not count in target-success rates); ``targeted_all=True`` aims at every other
-class in turn and records a source × target success matrix (``report.target_success``).
+class in turn and records a source × target success matrix (``report.target_success``); in
+the fast mode (``independent=False``) a point leaves the search, for all later attacks and
+targets, as soon as one run fools it.
 """
 from __future__ import annotations
 
@@ -133,8 +135,13 @@ class _Batch:
         return fooled
 
 
-def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool):
-    """One attack over one batch (for each target in ``targets``); updates ``b`` in place."""
+def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool,
+                keep_per_target: bool) -> None:
+    """One attack over one batch, once per target in ``targets``; updates ``b`` in place.
+
+    The attack's own column gets, per point, the prediction of the first target (in order)
+    that fooled the model, else the clean prediction (``-1`` if skipped in the fast mode).
+    """
     skipped = b.correct & ~b.alive if not independent else torch.zeros_like(b.correct)
     column = torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean)
     not_fooled_yet = b.correct & ~skipped  # by this attack, over the targets so far
@@ -158,7 +165,7 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
         b.record(pred)
         preds.append(pred)
     b.columns.append(column)
-    if len(targets) > 1:
+    if keep_per_target:
         b.per_target.append(torch.stack(preds))
 
 
@@ -184,7 +191,10 @@ def audit(
     name -> attack. ``classes`` defaults to ``model.robustfair_metadata["classes"]``, else
     ``"0".."K-1"``. ``device=None`` runs where the model is. The i-th attack runs with seed
     ``seed + i`` (restored afterwards); ``amp`` turns on the attacks' mixed precision (the clean
-    pass stays in full precision). See the module docstring for ``independent`` and targeting.
+    pass stays in full precision). ``target`` (index or class name) aims every attack at one
+    class; ``targeted_all`` at every other class in turn (attacks must be built targeted).
+    ``independent=False`` is the faster mode that skips points already fooled (see the module
+    docstring). Bad input raises a one-line :class:`RobustfairError` before any attack runs.
 
     >>> import robustfair as rf
     >>> ds = rf.load_dataset("digits")
@@ -242,7 +252,7 @@ def audit(
                     yb = y[start:start + batch_size].to(dev, non_blocking=True)
                     b = _Batch(logits.argmax(dim=1), yb)
                     for _, attack in pairs:
-                        _run_attack(model, attack, xb, b, targets, independent)
+                        _run_attack(model, attack, xb, b, targets, independent, targeted_all)
                     rows = torch.stack([yb, b.clean, *b.columns, b.worst])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
                     host = torch.cat(flat).cpu()  # the one device -> host transfer of the batch

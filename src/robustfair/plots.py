@@ -65,7 +65,7 @@ def classwise_bars(
         color = colors[(i // 2) % len(colors)]
         ax.bar(x - 0.4 + width * (i + 0.5), 100 * vals, width, label=name, color=color,
                alpha=1.0 if not hatch else 0.55, hatch=hatch, edgecolor="black", linewidth=0.4,
-               yerr=[100 * (vals - lo), 100 * (hi - vals)], error_kw={"elinewidth": 0.6, "capsize": 1.5})
+               yerr=[100 * np.clip(vals - lo, 0, None), 100 * np.clip(hi - vals, 0, None)], error_kw={"elinewidth": 0.6, "capsize": 1.5})
     ax.set_xticks(x, classes, rotation=0 if len(classes) <= 12 else 60)
     ax.set_xlabel("class")
     ax.set_ylabel("accuracy (%)")

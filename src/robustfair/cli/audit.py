@@ -98,7 +98,8 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
         attack = build_attack(name, **settings)
         if bool(getattr(attack, "targeted", False)) != targeted:
             if targeted:
-                raise AttackError(f"attack {name!r} cannot be targeted; drop it or drop --targeted-to/--targeted-all")
+                raise AttackError(f"attack {name!r} cannot be targeted; drop it or drop "
+                                  f"--targeted-to/--targeted-all")
             raise AttackError(f"attack {name!r} is targeted: add --targeted-to CLASS or --targeted-all")
         attacks.append(attack)  # the audit names the columns (pgd, pgd_2, ...)
     return attacks, notes
@@ -141,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
                          f"dataset {args.dataset!r} has {ds.num_classes}")
     shape = (config.get("in_channels"), config.get("image_size"))
     if shape != (ds.channels, ds.image_size):
-        raise ModelError(f"checkpoint {args.checkpoint} expects {shape[0]}-channel {shape[1]}x{shape[1]} images "
-                         f"but dataset {args.dataset!r} has {ds.channels}-channel {ds.image_size}x{ds.image_size}")
+        raise ModelError(f"checkpoint {args.checkpoint} expects {shape[0]}-channel "
+                         f"{shape[1]}x{shape[1]} images but dataset {args.dataset!r} has "
+                         f"{ds.channels}-channel {ds.image_size}x{ds.image_size}")
     saved = (getattr(model, "robustfair_metadata", None) or {})
     if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
         print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "

@@ -140,7 +140,10 @@ def _target_matrix(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[tuple[str, list[str], list[list[str]] | str]]:
+Section = tuple[str, list[str], "list[list[str]] | str"]  # title, table header, rows (or text)
+
+
+def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[Section]:
     attacks = "\n".join(describe_attack(name, s) for name, s in zip(report.attack_names, report.attacks))
     sections: list = [("Attacks", [], attacks or "(none)")]
     header, rows = class_table_rows(report)

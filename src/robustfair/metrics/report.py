@@ -130,7 +130,8 @@ class ClassReport:
             raise RobustfairError(f"predictions lack column(s): {', '.join(missing)}")
         if len(names) != len(attacks):
             raise RobustfairError(
-                f"predictions have {len(names)} attack column(s) but {len(attacks)} attack setting(s) were given"
+                f"predictions have {len(names)} attack column(s) but {len(attacks)} attack "
+                f"setting(s) were given"
             )
         bad = [n for n in names if n in _RESERVED]
         if bad:
@@ -145,7 +146,8 @@ class ClassReport:
             cols["target"] = _int_column(predictions, "target", 0, k - 1, where)
         expected = worst_case(cols["y_true"], cols["clean_pred"], [cols[f"{n}_pred"] for n in names])
         if not np.array_equal(expected, cols["worst_pred"]):
-            raise RobustfairError("predictions: worst_pred disagrees with the clean and per-attack predictions")
+            raise RobustfairError(
+                "predictions: worst_pred disagrees with the clean and per-attack predictions")
         self.predictions = pd.DataFrame(cols)
         self.classes = classes
         self.attacks = attacks
@@ -399,7 +401,7 @@ class ClassReport:
             "schema_version": SCHEMA_VERSION,
             "classes": list(self.classes),
             "attacks": self.attacks,
-            "meta": self.meta,
+            "meta": _jsonable(self.meta),  # callers may have added to it since
             "predictions": {c: self.predictions[c].tolist() for c in self.predictions.columns},
             "target_predictions": None if tp is None else {c: tp[c].tolist() for c in tp.columns},
         }
@@ -415,19 +417,22 @@ class ClassReport:
                 f"{source} has schema version {version!r}; this robustfair reads version {SCHEMA_VERSION}"
             )
         try:
-            preds = data["predictions"]
+            def frame(columns: dict) -> pd.DataFrame:
+                return pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})
+
             tp = data.get("target_predictions")
             return cls(
-                predictions=pd.DataFrame({k: np.asarray(v) for k, v in preds.items()}),
+                predictions=frame(data["predictions"]),
                 classes=data["classes"],
                 attacks=data["attacks"],
                 meta=data.get("meta") or {},
-                target_predictions=None if tp is None else pd.DataFrame({k: np.asarray(v) for k, v in tp.items()}),
+                target_predictions=None if tp is None else frame(tp),
             )
         except RobustfairError as exc:
             raise RobustfairError(f"{source} is not a valid ClassReport: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise RobustfairError(f"{source} is not a valid ClassReport: bad or missing field {exc}") from None
+            raise RobustfairError(
+                f"{source} is not a valid ClassReport: bad or missing field {exc}") from None
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON, atomically (temp file + rename). Returns the path."""
@@ -452,7 +457,8 @@ class ClassReport:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RobustfairError(f"report file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise RobustfairError(
+                f"report file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, source=f"report file {path}")
 
     def equals(self, other: "ClassReport") -> bool:

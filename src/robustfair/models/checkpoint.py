@@ -75,8 +75,12 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
         raise ModelError(f"metadata must be a dict, got {type(metadata).__name__}")
 
     tensors = _tensors_to_save(model)
-    _check_fits(config, {k: tuple(t.shape) for k, t in tensors.items()},
-                source=f"cannot save {type(model).__name__} with config {config['name']!r}")
+    # rebuild from the config now: a model that was changed after build_model (say, a new
+    # head) would otherwise save fine and then fail to load
+    reference = _rebuild(config)
+    _check_fits(reference, {k: tuple(t.shape) for k, t in tensors.items()},
+                name=config["name"], source=f"cannot save this {type(model).__name__}")
+    config = _checked_config(reference.robustfair_config, where="config")  # defaults filled in
     header = {
         "format": FORMAT,
         "robustfair_version": _version(),
@@ -205,8 +209,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         raise ModelError(f"{path} is not a readable safetensors file ({_one_line(exc)})") from None
     if _digest(state) != info["weights_sha256"]:
         raise ModelError(f"{path}: the weights do not match their checksum (the file is corrupt)")
-    _check_fits(config, {k: tuple(t.shape) for k, t in state.items()}, source=str(path))
-    model = _rebuild(config)
+    try:
+        model = _rebuild(config)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    _check_fits(model, {k: tuple(t.shape) for k, t in state.items()}, name=config["name"],
+                source=str(path))
     model.load_state_dict(state, strict=True)
     model.robustfair_metadata = info["metadata"]
     return model.to(target).eval()
@@ -226,6 +234,18 @@ def _checked_config(config: object, *, where: str) -> dict:
     for key in ("name", "num_classes"):
         if key not in config:
             raise ModelError(f"{where} needs {key!r}")
+    if not isinstance(config["name"], str):
+        raise ModelError(f"{where}: 'name' must be a string, got {config['name']!r}")
+    for key in ("num_classes", "in_channels", "image_size"):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ModelError(f"{where}: {key!r} must be an integer, got {value!r}")
+    for key in ("mean", "std"):
+        value = config.get(key)
+        numbers = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if value is not None and not numbers:
+            raise ModelError(f"{where}: {key!r} must be a list of numbers, got {value!r}")
     kwargs = config.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ModelError(f"{where}: 'kwargs' must be a dict, got {type(kwargs).__name__}")
@@ -246,22 +266,15 @@ def _rebuild(config: dict) -> nn.Module:
             f"(@register_model({name!r})) before saving or loading; known: {', '.join(list_models())}"
         )
     args = {k: v for k, v in config.items() if k not in ("name", "kwargs")}
-    return build_model(name, **args, **config.get("kwargs", {}))
+    # weight initialisation draws random numbers; saving or loading must not shift the
+    # caller's random stream (a training run would stop being reproducible)
+    with torch.random.fork_rng(devices=[]):
+        return build_model(name, **args, **config.get("kwargs", {}))
 
 
-def _check_fits(config: dict, shapes: dict[str, tuple[int, ...]], *, source: str) -> None:
-    """Check that the model ``config`` rebuilds has exactly these tensor names and shapes.
-
-    The reference model is built on the meta device (no memory, no initialisation cost);
-    a user constructor that cannot run there is built normally.
-    """
-    try:
-        with torch.device("meta"):
-            reference = _rebuild(config)
-    except ModelError:
-        raise
-    except Exception:  # noqa: BLE001 - e.g. a constructor calling .item(); retry for real
-        reference = _rebuild(config)
+def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,
+                source: str) -> None:
+    """Check that ``reference`` (the model a config rebuilds) has exactly these tensor names and shapes."""
     expected = {k: tuple(t.shape) for k, t in reference.state_dict().items()}
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]
@@ -277,8 +290,8 @@ def _check_fits(config: dict, shapes: dict[str, tuple[int, ...]], *, source: str
         k = wrong[0]
         problems.append(f"wrong shape for {k} ({list(shapes[k])} instead of {list(expected[k])})"
                         + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
-    raise ModelError(f"{source}: the weights do not match the {config['name']!r} model its "
-                     f"config describes: " + "; ".join(problems))
+    raise ModelError(f"{source}: the weights do not match the {name!r} model its config "
+                     f"describes: " + "; ".join(problems))
 
 
 def _some(keys: list[str], n: int = 2) -> str:

@@ -13,7 +13,8 @@ classes; no interval). ``label`` names the run by the axes that vary, seed exclu
 seeds of one configuration share it.
 
 ``epochs``: the training logs (``epochs.csv`` of every run: a row per epoch × class on the
-validation split, and a row per epoch with ``scope == "epoch"``), with the same config columns.
+validation split, and a row per epoch with ``scope == "epoch"``), with the same config columns
+(the learning rate of each epoch is ``lr_epoch``, beside the config's ``lr``).
 
 >>> import pandas as pd  # doctest: +SKIP
 >>> results = pd.read_parquet("DIR/results.parquet")  # doctest: +SKIP
@@ -97,9 +98,11 @@ def load_tables(root: str | os.PathLike) -> StudyTables:
         result_frames.append(_report_rows(report, cols))
         log_path = store.epochs_path(key)
         if log_path.is_file():
-            log = pd.read_csv(log_path, keep_default_na=False, na_values=[""])
-            if "class" in log.columns:
-                log["class"] = log["class"].astype("string")
+            # class names are text even when they look like numbers ("0".."9")
+            log = pd.read_csv(log_path, dtype={"class": "string", "worst_class": "string",
+                                               "note": "string"})
+            # a logged value named like a config column (the epoch's lr) gets a suffix
+            log = log.rename(columns={c: f"{c}_epoch" for c in log.columns if c in cols})
             epoch_frames.append(log.assign(**{k: v for k, v in cols.items()})[
                 list(cols) + list(log.columns)])
     if not result_frames:

@@ -1,0 +1,320 @@
+"""The numbers behind a study's report, computed from its tidy results table.
+
+Everything here answers one of the paper's three questions:
+
+(a) universality: how alike are the class-wise accuracy profiles of models that differ only in
+    architecture (or only in optimisation hyper-parameters)? Cosine similarity of matched runs
+    (same everything else, same seed), and whether the worst class is the same;
+(b) explanation: which classes the adversarially trained models confuse most under attack;
+(c) mitigation: which method raised worst-class robust accuracy, at what cost on average
+    (mean ± std over seeds).
+
+The profile compared is the class-wise *robust* accuracy for adversarially trained models and
+the *clean* accuracy for standard ones (a standard model's robust accuracy is near zero for
+every class, which says nothing about its shape).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import wilson_interval
+from .table import RESULT_COLUMNS
+
+__all__ = [
+    "config_cols",
+    "cosine",
+    "group_profiles",
+    "hparam_cols",
+    "matched_cosines",
+    "mitigation_effects",
+    "profile_metric",
+    "profiles",
+    "run_frame",
+    "top_confusions",
+    "training_gap",
+    "universality",
+]
+
+# config columns that are not "optimisation hyper-parameters"
+NOT_HPARAMS = ("dataset", "model", "objective", "mitigation", "eps", "seed")
+
+
+def config_cols(results: pd.DataFrame) -> list[str]:
+    """The config columns of a results table (everything but run, label and the measures)."""
+    return [c for c in results.columns if c not in RESULT_COLUMNS and c not in ("run", "label")]
+
+
+def run_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: run, label, config columns, and per-class summaries of its accuracies:
+    ``{clean,robust}_{mean,worst,std}`` (mean, minimum and std over classes) and
+    ``{clean,robust}_worst_class``."""
+    cols = ["run", "label"] + config_cols(results)
+    runs = results.drop_duplicates("run")[cols].set_index("run")
+    for metric in ("clean", "robust"):
+        wide = profiles(results, f"{metric}_acc")
+        runs[f"{metric}_mean"] = wide.mean(axis=1)
+        runs[f"{metric}_worst"] = wide.min(axis=1)
+        runs[f"{metric}_std"] = wide.std(axis=1, ddof=0)
+        runs[f"{metric}_worst_class"] = wide.idxmin(axis=1)
+    return runs.reset_index()
+
+
+def profiles(results: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Runs × classes of one measure (classes in their data set's order)."""
+    rows = results[results["measure"] == measure]
+    order = rows.drop_duplicates("class").sort_values("class_index")["class"].tolist()
+    wide = rows.pivot(index="run", columns="class", values="value")
+    return wide[[c for c in order if c in wide.columns]]
+
+
+def profile_metric(objective: str) -> str:
+    """The accuracy whose class profile describes a model: robust, unless trained normally."""
+    return "clean_acc" if objective == "standard" else "robust_acc"
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors; NaN if either is all zeros or has a gap.
+
+    >>> round(cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
+    0.7071
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else math.nan
+
+
+def hparam_cols(results: pd.DataFrame) -> list[str]:
+    """Config columns that vary in this study and are optimisation hyper-parameters."""
+    runs = results.drop_duplicates("run")
+    return [c for c in config_cols(results)
+            if c not in NOT_HPARAMS and runs[c].astype(str).nunique() > 1]
+
+
+def _varies(results: pd.DataFrame, col: str) -> bool:
+    return results.drop_duplicates("run")[col].astype(str).nunique() > 1
+
+
+def matched_cosines(results: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
+    """Cosine similarity of every pair of runs that differ only in the ``vary`` columns.
+
+    One row per pair: ``a``, ``b`` (run keys), ``dataset``, ``objective``, ``metric``,
+    ``cos``, and ``a_<col>`` / ``b_<col>`` for each varied column.
+    """
+    runs = run_frame(results)
+    keys = [c for c in config_cols(results) if c not in vary]
+    wide = {m: profiles(results, m) for m in ("clean_acc", "robust_acc")}
+    rows = []
+    for _, group in runs.groupby([runs[k].astype(str) for k in keys], sort=False):
+        for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
+            if a["objective"] != b["objective"]:
+                continue  # never compare a clean profile with a robust one
+            metric = profile_metric(a["objective"])
+            row = {"a": a["run"], "b": b["run"], "dataset": a["dataset"],
+                   "objective": a["objective"], "metric": metric,
+                   "cos": cosine(wide[metric].loc[a["run"]], wide[metric].loc[b["run"]])}
+            row.update({f"a_{c}": a[c] for c in vary})
+            row.update({f"b_{c}": b[c] for c in vary})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_profiles(results: pd.DataFrame, by: list[str], *, dataset: str, objective: str
+                   ) -> pd.DataFrame:
+    """Mean class profile (the objective's metric) of each value of ``by`` (averaged over
+    every other axis and the seeds), within one data set and objective. Rows: ``by`` values
+    joined as text; columns: classes."""
+    runs = run_frame(results)
+    runs = runs[(runs["dataset"] == dataset) & (runs["objective"] == objective)]
+    wide = profiles(results, profile_metric(objective))
+    names = runs[by].astype(str).agg(", ".join, axis=1) if len(by) > 1 else runs[by[0]].astype(str)
+    frame = wide.loc[runs["run"]].assign(_name=names.to_numpy())
+    order = list(dict.fromkeys(names))
+    return frame.groupby("_name", sort=False).mean().loc[order]
+
+
+def similarity_matrix(profiles_by: pd.DataFrame) -> pd.DataFrame:
+    """Cosine similarity between the rows of a profiles frame."""
+    names = profiles_by.index.tolist()
+    m = np.array([[cosine(profiles_by.loc[a], profiles_by.loc[b]) for b in names] for a in names])
+    return pd.DataFrame(m, index=names, columns=names)
+
+
+# ------------------------------------------------------------------------------ (a)
+@dataclass
+class Similarity:
+    """Cosine similarities of matched pairs, within one data set and objective."""
+
+    dataset: str
+    objective: str
+    metric: str
+    across: str            # "architectures", "hyper-parameters" or "seeds"
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def lo(self) -> float:
+        return float(np.min(self.values))
+
+    @property
+    def hi(self) -> float:
+        return float(np.max(self.values))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+
+@dataclass
+class Universality:
+    similarities: list[Similarity] = field(default_factory=list)
+    # (dataset, objective) -> {model: worst class of its mean profile}
+    worst_by_model: dict = field(default_factory=dict)
+    worst_by_hparams: dict = field(default_factory=dict)
+
+
+def universality(results: pd.DataFrame) -> Universality:
+    """Matched-pair cosine ranges across architectures, hyper-parameters and seeds, and the
+    worst class of each architecture's (and hyper-parameter setting's) mean profile."""
+    out = Universality()
+    hp = hparam_cols(results)
+    plans = []
+    if _varies(results, "model"):
+        plans.append(("architectures", ["model"]))
+    if hp:
+        plans.append(("hyper-parameters", hp))
+    if _varies(results, "seed"):
+        plans.append(("seeds", ["seed"]))
+    for across, vary in plans:
+        pairs = matched_cosines(results, vary)
+        if pairs.empty:
+            continue
+        pairs = pairs.dropna(subset=["cos"])
+        for (dataset, objective, metric), g in pairs.groupby(["dataset", "objective", "metric"],
+                                                              sort=False):
+            out.similarities.append(Similarity(dataset, objective, metric, across,
+                                               g["cos"].tolist()))
+    runs = run_frame(results)
+    for (dataset, objective), _ in runs.groupby(["dataset", "objective"], sort=False):
+        for by, target in ((["model"], out.worst_by_model), (hp, out.worst_by_hparams)):
+            if not by or not _varies(results, by[0]):
+                continue
+            prof = group_profiles(results, by, dataset=dataset, objective=objective)
+            if len(prof) > 1:
+                target[(dataset, objective)] = prof.idxmin(axis=1).to_dict()
+    return out
+
+
+# ------------------------------------------------------------------------------ gap
+def training_gap(results: pd.DataFrame) -> pd.DataFrame:
+    """Did adversarial training widen the class gap? Per (dataset, model, adversarial
+    objective): the spread of class accuracies of the standard model (clean) vs the
+    adversarially trained one (clean and robust), from runs that differ only in objective.
+
+    Columns: dataset, model, objective, pairs, std_standard_clean, std_at_clean,
+    std_at_robust, worstdev_standard_clean, worstdev_at_robust (the worst class's deviation
+    from the class mean), each a mean over the pairs, with ``_sd`` (std over pairs).
+    """
+    runs = run_frame(results).set_index("run")
+    keys = [c for c in config_cols(results) if c != "objective"]
+    rows = []
+    for _, group in runs.reset_index().groupby([runs.reset_index()[k].astype(str) for k in keys],
+                                               sort=False):
+        std = group[group["objective"] == "standard"]
+        adv = group[group["objective"] != "standard"]
+        for (_, s), (_, a) in itertools.product(std.iterrows(), adv.iterrows()):
+            rows.append({
+                "dataset": a["dataset"], "model": a["model"], "objective": a["objective"],
+                "std_standard_clean": s["clean_std"], "std_at_clean": a["clean_std"],
+                "std_at_robust": a["robust_std"],
+                "worstdev_standard_clean": s["clean_worst"] - s["clean_mean"],
+                "worstdev_at_robust": a["robust_worst"] - a["robust_mean"]})
+    if not rows:
+        return pd.DataFrame()
+    pairs = pd.DataFrame(rows)
+    value_cols = [c for c in pairs.columns if c.startswith(("std_", "worstdev_"))]
+    grouped = pairs.groupby(["dataset", "model", "objective"], sort=False)
+    out = grouped[value_cols].mean()
+    sd = grouped[value_cols].std(ddof=1).add_suffix("_sd")
+    out = out.join(sd)
+    out.insert(0, "pairs", grouped.size())
+    return out.reset_index()
+
+
+# ------------------------------------------------------------------------------ (b)
+def top_confusions(confusion: pd.DataFrame, k: int = 3) -> list[dict]:
+    """The ``k`` largest off-diagonal cells of a true × predicted count matrix, as the share
+    of the true class's points, with a 95% Wilson interval.
+
+    >>> m = pd.DataFrame([[8, 2], [5, 5]], index=["a", "b"], columns=["a", "b"])
+    >>> [(c["true"], c["pred"], c["rate"]) for c in top_confusions(m, k=1)]
+    [('b', 'a', 0.5)]
+    """
+    counts = confusion.to_numpy(dtype=float)
+    totals = counts.sum(axis=1)
+    cells = []
+    for i, j in itertools.product(range(len(counts)), repeat=2):
+        if i != j and totals[i] > 0 and counts[i, j] > 0:
+            lo, hi = wilson_interval(np.array([counts[i, j]]), np.array([totals[i]]))
+            cells.append({"true": str(confusion.index[i]), "pred": str(confusion.columns[j]),
+                          "count": int(counts[i, j]), "total": int(totals[i]),
+                          "rate": counts[i, j] / totals[i], "lo": float(lo[0]), "hi": float(hi[0])})
+    cells.sort(key=lambda c: (-c["rate"], -c["count"]))
+    return cells[:k]
+
+
+# ------------------------------------------------------------------------------ (c)
+def mitigation_effects(results: pd.DataFrame) -> pd.DataFrame:
+    """Each training method (objective + mitigation) against its baseline (the same objective
+    without mitigation, else PGD-AT, else standard training), within runs that share every
+    other setting. Mean and std over seeds of the average and worst-class robust accuracy
+    (and clean), and the change from the baseline.
+    """
+    runs = run_frame(results)
+    method = runs["objective"] + " + " + runs["mitigation"]
+    runs = runs.assign(method=method.str.replace(" + none", "", regex=False))
+    keys = [c for c in config_cols(results) if c not in ("objective", "mitigation", "seed")]
+    shown = [k for k in keys if _varies(results, k)]
+    rows = []
+    for _, ctx in runs.groupby([runs[k].astype(str) for k in keys], sort=False):
+        if ctx["method"].nunique() < 2:
+            continue
+        stats = ctx.groupby("method", sort=False).agg(
+            seeds=("run", "size"), objective=("objective", "first"),
+            mitigation=("mitigation", "first"),
+            robust_mean=("robust_mean", "mean"), robust_mean_sd=("robust_mean", "std"),
+            robust_worst=("robust_worst", "mean"), robust_worst_sd=("robust_worst", "std"),
+            clean_mean=("clean_mean", "mean"), clean_mean_sd=("clean_mean", "std"),
+            clean_worst=("clean_worst", "mean"), clean_worst_sd=("clean_worst", "std"))
+        for name, row in stats.iterrows():
+            base = _baseline(stats, row)
+            entry = {"dataset": ctx["dataset"].iloc[0], "model": ctx["model"].iloc[0],
+                     "context": ", ".join(f"{k}={ctx[k].iloc[0]}" for k in shown) or "all runs",
+                     "method": name, **row.to_dict(),
+                     "baseline": base}
+            if base is not None:
+                b = stats.loc[base]
+                for col in ("robust_mean", "robust_worst", "clean_mean", "clean_worst"):
+                    entry[f"{col}_change"] = row[col] - b[col]
+            rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def _baseline(stats: pd.DataFrame, row: pd.Series) -> str | None:
+    plain = stats[stats["mitigation"] == "none"]
+    if row["mitigation"] == "none" and row["objective"] in ("standard", "pgd_at"):
+        return None  # the baselines themselves
+    for objective in (row["objective"], "pgd_at", "standard"):
+        match = plain[plain["objective"] == objective]
+        if len(match) and match.index[0] != row.name:
+            return str(match.index[0])
+    return None

@@ -1,0 +1,188 @@
+"""The study report's figures, drawn with matplotlib's object API (no pyplot, so no global
+state and no display needed). Each function takes ready-made frames and returns a Figure;
+:func:`png_bytes` renders one."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["classwise_bars", "confusion_matrices", "deviation_heatmaps", "epoch_curves",
+           "eps_curves", "png_bytes", "similarity_matrices", "tradeoff"]
+
+MAX_WIDTH = 11.0  # inches: 1100 px at the report's 100 dpi
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _grid(n: int, *, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list]:
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    width = min(MAX_WIDTH, panel[0] * ncols)
+    fig = Figure(figsize=(width, panel[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _short(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def classwise_bars(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """Grouped bars per class; each panel's frame has classes as rows and one column per bar
+    series (e.g. ``standard clean``, ``pgd_at clean``, ``pgd_at robust``), values in [0, 1]."""
+    fig, axes = _grid(len(panels), ncols=2, panel=(5.5, 3.2))
+    for ax, (title, frame) in zip(axes, panels):
+        k, series = len(frame), list(frame.columns)
+        width = 0.8 / max(1, len(series))
+        x = np.arange(k)
+        for i, name in enumerate(series):
+            hatch = "//" if "robust" in name else None
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, 100 * frame[name].to_numpy(float),
+                   width, label=name, hatch=hatch, color=f"C{i // 2 if len(series) > 2 else i}",
+                   alpha=0.55 if "robust" in name else 0.95, edgecolor="black", linewidth=0.3)
+        ax.set_xticks(x, [_short(str(c), 10) for c in frame.index],
+                      rotation=45 if k > 10 else 0, fontsize=7 if k > 10 else 9)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(_short(title, 60), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """Heatmaps of each class's deviation from the class mean (points); rows: models,
+    columns: classes. A diverging colour map centred at zero (red: below the mean)."""
+    rows = max(len(f) for _, f in panels)
+    k = max(f.shape[1] for _, f in panels)
+    panel_w = min(MAX_WIDTH, 2.5 + 0.45 * k)
+    fig, axes = _grid(len(panels), ncols=2 if panel_w <= 5.5 else 1,
+                      panel=(panel_w, 1.2 + 0.3 * rows))
+    for ax, (title, frame) in zip(axes, panels):
+        values = 100 * frame.to_numpy(float)
+        bound = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+        image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+        ax.set_xticks(range(frame.shape[1]), [_short(str(c), 10) for c in frame.columns],
+                      rotation=45 if frame.shape[1] > 10 else 0, fontsize=7)
+        ax.set_yticks(range(len(frame)), [_short(str(r), 40) for r in frame.index], fontsize=7)
+        if frame.size <= 200:
+            for (i, j), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.0f}", ha="center", va="center", fontsize=6)
+        ax.set_title(_short(title, 70), fontsize=10)
+        fig.colorbar(image, ax=ax, label="deviation (points)", shrink=0.8)
+    return fig
+
+
+def similarity_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """Cosine-similarity matrices (symmetric frames) with their values written in."""
+    n = max(len(f) for _, f in panels)
+    side = min(5.5, 2.0 + 0.45 * n)
+    fig, axes = _grid(len(panels), ncols=2, panel=(side + 1.0, side))
+    for ax, (title, frame) in zip(axes, panels):
+        values = frame.to_numpy(float)
+        finite = values[np.isfinite(values)]
+        low = min(0.9, float(finite.min())) if finite.size else 0.0
+        image = ax.imshow(values, cmap="viridis", vmin=low, vmax=1.0)
+        labels = [_short(str(c), 22) for c in frame.columns]
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        if len(frame) <= 12:
+            for (i, j), v in np.ndenumerate(values):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if v < (low + 1) / 2 else "black")
+        ax.set_title(_short(title, 60), fontsize=10)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
+    return fig
+
+
+def eps_curves(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """Robust accuracy of each class against eps; each frame: eps rows × class columns."""
+    fig, axes = _grid(len(panels), ncols=2, panel=(5.5, 3.4))
+    for ax, (title, frame) in zip(axes, panels):
+        for i, cls in enumerate(frame.columns):
+            ax.plot(frame.index, 100 * frame[cls].to_numpy(float), marker="o", markersize=3,
+                    label=_short(str(cls), 12), color=f"C{i % 10}",
+                    linestyle="-" if i < 10 else "--")
+        ax.set_xlabel("eps (training and evaluation)")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(_short(title, 60), fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(frame.columns) <= 20:
+            ax.legend(fontsize=6, ncols=2)
+    return fig
+
+
+def epoch_curves(curves: dict[str, pd.DataFrame]) -> Figure:
+    """Validation accuracy through training: for each model (dict key), a frame indexed by
+    epoch with ``clean_mean``, ``clean_worst``, ``robust_mean``, ``robust_worst``. Solid:
+    mean over classes; dashed: the worst class."""
+    fig, axes = _grid(2, ncols=2, panel=(5.5, 3.4))
+    for ax, metric in zip(axes, ("clean", "robust")):
+        for i, (name, frame) in enumerate(curves.items()):
+            ax.plot(frame.index, 100 * frame[f"{metric}_mean"], color=f"C{i % 10}",
+                    label=_short(name, 40))
+            ax.plot(frame.index, 100 * frame[f"{metric}_worst"], color=f"C{i % 10}",
+                    linestyle="--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {metric} accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{metric}: mean (solid) and worst class (dashed)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    return fig
+
+
+def tradeoff(points: pd.DataFrame) -> Figure:
+    """Average vs worst-class robust accuracy, one point per method (columns ``name``,
+    ``x``, ``x_sd``, ``y``, ``y_sd``: fractions; error bars: std over seeds)."""
+    fig, axes = _grid(1, ncols=1, panel=(6.5, 4.5))
+    ax = axes[0]
+    for i, row in enumerate(points.itertuples()):
+        ax.errorbar(100 * row.x, 100 * row.y, xerr=100 * np.nan_to_num(row.x_sd),
+                    yerr=100 * np.nan_to_num(row.y_sd), fmt="o", color=f"C{i % 10}",
+                    capsize=3, label=_short(str(row.name), 50))
+    ax.set_xlabel("average robust accuracy over classes (%)")
+    ax.set_ylabel("worst-class robust accuracy (%)")
+    ax.set_title("trade-off: average vs worst class (error bars: std over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def confusion_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """Row-normalised confusion matrices (true × predicted, fractions)."""
+    k = max(len(f) for _, f in panels)
+    side = min(5.5, 2.2 + 0.35 * k)
+    fig, axes = _grid(len(panels), ncols=2, panel=(side + 1.0, side))
+    for ax, (title, frame) in zip(axes, panels):
+        values = 100 * frame.to_numpy(float)
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=100)
+        labels = [_short(str(c), 10) for c in frame.columns]
+        ax.set_xticks(range(k), labels, rotation=45 if k > 10 else 0, fontsize=7)
+        ax.set_yticks(range(k), [_short(str(c), 10) for c in frame.index], fontsize=7)
+        if k <= 12:
+            for (i, j), v in np.ndenumerate(values):
+                if np.isfinite(v) and v >= 0.5:
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                            color="white" if v > 50 else "black")
+        ax.set_xlabel("predicted under attack")
+        ax.set_ylabel("true class")
+        ax.set_title(_short(title, 60), fontsize=10)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="% of the true class")
+    return fig

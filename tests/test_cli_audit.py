@@ -1,0 +1,124 @@
+"""``robustfair audit`` end to end on the digits with a model trained and saved in the test."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from robustfair.cli import main
+from robustfair.data import load_dataset
+from robustfair.metrics import ClassReport
+from robustfair.models import build_model, save_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny 8×8 models run fastest on one thread (and then do not fight other processes for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A SmallCNN trained for a few epochs on the digits, and an untrained 5-class one."""
+    ds = load_dataset("digits")
+    torch.manual_seed(0)
+    mean, std = ds.stats()
+    net = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, mean=mean, std=std,
+                      width=8, hidden=32)
+    x, y = ds.train.x.float() / 255, ds.train.y
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(3):
+        for idx in torch.randperm(len(x)).split(64):
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    root = tmp_path_factory.mktemp("ckpt")
+    good = save_model(net.eval(), root / "digits.safetensors", metadata={"dataset": "digits", "classes": ds.classes})
+    five = build_model("small_cnn", num_classes=5, in_channels=1, image_size=8, width=8, hidden=32)
+    wrong = save_model(five, root / "five.safetensors")
+    corrupt = root / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not a safetensors file")
+    return {"good": good, "five": wrong, "corrupt": corrupt}
+
+
+def _args(checkpoint, out, *extra):
+    return ["audit", "--checkpoint", str(checkpoint), "--dataset", "digits", "--limit", "120",
+            "--out", str(out), *extra]
+
+
+def test_cli_audit_end_to_end(checkpoints, tmp_path, capsys):
+    out = tmp_path / "run" / "audit"
+    rc = main(_args(checkpoints["good"], out, "--attack", "pgd,fgsm", "--eps", "32/255", "--steps", "5",
+                    "--batch-size", "50"))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["by_class.csv", "report.json", "report.md"]
+
+    report = ClassReport.from_json(out / "report.json")
+    lines = captured.out.splitlines()
+    for name in report.classes:  # the table has a row for every class
+        assert any(line.split()[:1] == [name] for line in lines), name
+    worst = report.worst_class()[0]
+    marked = [line for line in lines if line.endswith("<- worst")]
+    assert len(marked) == 1 and marked[0].split()[0] == worst
+    assert "32/255" in captured.out and "eps=0.12549" in captured.out and "steps=5" in captured.out
+    assert "worst_deviation" in captured.out  # the discrepancy measures
+
+    assert report.attack_names == ["pgd", "fgsm"] and len(report.predictions) == 120
+    assert report.attacks[0]["eps"] == pytest.approx(32 / 255) and report.attacks[0]["steps"] == 5
+    assert report.meta["dataset"] == "digits" and report.meta["split"] == "test"
+    table = pd.read_csv(out / "by_class.csv", dtype={"class": str}).set_index("class")
+    assert list(table.index) == report.classes and list(table.columns) == list(report.by_class.columns)
+    np.testing.assert_allclose(table.to_numpy(dtype=float), report.by_class.to_numpy(dtype=float), equal_nan=True)
+    assert f"| {worst} |" in (out / "report.md").read_text()
+
+
+def test_cli_audit_targeted_runs(checkpoints, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(_args(checkpoints["good"], out, "--attack", "fgsm", "--eps", "0.2", "--targeted-to", "3")) == 0
+    text = capsys.readouterr().out
+    assert "target=3" in text and "fgsm hit target" in text
+    report = ClassReport.from_json(out / "report.json")
+    assert report.targeted and (report.predictions["target"] == 3).all()
+
+    out = tmp_path / "all"
+    assert main(_args(checkpoints["good"], out, "--attack", "fgsm", "--eps", "0.2", "--targeted-all",
+                      "--limit", "20")) == 0
+    assert "source \\ target" in capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    assert len(data["target_predictions"]["index"]) == 20 * 9
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (["--eps", "8/0"], "--eps '8/0' is not a number"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--attack", "nope"], "unknown attack 'nope'"),
+        (["--checkpoint", "MISSING"], "checkpoint not found"),
+        (["--checkpoint", "CORRUPT"], "corrupt.safetensors"),
+        (["--checkpoint", "FIVE"], "has 5 classes but dataset 'digits' has 10"),
+        (["--targeted-to", "eleven"], "unknown class 'eleven'"),
+        (["--attack", "apgd-t"], "apgd-t' is targeted"),
+        (["--limit", "0"], "--limit must be at least 1"),
+    ],
+)
+def test_cli_audit_errors_exit_2_with_one_line_and_no_output(checkpoints, tmp_path, capsys, change, match):
+    out = tmp_path / "never"
+    paths = {"MISSING": str(tmp_path / "missing.safetensors"), "CORRUPT": str(checkpoints["corrupt"]),
+             "FIVE": str(checkpoints["five"])}
+    change = [paths.get(c, c) for c in change]
+    rc = main(_args(checkpoints["good"], out, "--attack", "fgsm", "--eps", "0.1", *change))
+    captured = capsys.readouterr()
+    assert rc == 2
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("robustfair: error:") and match in err[0], err
+    assert not out.exists()
