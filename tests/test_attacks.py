@@ -84,10 +84,9 @@ def _assert_at_least_as_strong(ours, theirs_fooled, y, *, max_class_gap=0.01):
 
 # ---------------------------------------------------------------- against torchattacks
 
-@pytest.mark.parametrize("eps", [0.1, 0.15])
-def test_pgd_linf_matches_torchattacks(model64, digits, eps):
+def test_pgd_linf_matches_torchattacks(model64, digits):
     x, y, _, _ = digits
-    x = x.double()
+    x, eps = x.double(), 0.15
     theirs = torchattacks.PGD(model64, eps=eps, alpha=eps / 4, steps=10, random_start=False)(x, y)
     ours = build_attack("pgd", eps=eps, steps=10, alpha=eps / 4, random_start=False).perturb(
         model64, x, y)
@@ -119,7 +118,7 @@ def test_fgsm_matches_torchattacks(model64, digits):
 
 def test_apgd_ce_at_least_as_strong_as_pgd100_and_torchattacks(model, digits):
     x, y, _, test_idx = digits
-    x, y, eps = x[test_idx], y[test_idx], 0.15
+    x, y, eps = x[test_idx[:400]], y[test_idx[:400]], 0.15
     apgd = build_attack("apgd-ce", eps=eps, steps=100).perturb(model, x, y)
     pgd = build_attack("pgd", eps=eps, steps=100).perturb(model, x, y)
     theirs = torchattacks.APGD(model, eps=eps, steps=100, loss="ce", n_restarts=1, seed=0)(x, y)
@@ -221,7 +220,7 @@ def test_targeted_attacks_reach_the_target(model64, digits, name, settings):
 def test_per_sample_eps(model64, digits):
     x, y, _, test_idx = digits
     x, y = x[test_idx[:100]].double(), y[test_idx[:100]]
-    eps = torch.where(torch.arange(100) % 2 == 0, 0.0, 0.15)
+    eps = torch.where(torch.arange(100) % 2 == 0, 0.0, 0.15).double()
     for name in ["pgd", "apgd-ce", "fgsm"]:
         res = build_attack(name, eps=eps).perturb(model64, x, y)
         assert torch.equal(res.x_adv[0::2], x[0::2])

@@ -160,7 +160,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients(name):
     out_cl = model_cl(x_cl)
     grad_cl, = torch.autograd.grad(out_cl.sum(), x_cl)
     # random-init deep nets have large logits and gradients: compare relative to their scale
-    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4 * float(out.abs().max()))
+    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4 * float(out.detach().abs().max()))
     torch.testing.assert_close(grad_cl, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max()))
 
 
@@ -190,6 +190,7 @@ def test_wide_resnet_dropout_only_in_train_mode():
     ("resnet56", {"depth": 57}, "6n+2"),
     ("resnet18", {"stem": "huge"}, "stem"),
     ("small_cnn", {"width": 0}, "width"),
+    ("small_cnn", {"batch_norm": "no"}, "batch_norm"),
     ("mlp", {"hidden": "64"}, "hidden"),
     ("mlp", {"hidden": [64, -1]}, "hidden"),
     ("small_cnn", {"depth": 3}, "does not take"),
@@ -207,7 +208,7 @@ def test_unknown_model_name():
 
 
 def test_small_cnn_learns_digits_quickly():
-    """The default small_cnn should fit real 8x8 digits in a few epochs (it is the test workhorse)."""
+    """The default small_cnn fits real 8x8 digits in a few epochs (it is the test workhorse)."""
     from sklearn.datasets import load_digits
 
     data = load_digits()

@@ -78,11 +78,12 @@ class Explanation:
             worst = str(r.idxmin())
             out.append(f"Least robust class under PGD: {worst} ({_pct(r[worst])} robust, mean "
                        f"{_pct(r.mean())}).")
-        top = self.sinks.sinks.dropna(subset=["share_1"])
-        if len(top):
-            a = top["share_1"].idxmax()
-            out.append(f"Strongest sink: {_pct(top.loc[a, 'share_1'])} of class {a}'s adversarial examples "
-                       f"land in class {top.loc[a, 'sink_1']}.")
+        counts = self.sinks.counts.to_numpy()
+        if counts.sum() > 0:
+            a, b = np.unravel_index(int(counts.argmax()), counts.shape)
+            out.append(f"Largest flow: {int(counts[a, b])} of class {self.classes[a]}'s "
+                       f"{int(counts[a].sum())} adversarial examples ({_pct(counts[a, b] / counts[a].sum())}) "
+                       f"land in class {self.classes[b]}.")
         counts = self.sinks.counts.to_numpy()
         if counts.sum() > 0:
             received = counts.sum(axis=0) / counts.sum()
@@ -104,11 +105,13 @@ class Explanation:
         if med.notna().any():
             out.append(f"Smallest median margin: class {med.idxmin()} ({_num(med.min())}); largest: "
                        f"class {med.idxmax()} ({_num(med.max())}) ({self.margins.norm}).")
-        worst = self.corruptions.worst_classes()
-        if "attack" in worst:
-            same = "the same class" if worst["corruption"] == worst["attack"] else "different classes"
-            out.append(f"Worst class under common corruptions: {worst['corruption']}; under attack: "
-                       f"{worst['attack']} ({same}).")
+        corrupted = self.corruptions.by_corruption["mean"]
+        if corrupted.notna().any() and r.notna().any():
+            worst_c, worst_a = _lowest(corrupted), _lowest(r)
+            same = "the same class" if set(worst_c) & set(worst_a) else "different classes"
+            out.append(f"Worst class under common corruptions: {', '.join(worst_c)} "
+                       f"({_pct(corrupted.min())}); under attack: {', '.join(worst_a)} "
+                       f"({_pct(r.min())}) ({same}).")
         t = self.targeted
         out.append(f"Targeted PGD into class {t.target}: {_pct(t.into_rate)} success; out of it toward "
                    f"other classes: {_pct(t.out_rate)}.")
@@ -279,6 +282,12 @@ class Explanation:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return [out / name for name in FILES]
+
+
+def _lowest(values: pd.Series) -> list[str]:
+    """The class(es) with the lowest value (all of them when several tie)."""
+    v = values.dropna()
+    return [str(c) for c in v.index[np.isclose(v.to_numpy(dtype=float), v.min())]]
 
 
 def _pct(v) -> str:

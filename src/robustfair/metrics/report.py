@@ -98,6 +98,10 @@ def _int_column(frame: pd.DataFrame, col: str, lo: int, hi: int, where: str) -> 
 class ClassReport:
     """Per-class clean and robust accuracy with confidence intervals and discrepancy measures.
 
+    Built with keyword arguments from the per-sample ``predictions`` (columns described in the
+    module docstring), the class names, the attacks' settings (in column order) and free-form
+    ``meta``. Treat ``predictions`` as read-only: ``by_class`` and ``overall`` are cached.
+
     >>> preds = pd.DataFrame({"y_true": [0, 0, 1, 1], "clean_pred": [0, 0, 1, 0],
     ...                       "pgd_pred": [1, 0, 1, 0], "worst_pred": [1, 0, 1, 0]})
     >>> r = ClassReport(predictions=preds, classes=["a", "b"], attacks=[{"attack": "pgd"}])

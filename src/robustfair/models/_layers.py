@@ -31,7 +31,7 @@ def check_probability(value: object, what: str) -> float:
 
 
 def pool_or_keep(size: int, pool: nn.Module) -> tuple[nn.Module, int]:
-    """Return ``(pool, size // 2)`` if halving keeps the map at least 1 pixel, else ``(Identity, size)``.
+    """``(pool, size // 2)`` if halving keeps the map at least 1 pixel, else ``(Identity, size)``.
 
     This is what lets VGG-style nets with five pooling stages run on 8×8 images.
     """
@@ -55,7 +55,8 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def conv_bn_relu(c_in: int, c_out: int, *, stride: int = 1, batch_norm: bool = True) -> list[nn.Module]:
+def conv_bn_relu(c_in: int, c_out: int, *, stride: int = 1,
+                 batch_norm: bool = True) -> list[nn.Module]:
     """3×3 convolution, optional batch norm, ReLU (not in place: attacks need input gradients)."""
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batch_norm)

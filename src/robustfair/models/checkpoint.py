@@ -15,7 +15,8 @@ file is ever executed (safetensors holds raw tensor bytes only).
 >>> import tempfile, os, torch
 >>> from robustfair.models import build_model
 >>> m = build_model("mlp", num_classes=3, in_channels=1, image_size=8, hidden=[16])
->>> p = save_model(m, os.path.join(tempfile.mkdtemp(), "m.safetensors"), metadata={"data": "digits"})
+>>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+>>> p = save_model(m, path, metadata={"data": "digits"})
 >>> read_checkpoint_metadata(p)["metadata"]
 {'data': 'digits'}
 >>> bool(torch.equal(load_model(p, device="cpu")[1].classifier.weight, m[1].classifier.weight))
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -48,7 +49,7 @@ CONFIG_KEYS = ("name", "num_classes", "in_channels", "image_size", "mean", "std"
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = None,
                config: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` as safetensors with its build config and ``metadata``; return the path.
+    """Write ``model`` to ``path`` (safetensors) with its build config and ``metadata``; return the path.
 
     ``config`` defaults to ``model.robustfair_config`` (set by :func:`build_model`); pass it
     for a model built some other way from a registered constructor, e.g.
@@ -91,18 +92,21 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
     try:
         text = json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"metadata must be JSON-serialisable (no NaN, tensors or objects): {exc}") from None
+        raise ModelError(
+            f"metadata must be JSON-serialisable (no NaN, tensors or objects): {exc}"
+        ) from None
 
     if path.is_dir():
         raise ModelError(f"cannot save the model to {path}: it is a directory")
+    # a unique temporary name in the same directory, so the final rename is atomic
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise ModelError(f"cannot write checkpoint {path}: {_one_line(exc)}") from None
-    try:
-        save_file(tensors, tmp, metadata={HEADER_KEY: text})
+        with open(tmp, "xb"):  # created by us, it gets the mode the user's umask intends ...
+            pass
+        mode = tmp.stat().st_mode & 0o777
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: text})
+        os.chmod(tmp, mode)  # ... which save_file does not keep (it writes files as 0600)
         os.replace(tmp, path)
     except (OSError, SafetensorError) as exc:
         raise ModelError(f"cannot write checkpoint {path}: {_one_line(exc)}") from None
@@ -134,7 +138,7 @@ def _tensors_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of names, dtypes, shapes and raw bytes, in name order (independent of file layout)."""
+    """SHA-256 of names, dtypes, shapes and raw bytes in name order (independent of file layout)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -178,7 +182,7 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
     try:
         info = json.loads(stored[HEADER_KEY])
     except ValueError:
-        raise ModelError(f"{path}: the robustfair header is not valid JSON (corrupt file)") from None
+        raise ModelError(f"{path}: the robustfair header is not JSON (corrupt file)") from None
     if not isinstance(info, dict) or not isinstance(info.get("format"), int):
         raise ModelError(f"{path}: the robustfair header is malformed (corrupt file)")
     if info["format"] > FORMAT:
@@ -186,7 +190,7 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
             f"{path} uses checkpoint format {info['format']}, newer than this robustfair "
             f"supports ({FORMAT}); upgrade robustfair"
         )
-    if not isinstance(info.get("metadata"), dict) or not isinstance(info.get("weights_sha256"), str):
+    if not (isinstance(info.get("metadata"), dict) and isinstance(info.get("weights_sha256"), str)):
         raise ModelError(f"{path}: the robustfair header is malformed (corrupt file)")
     info["config"] = _checked_config(info.get("config"), where=f"{path}: config")
     return info
@@ -263,7 +267,8 @@ def _rebuild(config: dict) -> nn.Module:
     if name not in list_models():
         raise ModelError(
             f"model {name!r} is not registered; import the module that registers it "
-            f"(@register_model({name!r})) before saving or loading; known: {', '.join(list_models())}"
+            f"(@register_model({name!r})) before saving or loading; known: "
+            f"{', '.join(list_models())}"
         )
     args = {k: v for k, v in config.items() if k not in ("name", "kwargs")}
     # weight initialisation draws random numbers; saving or loading must not shift the
@@ -274,7 +279,7 @@ def _rebuild(config: dict) -> nn.Module:
 
 def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,
                 source: str) -> None:
-    """Check that ``reference`` (the model a config rebuilds) has exactly these tensor names and shapes."""
+    """Check that ``reference`` (the model a config rebuilds) has these tensor names and shapes."""
     expected = {k: tuple(t.shape) for k, t in reference.state_dict().items()}
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]

@@ -16,7 +16,7 @@ from ._layers import check_geometry, check_positive, init_weights
 
 
 class PadShortcut(nn.Module):
-    """Option-A shortcut: take every other pixel, zero-pad the channels from ``c_in`` to ``c_out``."""
+    """Option-A shortcut: every other pixel, channels zero-padded from ``c_in`` to ``c_out``."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()

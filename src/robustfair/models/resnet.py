@@ -15,7 +15,7 @@ from ._layers import check_geometry, check_positive, init_weights
 
 
 class BasicBlock(nn.Module):
-    """``conv-bn-relu-conv-bn`` plus a shortcut (1×1 conv + bn when the shape changes), then relu."""
+    """``conv-bn-relu-conv-bn`` plus the shortcut (1×1 conv + bn if the shape changes), relu."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()

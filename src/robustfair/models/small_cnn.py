@@ -55,7 +55,9 @@ def small_cnn(*, num_classes: int, in_channels: int, image_size: int, width: int
     torch.Size([2, 10])
     """
     check_geometry(in_channels, image_size)
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be true or false, got {batch_norm!r}")
     return SmallCNN(in_channels, image_size, num_classes,
                     width=check_positive(width, "width"),
                     hidden=check_positive(hidden, "hidden"),
-                    batch_norm=bool(batch_norm))
+                    batch_norm=batch_norm)

@@ -1,0 +1,200 @@
+"""``robustfair train``: train a model (standard, PGD-AT, TRADES, FGSM-RS) with a class-wise log.
+
+    robustfair train --dataset digits --model small_cnn --objective pgd_at --eps 0.2 \\
+        --steps 7 --epochs 15 --optimizer adam --lr 0.005 --out runs/digits_at
+
+Options come from ``--config FILE.yaml`` (any TrainConfig key) with the flags on top. Running
+the same command again resumes after the last complete epoch, or reports that the run is
+done; a directory holding a run with a different config is refused (``--force`` starts
+over). Under ``torchrun`` the same command trains with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._parse import parse_number
+from ..errors import ConfigError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train a model, logging per-class clean and robust accuracy each epoch",
+        description="Train a model with an adversarial objective; every epoch evaluates each "
+                    "class (clean and PGD) on a validation split carved from train and writes "
+                    "epochs.csv, a resumable checkpoint and, at the end, model.safetensors.")
+    a = p.add_argument
+    a("--config", metavar="FILE", help="YAML file of training options (flags override it)")
+    a("--out", required=True, metavar="DIR", help="run directory (resumed if it holds this run)")
+    a("--force", action="store_true", help="delete the run in --out and start over")
+    a("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", metavar="NAME", help="data set, e.g. digits, mnist, cifar10")
+    g.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
+    g.add_argument("--model", metavar="NAME", help="architecture, e.g. small_cnn, preact_resnet18")
+    g.add_argument("--model-arg", action="append", metavar="K=V",
+                   help="extra model argument, repeatable (e.g. width=16)")
+    g = p.add_argument_group("objective and training attack")
+    g.add_argument("--objective", metavar="NAME", help="standard, pgd_at, trades or fgsm_rs")
+    g.add_argument("--eps", help="attack radius, e.g. 8/255 (also used by the per-epoch evaluation)")
+    g.add_argument("--norm", help="linf or l2")
+    g.add_argument("--steps", help="training attack steps")
+    g.add_argument("--alpha", help="training attack step size (default 2.5*eps/steps; fgsm_rs 1.25*eps)")
+    g.add_argument("--beta", help="TRADES beta (default 6)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs")
+    g.add_argument("--batch-size")
+    g.add_argument("--optimizer", help="sgd, adam or adamw")
+    g.add_argument("--lr", help="(peak) learning rate, e.g. 0.1 or 2e-3")
+    g.add_argument("--momentum")
+    g.add_argument("--nesterov", action="store_const", const=True, help="Nesterov momentum (sgd)")
+    g.add_argument("--weight-decay")
+    g.add_argument("--schedule", help="constant, step, cosine or onecycle")
+    g.add_argument("--milestones", help="step schedule milestones as fractions, e.g. 0.5,0.75")
+    g.add_argument("--warmup-epochs")
+    g.add_argument("--label-smoothing")
+    g.add_argument("--ema", metavar="DECAY", help="keep an EMA of the weights (e.g. 0.999) and evaluate it")
+    g.add_argument("--seed")
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   help="no random crops or flips")
+    g.add_argument("--pad", help="crop padding (default image_size // 8)")
+    g.add_argument("--pad-mode", help="reflect or zeros")
+    g.add_argument("--flip", dest="flip", action="store_const", const=True,
+                   help="random horizontal flips (default: the data set decides)")
+    g.add_argument("--no-flip", dest="flip", action="store_const", const=False)
+    g = p.add_argument_group("evaluation, checkpoint rule, fast-AT guard")
+    g.add_argument("--val-fraction", help="stratified validation share of train (default 0.1)")
+    g.add_argument("--eval-steps", help="PGD steps of the per-epoch evaluation (default 10)")
+    g.add_argument("--keep", help="final weights: last, best_avg or best_avg_worst")
+    g.add_argument("--no-co-guard", dest="co_guard", action="store_const", const=False,
+                   help="fgsm_rs: do not stop on catastrophic overfitting")
+    g.add_argument("--co-drop", help="fgsm_rs guard: robust accuracy drop that stops training (0.2)")
+    g = p.add_argument_group("mitigations")
+    g.add_argument("--mitigation", action="append", metavar="NAME[:K=V,...]",
+                   help="a mitigation with its options, repeatable (e.g. class_weight:weights=3=50)")
+    g.add_argument("--class-weight", action="append", metavar="CLASS=W",
+                   help="fixed loss weight of a class (name or index), repeatable")
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
+    g.add_argument("--amp", nargs="?", const="on", metavar="MODE",
+                   help="mixed precision: on (bf16 where supported, else fp16), bf16, fp16, off "
+                        "(default: on for CUDA, off on CPU)")
+    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    p.set_defaults(run=run)
+    return p
+
+
+# flags whose value goes straight to the TrainConfig key of the same name
+_DIRECT = ("dataset", "data_dir", "model", "objective", "eps", "norm", "steps", "alpha", "beta",
+           "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+           "schedule", "warmup_epochs", "label_smoothing", "ema", "seed", "augment", "pad",
+           "pad_mode", "flip", "val_fraction", "eval_steps", "keep", "co_guard", "co_drop",
+           "device", "amp", "compile")
+
+
+def parse_value(text: str) -> Any:
+    """An option value as written on the command line: bool, int, number ("8/255") or text.
+
+    >>> [parse_value(v) for v in ("true", "3", "0.5", "8/255", "cat")][:3]
+    [True, 3, 0.5]
+    """
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return parse_number(text)
+    except ConfigError:
+        return text.strip()
+
+
+def parse_mitigation(text: str) -> dict[str, Any]:
+    """``"name:k=v,k2=v2"`` -> ``{"name": "name", "k": v, "k2": v2}``."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise ConfigError(f"--mitigation {text!r} needs a name, e.g. class_weight:weights=3=50")
+    entry: dict[str, Any] = {"name": name.strip()}
+    for part in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--mitigation option {part!r} must look like KEY=VALUE")
+        entry[key.strip()] = parse_value(value)
+    return entry
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..training import TrainConfig
+
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _DIRECT
+                                 if getattr(args, k, None) is not None}
+    if args.milestones is not None:
+        overrides["milestones"] = [m for m in args.milestones.split(",") if m.strip()]
+    if args.model_arg:
+        kwargs = {}
+        for item in args.model_arg:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"--model-arg {item!r} must look like KEY=VALUE")
+            kwargs[key.strip()] = parse_value(value)
+        overrides["model_kwargs"] = kwargs
+    mitigations = [parse_mitigation(m) for m in args.mitigation or []]
+    if args.class_weight:
+        weights = {}
+        for item in args.class_weight:
+            cls, eq, w = item.partition("=")
+            if not eq or not cls.strip():
+                raise ConfigError(f"--class-weight {item!r} must look like CLASS=WEIGHT")
+            weights[cls.strip()] = parse_number(w, what=f"--class-weight {cls.strip()}")
+        mitigations.append({"name": "class_weight", "weights": weights})
+    if mitigations:
+        overrides["mitigations"] = mitigations
+    if args.config:
+        return TrainConfig.from_yaml(args.config, **overrides)
+    return TrainConfig.from_dict(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import checkpoint as ckpt
+    from ..training import train
+
+    cfg = config_from_args(args)
+    # check the mitigation names and options before any data is loaded
+    from ..training.mitigations import build_mitigation
+
+    for entry in cfg.mitigations:
+        build_mitigation(entry["name"], **{k: v for k, v in entry.items() if k != "name"})
+    out = Path(args.out)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if not args.force and main_rank and (out / ckpt.MANIFEST).exists():
+        manifest = ckpt.read_manifest(out)
+        if manifest and not manifest.get("complete") and not cfg.differences(manifest["config"]):
+            print(f"resuming {out} after epoch {manifest['epoch']} of {cfg.epochs}",
+                  file=sys.stderr)
+    result = train(cfg, out, force=args.force, progress=not args.no_progress)
+    if not main_rank:
+        return 0
+    if result.already_complete:
+        print(f"{out}: this run is already complete ({result.epochs_run} epochs); "
+              f"model: {result.paths.get('model.safetensors')}")
+        return 0
+    epochs = result.epoch_log
+    chosen = epochs[epochs["epoch"] == result.chosen_epoch]
+    if result.stopped:
+        print(f"stopped early: {result.stopped}")
+    line = f"trained {result.epochs_run} epoch(s) into {out}; kept epoch {result.chosen_epoch} " \
+           f"({result.keep})"
+    if len(chosen):
+        r = chosen.iloc[0]
+        line += (f": validation clean {r['clean_acc']:.1%}, robust {r['robust_acc']:.1%} "
+                 f"(PGD-{cfg.eval_steps}, eps {cfg.eps:.4g}), worst class {r['worst_class']} "
+                 f"{r['worst_class_robust_acc']:.1%}")
+    print(line)
+    print(f"model: {result.paths.get('model.safetensors')}   log: {result.paths.get('epochs.csv')}")
+    return 0
