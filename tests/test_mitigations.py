@@ -533,6 +533,18 @@ def test_conflicting_per_class_eps_is_refused():
         stack.class_eps()
 
 
+def test_fat_must_come_last_in_a_stack():
+    stack = MitigationStack([build_mitigation("fat"), build_mitigation("focal")])
+    stack.setup(ctx())
+    z, y = torch.randn(8, K), torch.arange(8) % K
+    with pytest.raises(ConfigError, match="put it last"):
+        stack.loss(z, y, F.cross_entropy(z, y, reduction="none"), logits_adv=z)
+    stack = MitigationStack([build_mitigation("focal", gamma=0), build_mitigation("fat", lam=0)])
+    stack.setup(ctx())
+    ce = F.cross_entropy(z, y, reduction="none")
+    assert stack.loss(z, y, ce, logits_adv=z).item() == pytest.approx(ce.mean().item())
+
+
 def test_every_mitigation_describes_its_settings():
     for name, opts in {"adaptive_weight": {}, "resample": {"prior": "robust_error"},
                        "focal": {}, "cb_loss": {}, "ldam": {}, "logit_adjust": {},

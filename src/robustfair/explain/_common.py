@@ -48,8 +48,9 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Te
     return check_labels(y, num_classes, len(x))
 
 
-def resolve_classes(model: nn.Module, classes: Sequence[str] | None, num_classes: int | None = None) -> list[str]:
-    """Class names: given, else the model's saved metadata, else ``"0".."K-1"``."""
+def resolve_classes(model: nn.Module, classes: Sequence[str] | None, x: torch.Tensor | None = None) -> list[str]:
+    """Class names: given, else the model's saved metadata or build config, else ``"0".."K-1"``
+    with ``K`` the width of the model's output on the first image of ``x``."""
     if classes is not None:
         names = [str(c) for c in classes]
     else:
@@ -57,13 +58,25 @@ def resolve_classes(model: nn.Module, classes: Sequence[str] | None, num_classes
         config = getattr(model, "robustfair_config", None) or {}
         if meta.get("classes"):
             names = [str(c) for c in meta["classes"]]
-        elif config.get("num_classes") or num_classes:
-            names = [str(i) for i in range(int(config.get("num_classes") or num_classes))]
+        elif config.get("num_classes"):
+            names = [str(i) for i in range(int(config["num_classes"]))]
+        elif x is not None and len(x):
+            names = [str(i) for i in range(output_width(model, x))]
         else:
             raise RobustfairError("cannot tell the classes: pass classes=[...]")
     if len(names) < 2 or len(set(names)) != len(names):
         raise RobustfairError("classes must be at least two distinct names")
     return names
+
+
+@torch.no_grad()
+def output_width(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits the model gives for one image of ``x``."""
+    with eval_mode(model):
+        logits = model(next(float_batches(x[:1], 1, model_device(model)))[1])
+    if logits.dim() != 2:
+        raise RobustfairError(f"model output must be N×classes, got shape {tuple(logits.shape)}")
+    return int(logits.shape[1])
 
 
 def per_class_counts(y: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -170,12 +170,12 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
     Images are taken to 0..255 and centred at 128 (colour images in YCbCr, luminance table for
     Y and chrominance table for Cb/Cr), padded to a multiple of 8 by repeating the edge, and
-    the result is rounded to 8 bits like a decoded JPEG. Computed in float64 so that the only
-    loss is the quantisation.
+    the input and the result are rounded to 8 bits like a JPEG's samples. Computed in float64 so
+    that the only other loss is the quantisation.
     """
     n, c, h, w = x.shape
     device = x.device
-    v = x.double() * 255.0
+    v = torch.round(x.double() * 255.0)  # a JPEG encoder sees 8-bit samples
     colour = c == 3
     v = _rgb_to_ycbcr(v) if colour else v - 128.0
     ph, pw = (-h) % 8, (-w) % 8
@@ -283,7 +283,7 @@ def corruption_accuracy(
     batch_size: int = 256,
 ) -> CorruptionResult:
     """Class-wise accuracy of ``model`` on ``(x, y)`` under each corruption at each severity."""
-    names = resolve_classes(model, classes)
+    names = resolve_classes(model, classes, x)
     k = len(names)
     y = check_inputs(x, y, k)
     for c in corruptions:

@@ -126,7 +126,7 @@ def robust_dataset(
                         x_r.requires_grad_(True)
                         dist = (features(x_r) - goal).norm(dim=1)
                         if step == 0:
-                            start_dist += float(dist.sum())
+                            start_dist += float(dist.detach().sum())
                         (grad,) = torch.autograd.grad(dist.sum(), x_r)
                         unit = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
                         lr = step_size * (1 - step / steps)
@@ -330,5 +330,5 @@ def feature_dataset_study(
                   for a, b in pairs if a in profiles and b in profiles}
     info = {"n_images": n, "test_points": tn, "robust": d_r.info, "non_robust": d_nr.info,
             "train_config": config, "eps": eps, "norm": norm,
-            "overall_acc": {c: finite_or_none(float(np.nanmean(profiles[c]))) for c in profiles.columns}}
+            "mean_class_acc": {c: finite_or_none(float(np.nanmean(profiles[c]))) for c in profiles.columns}}
     return FeatureDatasetStudy(list(dataset.classes), profiles, similarity, info)

@@ -39,7 +39,8 @@ from .._device import model_device
 from ..attacks import build_attack
 from ..attacks._base import NORMS, eval_mode
 from ..errors import RobustfairError
-from ._common import check_batch_size, check_inputs, finite_or_none, float_batches, records, resolve_classes
+from ._common import (check_batch_size, check_inputs, finite_or_none, float_batches, output_width, records,
+                      resolve_classes)
 
 __all__ = [
     "Margins",
@@ -85,9 +86,7 @@ def minimal_eps(
         raise RobustfairError(f"tol must lie in (0, eps_max), got {tol!r}")
     check_batch_size(batch_size)
     device = model_device(model)
-    with torch.no_grad(), eval_mode(model):  # the number of classes, to check the labels
-        num_classes = model(next(float_batches(x[:1], 1, device))[1]).shape[-1]
-    y = check_inputs(x, y, num_classes)
+    y = check_inputs(x, y, output_width(model, x))
     out = []
     with eval_mode(model):
         bar = tqdm(total=len(x), desc="margins", unit="img", disable=not progress, leave=False)
@@ -237,7 +236,7 @@ def margin_analysis(
     progress: bool = False,
 ) -> Margins:
     """:func:`minimal_eps` for every point, packaged with the class names for summaries and curves."""
-    names = resolve_classes(model, classes)
+    names = resolve_classes(model, classes, x)
     y = check_inputs(x, y, len(names))
     tol = eps_max / 64 if tol is None else tol
     m = minimal_eps(model, x, y, norm=norm, eps_max=eps_max, tol=tol, steps=steps, restarts=restarts,

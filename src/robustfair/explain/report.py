@@ -16,8 +16,8 @@ The measures run on the first ``limit`` test points of the data set:
 >>> ds = rf.load_dataset("digits")
 >>> model = rf.build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=[16])
 >>> ex = explain_model(model, ds, eps=0.1, limit=40, attack_steps=2, margin_steps=2, n_perm=100)
->>> sorted(ex.to_dict())[:3]
-['corruptions', 'dataset', 'feature_datasets']
+>>> ex.settings["n"], len(ex.margins.by_class), ex.to_dict()["schema"]
+(40, 10, 'robustfair.Explanation')
 """
 from __future__ import annotations
 

@@ -211,7 +211,7 @@ def class_similarity(
 ) -> ClassSimilarity:
     """Class centroids of the penultimate features on ``(x, y)``, their similarity, each class's
     nearest class, and (given per-class ``robust_acc``) the similarity-robustness correlation."""
-    names = resolve_classes(model, classes)
+    names = resolve_classes(model, classes, x)
     k = len(names)
     y = check_inputs(x, y, k)
     features = penultimate_features(model, x, batch_size=batch_size)

@@ -91,7 +91,7 @@ def targeted_vulnerability(
     ``attack`` is a targeted attack; without one, targeted PGD with ``eps``, ``norm`` and
     ``steps`` is built.
     """
-    names = resolve_classes(model, classes)
+    names = resolve_classes(model, classes, x)
     k = len(names)
     y = check_inputs(x, y, k)
     check_batch_size(batch_size)

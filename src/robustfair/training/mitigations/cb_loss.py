@@ -24,6 +24,7 @@ The weights multiply the objective's per-sample loss, so they combine with every
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,13 +35,13 @@ from ._common import PriorMitigation, as_float
 
 def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
     """``(1 - beta) / (1 - beta^n)`` normalised to sum to ``len(counts)``."""
-    n = counts.double()
+    n = counts.float()
     if beta == 0.0:
         w = torch.ones_like(n)
     else:
-        # -expm1(n·log beta) = 1 - beta^n, accurate when beta is close to 1
-        w = (1.0 - beta) / (-torch.expm1(n * torch.log(torch.tensor(beta, dtype=n.dtype))))
-    return (w * (len(w) / w.sum())).float()
+        # -expm1(n·log beta) = 1 - beta^n, accurate in float32 even for beta close to 1
+        w = (1.0 - beta) / (-torch.expm1(n * math.log(beta)))
+    return w * (len(w) / w.sum())
 
 
 @register_mitigation("cb_loss")

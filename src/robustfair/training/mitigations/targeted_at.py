@@ -80,7 +80,8 @@ class TargetedAT(DescribedMitigation):
         return {"p": self.p, "target": self.target}
 
     def describe(self) -> str:
-        now = "none yet" if self.current is None else self.ctx.classes[self.current]
+        current = getattr(self, "current", None)  # None before setup and before epoch 1
+        now = "none yet" if current is None else self.ctx.classes[current]
         return f"{super().describe()}: current target {now}"
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""Does an audit stream? Peak RSS of auditing N vs 10N images, each in a fresh subprocess.
+
+The images are uint8 (the caller's, 3x32x32, like CIFAR) and are created before the baseline
+is read, so they are not counted as the audit's. In each subprocess:
+
+1. import, build the model (``small_cnn`` for 3x32x32, untrained: memory does not care),
+   make the uint8 images, and run a one-batch audit to warm up the allocator and kernels;
+2. read the peak RSS (``resource.getrusage(...).ru_maxrss``) = the baseline;
+3. audit all the images with PGD-``steps``; read the peak RSS again.
+
+The audit's own growth is (2) -> (3). If the audit streams, that growth does not depend on the
+number of images (a float copy of 10N CIFAR-size images alone would be 10 * N * 12 KiB).
+
+    python benchmarks/bench_memory.py [--n 1024] [--factor 10] [--steps 5] [--batch-size 256]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _peak_mib() -> float:
+    # Linux reports ru_maxrss in KiB (macOS in bytes).
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def worker(n: int, steps: int, batch_size: int) -> dict:
+    import torch
+
+    import robustfair as rf
+    from robustfair.audit import audit
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.manual_seed(0)
+    model = rf.build_model("small_cnn", num_classes=10, in_channels=3, image_size=32).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    with torch.no_grad():  # labels = the model's own predictions: every point gets attacked
+        y = torch.cat([model(x[s:s + 512].float() / 255).argmax(1) for s in range(0, n, 512)])
+    attack = rf.build_attack("pgd", eps=8 / 255, steps=steps)
+    audit(model, x[:batch_size], y[:batch_size], attacks=[attack], batch_size=batch_size,
+          progress=False)
+    before = _peak_mib()
+    report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False)
+    after = _peak_mib()
+    robust = float((report.predictions["worst_pred"] == report.predictions["y_true"]).mean())
+    return {"n": n, "images_mib": x.numel() / 2**20, "baseline_peak_mib": before,
+            "peak_mib": after, "growth_mib": after - before, "robust_acc": robust}
+
+
+def measure(n: int, steps: int, batch_size: int) -> dict:
+    """Run :func:`worker` in a fresh interpreter (peak RSS is per process)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(n),
+                          "--steps", str(steps), "--batch-size", str(batch_size)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(n: int = 1024, factor: int = 10, steps: int = 5, batch_size: int = 256) -> dict:
+    small, large = measure(n, steps, batch_size), measure(n * factor, steps, batch_size)
+    return {
+        "small": small, "large": large, "factor": factor, "steps": steps, "batch_size": batch_size,
+        # the whole process's peak, images included
+        "peak_increase": large["peak_mib"] / small["peak_mib"] - 1.0,
+        # the audit's own growth above the warm baseline
+        "growth_small_mib": small["growth_mib"], "growth_large_mib": large["growth_mib"],
+        # what a non-streaming audit would add at least: one float32 copy of the extra images
+        "float_copy_of_extra_mib": (large["n"] - small["n"]) * 3 * 32 * 32 * 4 / 2**20,
+    }
+
+
+def describe(r: dict) -> str:
+    s, l = r["small"], r["large"]
+    return (f"audit PGD-{r['steps']} (batch {r['batch_size']}), small_cnn on uint8 3x32x32:\n"
+            f"  N={s['n']:>6}: peak RSS {s['peak_mib']:.0f} MiB (audit's growth over warm baseline "
+            f"{s['growth_mib']:+.1f} MiB; images {s['images_mib']:.1f} MiB)\n"
+            f"  N={l['n']:>6}: peak RSS {l['peak_mib']:.0f} MiB (audit's growth over warm baseline "
+            f"{l['growth_mib']:+.1f} MiB; images {l['images_mib']:.1f} MiB)\n"
+            f"  {r['factor']}x the images -> peak RSS {100 * r['peak_increase']:+.1f}% "
+            f"(a float copy of the extra images alone would be {r['float_copy_of_extra_mib']:.0f} MiB)")
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=1024)
+    p.add_argument("--factor", type=int, default=10)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(worker(args.worker, args.steps, args.batch_size)))
+        return None
+    r = run(args.n, args.factor, args.steps, args.batch_size)
+    print(describe(r))
+    return r
+
+
+if __name__ == "__main__":
+    main()
