@@ -43,8 +43,9 @@ def _twin_problem(n_per_class=12, seed=0):
 
     Class k's images are ``0.5 + 0.3·p_k`` (plus a little noise) and the model scores class k by
     ``100·p_k · (x - 0.5)`` (confident logits, as a trained model's): p_3 and p_5 are
-    0.95-cosine twins, all other directions orthogonal. So 3 and 5 are each other's only close competitor: each one's adversarial
-    examples must land in the other, and their feature centroids must be nearest to each other.
+    0.95-cosine twins, all other directions orthogonal. So 3 and 5 are each other's only close
+    competitor: each one's adversarial examples must land in the other, and their feature
+    centroids must be nearest to each other.
     """
     g = torch.Generator().manual_seed(seed)
     p = torch.linalg.qr(torch.randn(D, K, generator=g))[0].T  # K orthonormal directions
@@ -137,6 +138,9 @@ def test_twin_classes_are_each_others_sink_and_nearest_class():
     assert sinks.symmetry.pairs.iloc[0][["a", "b"]].tolist() == [str(TWIN_A), str(TWIN_B)]
     others = [k for k in range(K) if k not in (TWIN_A, TWIN_B)]
     assert sinks.counts.iloc[others].to_numpy().sum() == 0  # nobody else is close enough to flip
+    grouped = sink_analysis(report, attack="worst", fine_to_coarse=[0, 1, 2, 3, 2, 3, 1, 0])
+    assert grouped.superclass["share"] == 1.0  # every confusion stays within the twins' group
+    assert grouped.superclass["chance"] == pytest.approx(1 / 7)
 
     sim = class_similarity(model, x, y, robust_acc=report.by_class["robust_acc"].to_numpy(), n_perm=500)
     assert sim.nearest.loc[str(TWIN_A), "nearest"] == str(TWIN_B)

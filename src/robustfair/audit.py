@@ -3,7 +3,9 @@
 Batches are streamed: one batch at a time is moved to the device, so peak memory does not grow
 with the number of points. Per batch:
 
-1. the clean logits, once (``inference_mode``), checked for width and NaN;
+1. the clean logits, once (``inference_mode``), checked for width and NaN; attacks that accept
+   them (``perturb(..., clean_logits=...)``, every gradient attack) reuse them instead of
+   running their own clean pass;
 2. each attack, in order, on the batch's clean-correct points. With ``independent=True`` (the
    default) every attack runs on *all* clean-correct points, so each attack's own column is its
    honest accuracy; the robust column is the pointwise combination (a point is robust only if no
@@ -118,9 +120,11 @@ def _audit_settings(pairs: list[tuple[str, object]], seed: int, amp: bool) -> It
 class _Batch:
     """One batch's bookkeeping on the device: predictions per attack and the running worst case."""
 
-    def __init__(self, clean: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, clean: torch.Tensor, y: torch.Tensor,
+                 logits: torch.Tensor | None = None) -> None:
         self.y = y
         self.clean = clean
+        self.logits = logits  # the clean logits, handed to attacks that can reuse them
         self.correct = clean == y
         self.alive = self.correct.clone()  # clean-correct and not fooled by any attack so far
         self.worst = clean.clone()
@@ -133,6 +137,16 @@ class _Batch:
         self.worst = torch.where(fooled, pred, self.worst)
         self.alive &= ~fooled
         return fooled
+
+
+def _takes_clean_logits(attack, b: _Batch) -> bool:
+    """Whether ``attack.perturb`` can reuse the batch's clean logits (saves a forward pass)."""
+    if b.logits is None:
+        return False
+    try:
+        return "clean_logits" in inspect.signature(attack.perturb).parameters
+    except (TypeError, ValueError):  # a callable without a readable signature
+        return False
 
 
 def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool,
@@ -157,7 +171,8 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
         run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
         if run.numel():
             target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
-            result = attack.perturb(model, xb[run], b.y[run], target)
+            extra = {"clean_logits": b.logits[run]} if _takes_clean_logits(attack, b) else {}
+            result = attack.perturb(model, xb[run], b.y[run], target, **extra)
             pred[run] = result.pred.to(pred.dtype)
         fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
         column = torch.where(fooled_here, pred, column)
@@ -250,7 +265,7 @@ def audit(
                         t_index = _resolve_target(target, class_names)
                         targets = list(range(k)) if targeted_all else [t_index]
                     yb = y[start:start + batch_size].to(dev, non_blocking=True)
-                    b = _Batch(logits.argmax(dim=1), yb)
+                    b = _Batch(logits.argmax(dim=1), yb, logits)
                     for _, attack in pairs:
                         _run_attack(model, attack, xb, b, targets, independent, targeted_all)
                     rows = torch.stack([yb, b.clean, *b.columns, b.worst])

@@ -8,11 +8,14 @@ compute on points that are still robust.
 
 :class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
 (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
-``inference_mode()``, runs the clean pass and hands the attack a :class:`Search`.
+``inference_mode()``, runs the clean pass and hands the attack a :class:`Search`. A caller
+that already has the clean logits (the audit computes them once per batch) passes them as
+``perturb(..., clean_logits=...)`` and the attack skips its own clean pass.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from abc import abstractmethod
 from typing import Iterator
 
@@ -64,12 +67,18 @@ class Search:
         *,
         loss: str,
         amp: bool,
+        clean_logits: torch.Tensor | None = None,
     ) -> None:
         self.model, self.loss, self.amp = model, loss, amp
         self.x, self.target = x, target
-        with torch.no_grad():
-            # Full precision even with amp: this pass decides which points need attacking.
-            logits = check_logits(model(x))
+        if clean_logits is None:
+            with torch.no_grad():
+                # Full precision even with amp: this pass decides which points need attacking.
+                logits = check_logits(model(x))
+        else:  # the caller's full-precision clean pass on the same images
+            logits = check_logits(clean_logits.detach())
+            if logits.shape[0] != len(x):
+                raise AttackError(f"clean_logits has {logits.shape[0]} rows for {len(x)} images")
         num_classes = logits.shape[1]
         self.y = check_labels(y, num_classes, len(x))
         if target is not None:
@@ -160,6 +169,12 @@ class Search:
         return AttackResult(self.x_adv, self.pred, self.success)
 
 
+# The clean logits a caller handed to GradientAttack.perturb, for the Search it builds. A context
+# variable, not an attribute: the attack object stays stateless (and safe to share by threads).
+_CLEAN_LOGITS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar(
+    "robustfair_clean_logits", default=None)
+
+
 @contextlib.contextmanager
 def _gradients_on() -> Iterator[None]:
     """Attacks need autograd even when called under ``torch.no_grad()`` or ``inference_mode()``."""
@@ -193,17 +208,35 @@ class GradientAttack(Attack):
     def settings(self) -> dict:
         return {**super().settings(), "loss": self.loss, "amp": self.amp}
 
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None = None,
+        *,
+        clean_logits: torch.Tensor | None = None,
+    ) -> AttackResult:
+        """As :meth:`Attack.perturb`. ``clean_logits``: the model's (eval-mode, full-precision)
+        logits on ``x`` if the caller already has them; the attack then skips its clean pass."""
+        token = _CLEAN_LOGITS.set(clean_logits)
+        try:
+            return super().perturb(model, x, y, target)
+        finally:
+            _CLEAN_LOGITS.reset(token)
+
     def _perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> AttackResult:
         with _gradients_on():
-            if x.is_inference():  # inference tensors cannot take part in autograd
-                x, y = x.clone(), y.clone()
-                target = None if target is None else target.clone()
+            # Tensors made under inference_mode() cannot take part in autograd: copy them.
+            x, y, target = (t.clone() if t is not None and t.is_inference() else t
+                            for t in (x, y, target))
             to_channels_last = x.is_cuda and x.dim() == 4
             if to_channels_last:  # faster convolutions on CUDA
                 x = x.contiguous(memory_format=torch.channels_last)
-            search = Search(model, x, y, target, loss=self.loss, amp=self.amp)
+            search = Search(model, x, y, target, loss=self.loss, amp=self.amp,
+                            clean_logits=_CLEAN_LOGITS.get())
             self._attack(search, per_sample(self.eps, len(x), x))
             result = search.result()
         if to_channels_last:

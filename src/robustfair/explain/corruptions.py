@@ -262,7 +262,8 @@ class CorruptionResult:
         return {
             "severities": self.severities,
             "seed": self.seed,
-            "params": {name: list(SEVERITY_PARAMS[name]) for name in self.accuracy.columns.get_level_values(0).unique()},
+            "params": {name: list(SEVERITY_PARAMS[name])
+                       for name in self.accuracy.columns.get_level_values(0).unique()},
             "by_class": records(table),
             "by_severity": {f"{c}@{s}": self.accuracy[(c, s)].round(6).tolist() for c, s in self.accuracy.columns},
             "worst": self.worst_classes(),

@@ -193,8 +193,8 @@ def class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_class
 def profile_cosine(a: Sequence[float], b: Sequence[float]) -> float:
     """Cosine similarity of two class-wise accuracy vectors (classes missing in either are dropped).
 
-    >>> profile_cosine([0.5, 1.0], [1.0, 2.0])
-    1.0
+    >>> round(profile_cosine([0.5, 1.0], [1.0, 2.0]), 6), profile_cosine([1.0, 0.0], [0.0, 1.0])
+    (1.0, 0.0)
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = np.isfinite(a) & np.isfinite(b)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -147,11 +148,17 @@ def expand(spec: StudySpec) -> list[Run]:
         try:
             config = _resolve(spec, point)
         except RobustfairError as exc:
-            lines = spec.block_lines[b] if b < len(spec.block_lines) else {}
-            line = lines.get("", 1)
+            line = _line_of(spec.block_lines[b] if b < len(spec.block_lines) else {}, str(exc))
             where = ", ".join(f"{a}={v}" for a, v in axes.items())
             raise ConfigError(f"{spec.source}:{line}: run {where}: {exc}") from None
         key = config_hash(config)
         if key not in runs:
             runs[key] = Run(key=key, config=config, axes=axes, label=label)
     return list(runs.values())
+
+
+def _line_of(lines: dict[str, int], message: str) -> int:
+    """The line of the setting a message names first (else of the block it came from)."""
+    found = [(m.start(), lines[name]) for name in lines if name
+             for m in [re.search(rf"\b{re.escape(name)}\b", message)] if m]
+    return min(found)[1] if found else lines.get("", 1)

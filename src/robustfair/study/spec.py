@@ -222,7 +222,7 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
         blocks.append({**grid, **variant})
         block_lines.append({axis: doc.line(("grid", axis) if axis in grid else ("variants", i, axis),
                                            key=True) for axis in blocks[-1]} |
-                           {"": doc.line(("variants", i) if raw else ("grid",))})
+                           {"": doc.line(("variants", i) if raw else ("grid",), key=True)})
     if not any(blocks):
         raise doc.error(("grid",), "empty grid: give at least one axis with values (e.g. seed: [0])")
 
@@ -235,6 +235,8 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
             raise doc.error(("fixed", axis), f"{axis!r} is both fixed and an axis of the grid",
                             key=True)
 
+    fixed_lines = {k: doc.line(("fixed", k), key=True) for k in fixed_all}
+    block_lines = [{**fixed_lines, **lines} for lines in block_lines]
     spec = StudySpec(
         name=_string(doc, data, "name", default=Path(source).stem),
         description=_string(doc, data, "description", default=""),
@@ -270,6 +272,14 @@ def _train_fields() -> dict[str, str]:
     return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Settings that take one of a few names, so a misspelling is caught at its line."""
+    from ..training import config as c
+
+    return {"objective": c.OBJECTIVES, "norm": c.NORMS, "optimizer": c.OPTIMIZERS,
+            "schedule": c.SCHEDULES, "keep": c.KEEP_RULES, "pad_mode": c.PAD_MODES}
+
+
 def _runtime_keys() -> tuple[str, ...]:
     from ..training.config import RUNTIME_KEYS
 
@@ -295,6 +305,8 @@ def _axes_block(doc: _Located, raw: Any, where: Path_, fields: dict[str, str], *
                             key=True)
         if canonical in out:
             raise doc.error(path, f"axis {canonical!r} is given twice (as {name!r} too)", key=True)
+        if canonical != name:  # later errors look settings up by their canonical name
+            doc.key_lines[where + (canonical,)] = doc.line(path, key=True)
         if as_lists:
             values = value if isinstance(value, list) else [value]  # a list is the axis' values
             if not values:
@@ -321,6 +333,9 @@ def _check_value(doc: _Located, path: Path_, name: str, value: Any, annotation: 
         if value not in list_datasets():
             raise doc.error(path, f"unknown dataset {value!r}{_did_you_mean(value, list_datasets())}")
         return value
+    choices = _choices().get(name)
+    if choices is not None and isinstance(value, str) and value.strip().lower() not in choices:
+        raise doc.error(path, f"unknown {name} {value!r}{_did_you_mean(value, choices)}")
     optional = annotation.endswith("| None")
     kind = annotation.split("|")[0].strip()
     if value is None:
@@ -335,8 +350,11 @@ def _check_value(doc: _Located, path: Path_, name: str, value: Any, annotation: 
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
-            number = parse_number(value, what=name)
-            if number != int(number):
+            try:
+                number = parse_number(value, what=name)
+            except ConfigError:
+                number = math.nan
+            if not number == int(number) if math.isfinite(number) else True:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             return int(number)
         if kind == "bool":
@@ -344,6 +362,8 @@ def _check_value(doc: _Located, path: Path_, name: str, value: Any, annotation: 
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
             return value
         if kind == "str":
+            if name == "amp" and isinstance(value, bool):  # YAML reads `amp: off` as false
+                return "on" if value else "off"
             if not isinstance(value, str):
                 raise ConfigError(f"{name} must be a name, got {value!r}")
             return value

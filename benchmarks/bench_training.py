@@ -1,0 +1,164 @@
+"""One PGD-AT training epoch: robustfair's trainer vs a plain loop calling torchattacks' PGD.
+
+Same model (``small_cnn``, same seeded initial weights), same digits training points (the
+trainer's own train split, i.e. without its validation hold-out), same batch size (64), same
+batch order, SGD (lr 0.05, momentum 0.9, weight decay 5e-4, constant), PGD-10 L-inf eps 0.2
+with step 2.5 * eps / 10 and a uniform random start, no augmentation. Three runners:
+
+* ``robustfair train()``: ``robustfair.training.train`` for one epoch; the time is the epoch's
+  ``time_s`` from its log, which *also* includes the end-of-epoch validation (here PGD-1 on 20
+  held-out points, a few milliseconds) but not the start-up (data loading, model building);
+* ``robustfair objective``: the plain loop below with robustfair's ``pgd_at`` objective in
+  place of torchattacks (the attack and loss robustfair's trainer runs);
+* ``torchattacks loop``: the plain loop, ``x_adv = torchattacks.PGD(...)(x, y)``, then
+  cross-entropy and an SGD step.
+
+    python benchmarks/bench_training.py [--quick] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+EPS, STEPS, BATCH = c.DIGITS_EPS, 10, 64
+ALPHA = 2.5 * EPS / STEPS
+VAL_MAX = 20
+
+
+def _config(out_epochs: int = 1):
+    from robustfair.training import TrainConfig
+
+    return TrainConfig(dataset="digits", model="small_cnn", objective="pgd_at", eps=EPS,
+                       steps=STEPS, alpha=ALPHA, epochs=out_epochs, batch_size=BATCH,
+                       optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                       schedule="constant", augment=False, seed=0, keep="last",
+                       val_max=VAL_MAX, eval_steps=1, eval_batch_size=VAL_MAX, device="cpu")
+
+
+def _train_split():
+    """The float training points and labels the trainer trains on (its split without val)."""
+    import robustfair as rf
+    from robustfair.training.evaluate import stratified_holdout
+
+    cfg = _config()
+    ds = rf.load_dataset("digits")
+    train_idx, _ = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max, cfg.val_seed,
+                                      ds.num_classes)
+    return ds.train.x[train_idx].float() / 255, ds.train.y[train_idx], ds
+
+
+def _initial_model(ds):
+    import robustfair as rf
+
+    torch.manual_seed(0)
+    mean, std = ds.stats()
+    return rf.build_model("small_cnn", num_classes=ds.num_classes, in_channels=ds.channels,
+                          image_size=ds.image_size, mean=mean, std=std)
+
+
+def _sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def plain_loop_epoch(model, x, y, make_adv) -> float:
+    """One epoch of the textbook PGD-AT loop; returns the mean training loss."""
+    opt = _sgd(model)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    total = 0.0
+    for s in range(0, len(y), BATCH):
+        idx = order[s:s + BATCH]
+        xb, yb = x[idx], y[idx]
+        x_adv = make_adv(model, xb, yb)
+        model.train()
+        loss = F.cross_entropy(model(x_adv), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss) * len(idx)
+    return total / len(y)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args(argv)
+    c.set_threads()
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    import torchattacks
+
+    from robustfair.training import train
+    from robustfair.training.objectives import Batch, build_objective
+
+    x, y, ds = _train_split()
+    init = _initial_model(ds)
+    pgd_at = build_objective("pgd_at", steps=STEPS, norm="linf")
+    trainer_seconds: list[float] = []
+    tmp = tempfile.TemporaryDirectory()
+
+    def ta_adv(model, xb, yb):
+        return torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)(xb, yb)
+
+    gen = torch.Generator()
+
+    def rf_adv(model, xb, yb):
+        # the trainer's attack: pgd_at's inner PGD (it puts the model in eval mode itself)
+        from robustfair.training.objectives import training_attack
+
+        batch = Batch(x=xb, y=yb, eps=torch.full((len(yb),), EPS),
+                      alpha=torch.full((len(yb),), ALPHA), generator=gen, attack_model=model)
+        return training_attack(batch, steps=STEPS, norm="linf", loss="ce", start="uniform")
+
+    assert pgd_at.name == "pgd_at"
+    runs = {"n": 0}
+
+    def run_trainer():
+        runs["n"] += 1
+        result = train(_config(), Path(tmp.name) / f"run{runs['n']}", progress=False)
+        log = result.epoch_log
+        trainer_seconds.append(float(log["time_s"].iloc[-1]))
+        return None, None
+
+    def run_rf_loop():
+        gen.manual_seed(0)
+        plain_loop_epoch(copy.deepcopy(init), x, y, rf_adv)
+        return None, None
+
+    def run_ta_loop():
+        torch.manual_seed(0)
+        plain_loop_epoch(copy.deepcopy(init), x, y, ta_adv)
+        return None, None
+
+    timings = c.take_turns({"robustfair train()": run_trainer,
+                            "robustfair objective": run_rf_loop,
+                            "torchattacks loop": run_ta_loop}, repeats=repeats)
+    tmp.cleanup()
+    # the trainer's own epoch time (its log), not the wall time of train() with its start-up
+    timings["robustfair train()"].seconds = trainer_seconds[1:]
+    base = timings["torchattacks loop"].median
+    rows = []
+    for name, t in timings.items():
+        rows.append({"case": "training", "what": f"one PGD-AT epoch, small_cnn on digits "
+                     f"({len(y)} points, batch {BATCH}, PGD-{STEPS} eps {EPS})",
+                     "library": name, "n": len(y), "seconds": t.median, "runs": len(t.seconds),
+                     "img_per_s": c.fmt_rate(len(y), t.median),
+                     "speedup_vs_torchattacks": base / t.median, "note": t.note})
+    print(f"{'runner':22} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16}")
+    for r in rows:
+        print(f"{r['library']:22} {r['seconds']:8.2f} {r['img_per_s']:8.1f} "
+              f"{r['speedup_vs_torchattacks']:15.2f}x  {r['note']}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Study tables, analysis and report, on a study directory of synthetic runs whose per-class
+accuracies are known exactly (no training): each number is checked against a direct
+computation from the predictions the test wrote."""
+import importlib.util
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from robustfair.cli import main
+from robustfair.metrics import ClassReport
+from robustfair.metrics.report import worst_case
+from robustfair.study import analysis as A
+from robustfair.study.grid import expand
+from robustfair.study.report import build_report
+from robustfair.study.spec import parse_spec
+from robustfair.study.store import StudyStore
+from robustfair.study.table import load_tables, write_tables
+from robustfair.training.trainer import CSV_COLUMNS
+
+K, PER_CLASS = 10, 40
+SPEC = """\
+name: synthetic
+grid:
+  model: [mlp, small_cnn]
+  optimizer: [sgd, adam]
+  eps: [0.1, 0.2]
+  seed: [0, 1]
+variants:
+  - {objective: [standard, pgd_at]}
+  - {objective: pgd_at, mitigation: {name: class_weight, weights: {"3": 5}}}
+fixed:
+  dataset: digits
+  epochs: 3
+evaluation:
+  n: 400
+  attacks:
+    pgd20: {attack: pgd, steps: 20}
+"""
+
+
+def _profile(train: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Known per-class clean and robust accuracy of a synthetic run."""
+    rng = np.random.default_rng(abs(hash((train["model"], train["optimizer"], train["eps"],
+                                          train["seed"], train["objective"],
+                                          json.dumps(train["mitigations"])))) % 2**32)
+    base = np.linspace(0.95, 0.6, K)  # class 0 easiest, class 9 hardest
+    clean = np.clip(base + rng.normal(0, 0.03, K), 0.05, 1)
+    if train["objective"] == "standard":
+        robust = clean * 0.05
+    else:
+        robust = clean * np.clip(np.linspace(0.7, 0.3, K) - train["eps"] + rng.normal(0, 0.03, K), 0.05, 1)
+    if train["mitigations"]:
+        robust[3] = min(clean[3], robust[3] + 0.15)
+    # round to whole points so that the counts are exact
+    return np.round(clean * PER_CLASS) / PER_CLASS, np.round(robust * PER_CLASS) / PER_CLASS
+
+
+def _report(clean: np.ndarray, robust: np.ndarray) -> ClassReport:
+    y = np.repeat(np.arange(K), PER_CLASS)
+    clean_pred, attack_pred = y.copy(), y.copy()
+    for c in range(K):
+        idx = np.where(y == c)[0]
+        n_clean, n_robust = int(round(clean[c] * PER_CLASS)), int(round(robust[c] * PER_CLASS))
+        wrong = (c + 1) % K if c % 2 == 0 else (c + 3) % K  # a fixed "confuser" per class
+        clean_pred[idx[n_clean:]] = wrong
+        attack_pred[idx[n_robust:]] = wrong
+    preds = pd.DataFrame({"y_true": y, "clean_pred": clean_pred, "pgd20_pred": attack_pred,
+                          "worst_pred": worst_case(y, clean_pred, [attack_pred])})
+    return ClassReport(predictions=preds, classes=[str(i) for i in range(K)],
+                       attacks=[{"attack": "pgd", "eps": 0.1}])
+
+
+def _epochs_csv(clean: np.ndarray, robust: np.ndarray, epochs: int) -> str:
+    rows = []
+    for e in range(1, epochs + 1):
+        f = e / epochs
+        for c in range(K):
+            rows.append({"epoch": e, "scope": "class", "class": str(c), "n": 13,
+                         "clean_acc": clean[c] * f, "robust_acc": robust[c] * f})
+        rows.append({"epoch": e, "scope": "epoch", "class": "", "n": 130, "clean_acc": clean.mean() * f,
+                     "robust_acc": robust.mean() * f, "lr": 0.1, "worst_class": str(int(np.argmin(robust)))})
+    return pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(index=False)
+
+
+def make_study(root, spec_text=SPEC):
+    spec = parse_spec(spec_text, source="synthetic.yaml")
+    runs = expand(spec)
+    store = StudyStore(root)
+    store.prepare(spec.text, spec.name, runs)
+    truth = {}
+    for run in runs:
+        clean, robust = _profile(run.config["train"])
+        truth[run.key] = (clean, robust)
+        store.write_config(run.key, run.config)
+        store.train_dir(run.key).mkdir(parents=True)
+        store.epochs_path(run.key).write_text(_epochs_csv(clean, robust, run.config["train"]["epochs"]))
+        _report(clean, robust).to_json(store.report_path(run.key))
+        store.mark_done(run.key, {})
+    return runs, truth
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    runs, truth = make_study(root)
+    return root, runs, truth
+
+
+# ------------------------------------------------------------------------------ table
+def test_results_table_is_tidy_and_matches_the_predictions(study):
+    root, runs, truth = study
+    results = load_tables(root).results
+    measures = ["clean_acc", "pgd20_acc", "robust_acc", "clean_acc_deviation", "robust_acc_deviation"]
+    assert len(results) == len(runs) * K * len(measures)
+    assert not results.duplicated(["run", "class", "measure"]).any()
+    for run in runs[:: 7]:
+        clean, robust = truth[run.key]
+        rows = results[results["run"] == run.key].set_index(["measure", "class_index"])["value"]
+        np.testing.assert_allclose([rows[("clean_acc", c)] for c in range(K)], clean)
+        np.testing.assert_allclose([rows[("robust_acc", c)] for c in range(K)], robust)
+        np.testing.assert_allclose([rows[("robust_acc_deviation", c)] for c in range(K)], robust - robust.mean())
+        one = results[results["run"] == run.key].iloc[0]
+        train = run.config["train"]
+        assert (one["model"], one["optimizer"], one["eps"], one["seed"], one["objective"]) == (
+            train["model"], train["optimizer"], train["eps"], train["seed"], train["objective"])
+        assert one["mitigation"] == ("class_weight(weights={3=5})" if train["mitigations"] else "none")
+    # Wilson interval, from its formula
+    row = results[(results["measure"] == "robust_acc")].iloc[5]
+    p, n, z = row["value"], row["n"], 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert row["lo"] == pytest.approx(centre - half) and row["hi"] == pytest.approx(centre + half)
+
+
+def test_epochs_table_keeps_class_names_and_config(study):
+    root, runs, _ = study
+    epochs = load_tables(root).epochs
+    assert len(epochs) == len(runs) * 3 * (K + 1)
+    assert set(epochs.loc[epochs["scope"] == "class", "class"]) == {str(c) for c in range(K)}
+    assert {"lr", "lr_epoch", "model", "seed", "epoch", "worst_class"} <= set(epochs.columns)
+
+
+def test_table_cli_writes_csv_and_parquet_readable_by_pandas_and_duckdb(study, capsys):
+    root, runs, _ = study
+    assert main(["study", "table", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"from {len(runs)} of {len(runs)} runs" in out
+    csv = pd.read_csv(root / "results.csv", dtype={"class": str})
+    assert len(csv) == len(runs) * K * 5
+    if importlib.util.find_spec("pyarrow") is None:
+        pytest.skip("pyarrow is not installed: Parquet not checked (pip install 'robustfair[parquet]')")
+    parquet = pd.read_parquet(root / "results.parquet")
+    pd.testing.assert_frame_equal(parquet.astype({"class": str}).reset_index(drop=True),
+                                  csv.astype({"class": str}), check_dtype=False)
+    if importlib.util.find_spec("duckdb") is not None:
+        import duckdb
+
+        got = duckdb.sql(f"select model, avg(value) as v from '{root / 'results.parquet'}' "
+                         "where measure = 'robust_acc' group by model order by model").df()
+        want = parquet[parquet["measure"] == "robust_acc"].groupby("model")["value"].mean()
+        np.testing.assert_allclose(got["v"].to_numpy(), want.sort_index().to_numpy())
+
+
+def test_unfinished_runs_are_left_out(tmp_path):
+    runs, _ = make_study(tmp_path, SPEC.replace("eps: [0.1, 0.2]", "eps: [0.1]"))
+    (StudyStore(tmp_path).run_dir(runs[0].key) / "done").unlink()
+    tables = load_tables(tmp_path)
+    assert tables.missing == [runs[0].key]
+    assert runs[0].key not in set(tables.results["run"]) and tables.results["run"].nunique() == len(runs) - 1
+
+
+# ------------------------------------------------------------------------------ analysis
+def _cos(a, b):
+    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_cosines_across_architectures_are_matched_pairs(study):
+    root, runs, truth = study
+    results = load_tables(root).results
+    pairs = A.matched_cosines(results, ["model"])
+    # every run has exactly one partner: the same settings with the other model
+    assert len(pairs) == len(runs) // 2
+    by_key = {r.key: r for r in runs}
+    direct = []
+    for row in pairs.itertuples():
+        a, b = by_key[row.a].config["train"], by_key[row.b].config["train"]
+        assert {a["model"], b["model"]} == {"mlp", "small_cnn"}
+        assert {k: v for k, v in a.items() if k != "model"} == {k: v for k, v in b.items() if k != "model"}
+        which = 0 if a["objective"] == "standard" else 1
+        direct.append(_cos(truth[row.a][which], truth[row.b][which]))
+    np.testing.assert_allclose(pairs["cos"], direct)
+    u = A.universality(results)
+    arch = [s for s in u.similarities if s.across == "architectures" and s.objective == "pgd_at"][0]
+    chosen = [d for d, o in zip(direct, pairs["objective"]) if o == "pgd_at"]
+    assert arch.lo == pytest.approx(min(chosen)) and arch.hi == pytest.approx(max(chosen))
+    assert {s.across for s in u.similarities} == {"architectures", "hyper-parameters", "seeds"}
+
+
+def test_mitigation_effect_is_the_mean_over_seeds_difference(study):
+    root, runs, truth = study
+    effects = A.mitigation_effects(load_tables(root).results)
+    row = effects[(effects["method"] == "pgd_at + class_weight(weights={3=5})")
+                  & (effects["context"].str.contains("model=mlp, optimizer=sgd, eps=0.1"))].iloc[0]
+    assert row["baseline"] == "pgd_at" and row["seeds"] == 2
+
+    def worst(mitigated):
+        return [truth[r.key][1].min() for r in runs
+                if r.config["train"]["objective"] == "pgd_at" and r.config["train"]["model"] == "mlp"
+                and r.config["train"]["optimizer"] == "sgd" and r.config["train"]["eps"] == 0.1
+                and bool(r.config["train"]["mitigations"]) == mitigated]
+
+    assert row["robust_worst"] == pytest.approx(np.mean(worst(True)))
+    assert row["robust_worst_sd"] == pytest.approx(np.std(worst(True), ddof=1))
+    assert row["robust_worst_change"] == pytest.approx(np.mean(worst(True)) - np.mean(worst(False)))
+
+
+def test_training_gap_compares_matched_standard_and_adversarial_runs(study):
+    root, runs, truth = study
+    gap = A.training_gap(load_tables(root).results)
+    mlp = gap[(gap["model"] == "mlp") & (gap["objective"] == "pgd_at")].iloc[0]
+    std_clean = [truth[r.key][0].std() for r in runs if r.config["train"]["objective"] == "standard"
+                 and r.config["train"]["model"] == "mlp"]
+    at_robust = [truth[r.key][1].std() for r in runs if r.config["train"]["objective"] == "pgd_at"
+                 and not r.config["train"]["mitigations"] and r.config["train"]["model"] == "mlp"]
+    assert mlp["pairs"] == len(std_clean) == len(at_robust)
+    assert mlp["std_standard_clean"] == pytest.approx(np.mean(std_clean))
+    assert mlp["std_at_robust"] == pytest.approx(np.mean(at_robust))
+
+
+def test_top_confusions_with_wilson_intervals():
+    m = pd.DataFrame([[30, 10, 0], [2, 38, 0], [0, 20, 20]], index=list("abc"), columns=list("abc"))
+    top = A.top_confusions(m, k=2)
+    assert [(t["true"], t["pred"], t["count"], t["total"]) for t in top] == [("c", "b", 20, 40), ("a", "b", 10, 40)]
+    assert top[0]["lo"] < 0.5 < top[0]["hi"]
+
+
+# ------------------------------------------------------------------------------ report
+def test_report_has_every_figure_and_the_summary_numbers(study):
+    root, runs, truth = study
+    report = build_report(root)
+    assert report.skipped == {}
+    assert set(report.figures) == {"classwise", "deviation", "similarity_architectures",
+                                   "similarity_hparams", "eps", "epochs", "tradeoff", "confusion"}
+    for path in report.figures.values():
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 100
+    page = report.html.read_text()
+    assert page.count("<img ") == len(report.figures)
+    assert page.count("data:image/png;base64,") == len(report.figures)
+    assert "src='http" not in page and 'src="http' not in page  # self-contained
+    results = load_tables(root).results
+    arch = [s for s in A.universality(results).similarities
+            if s.across == "architectures" and s.objective == "pgd_at"][0]
+    assert f"{arch.lo:.3f}–{arch.hi:.3f}" in page
+    assert "Best for the worst class: <b>pgd_at + class_weight(weights={3=5})</b> raised" in page
+    # the synthetic confuser of class 9 (odd) is class 2
+    assert "9 → 2" in page
+
+
+def test_report_skips_what_the_study_lacks(tmp_path, capsys):
+    make_study(tmp_path, textwrap.dedent("""\
+        name: single
+        grid:
+          seed: [0]
+        fixed: {dataset: digits, epochs: 2, eps: 0.1}
+        evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
+        """))
+    assert main(["study", "report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("report.html")
+    assert "not drawn: similarity_architectures: the study has one architecture" in captured.err
+    assert "not drawn: eps: eps is not an axis of the study" in captured.err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "universality is not measured" in page and "compares no mitigation" in page
+
+
+def test_report_of_a_directory_that_is_no_study(tmp_path, capsys):
+    assert main(["study", "report", str(tmp_path)]) == 2
+    assert "is not a study directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ browser
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHECK = """
+<script>
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const result = {images: imgs.length,
+                  broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+                  scrollWidth: document.documentElement.scrollWidth,
+                  innerWidth: window.innerWidth};
+  const out = document.createElement('pre');
+  out.id = 'rf-check';
+  out.textContent = JSON.stringify(result);
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.parametrize("width", [1280, 640])
+def test_report_renders_in_headless_chromium(study, tmp_path, width):
+    root, _, _ = study
+    report = build_report(root, out_dir=tmp_path / "report")
+    page = report.html.read_text().replace("</body>", CHECK + "</body>")
+    checked = tmp_path / "checked.html"
+    checked.write_text(page)
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900",
+           "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
+    found = re.search(r'<pre id="rf-check">(.*?)</pre>', dom)
+    assert found, "the check script did not run"
+    result = json.loads(found.group(1))
+    assert result["images"] == len(report.figures) and result["broken"] == 0
+    assert result["scrollWidth"] <= result["innerWidth"], result
