@@ -331,3 +331,14 @@ def test_errors_are_one_line_attack_errors(model, digits):
     assert "4 classes" in _one_line_error(
         lambda: build_attack("apgd-t", eps=0.1).perturb(three, x, y % 3, (y + 1) % 3))
     assert set(ALL_UNTARGETED + ["apgd", "apgd-t"]) <= set(list_attacks())
+
+
+def test_target_of_wrong_length_is_a_one_line_error():
+    from robustfair.errors import AttackError
+    from robustfair.models import build_model
+
+    model = build_model("mlp", num_classes=3, in_channels=1, image_size=8)
+    attack = build_attack("pgd", eps=0.1, steps=2, targeted=True)
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(AttackError, match="one class per point"):
+        attack.perturb(model, x, y, torch.tensor([1, 2]))

@@ -115,10 +115,20 @@ def study(tmp_path_factory):
     return root, runs, truth
 
 
+@pytest.fixture(scope="module")
+def tables(study):
+    return load_tables(study[0])
+
+
+@pytest.fixture(scope="module")
+def data(tables):
+    return A.StudyData(tables.results)
+
+
 # ------------------------------------------------------------------------------ table
-def test_results_table_is_tidy_and_matches_the_predictions(study):
+def test_results_table_is_tidy_and_matches_the_predictions(study, tables):
     root, runs, truth = study
-    results = load_tables(root).results
+    results = tables.results
     measures = ["clean_acc", "pgd20_acc", "robust_acc", "clean_acc_deviation", "robust_acc_deviation"]
     assert len(results) == len(runs) * K * len(measures)
     assert not results.duplicated(["run", "class", "measure"]).any()
@@ -141,9 +151,9 @@ def test_results_table_is_tidy_and_matches_the_predictions(study):
     assert row["lo"] == pytest.approx(centre - half) and row["hi"] == pytest.approx(centre + half)
 
 
-def test_epochs_table_keeps_class_names_and_config(study):
+def test_epochs_table_keeps_class_names_and_config(study, tables):
     root, runs, _ = study
-    epochs = load_tables(root).epochs
+    epochs = tables.epochs
     assert len(epochs) == len(runs) * 3 * (K + 1)
     assert set(epochs.loc[epochs["scope"] == "class", "class"]) == {str(c) for c in range(K)}
     assert {"lr", "lr_epoch", "model", "seed", "epoch", "worst_class"} <= set(epochs.columns)
@@ -183,10 +193,9 @@ def _cos(a, b):
     return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def test_cosines_across_architectures_are_matched_pairs(study):
+def test_cosines_across_architectures_are_matched_pairs(study, data):
     root, runs, truth = study
-    results = load_tables(root).results
-    pairs = A.matched_cosines(results, ["model"])
+    pairs = A.matched_cosines(data, ["model"])
     # every run has exactly one partner: the same settings with the other model
     assert len(pairs) == len(runs) // 2
     by_key = {r.key: r for r in runs}
@@ -198,18 +207,18 @@ def test_cosines_across_architectures_are_matched_pairs(study):
         which = 0 if a["objective"] == "standard" else 1
         direct.append(_cos(truth[row.a][which], truth[row.b][which]))
     np.testing.assert_allclose(pairs["cos"], direct)
-    u = A.universality(results)
+    u = A.universality(data)
     arch = [s for s in u.similarities if s.across == "architectures" and s.objective == "pgd_at"][0]
     chosen = [d for d, o in zip(direct, pairs["objective"]) if o == "pgd_at"]
     assert arch.lo == pytest.approx(min(chosen)) and arch.hi == pytest.approx(max(chosen))
     assert {s.across for s in u.similarities} == {"architectures", "hyper-parameters", "seeds"}
 
 
-def test_mitigation_effect_is_the_mean_over_seeds_difference(study):
+def test_mitigation_effect_is_the_mean_over_seeds_difference(study, data):
     root, runs, truth = study
-    effects = A.mitigation_effects(load_tables(root).results)
+    effects = A.mitigation_effects(data)
     row = effects[(effects["method"] == "pgd_at + class_weight(weights={3=5})")
-                  & (effects["context"].str.contains("model=mlp, optimizer=sgd, eps=0.1"))].iloc[0]
+                  & (effects["context"] == "model=mlp, eps=0.1, optimizer=sgd")].iloc[0]
     assert row["baseline"] == "pgd_at" and row["seeds"] == 2
 
     def worst(mitigated):
@@ -223,9 +232,9 @@ def test_mitigation_effect_is_the_mean_over_seeds_difference(study):
     assert row["robust_worst_change"] == pytest.approx(np.mean(worst(True)) - np.mean(worst(False)))
 
 
-def test_training_gap_compares_matched_standard_and_adversarial_runs(study):
+def test_training_gap_compares_matched_standard_and_adversarial_runs(study, data):
     root, runs, truth = study
-    gap = A.training_gap(load_tables(root).results)
+    gap = A.training_gap(data)
     mlp = gap[(gap["model"] == "mlp") & (gap["objective"] == "pgd_at")].iloc[0]
     std_clean = [truth[r.key][0].std() for r in runs if r.config["train"]["objective"] == "standard"
                  and r.config["train"]["model"] == "mlp"]
@@ -244,7 +253,7 @@ def test_top_confusions_with_wilson_intervals():
 
 
 # ------------------------------------------------------------------------------ report
-def test_report_has_every_figure_and_the_summary_numbers(study):
+def test_report_has_every_figure_and_the_summary_numbers(study, data):
     root, runs, truth = study
     report = build_report(root)
     assert report.skipped == {}
@@ -257,8 +266,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study):
     assert page.count("<img ") == len(report.figures)
     assert page.count("data:image/png;base64,") == len(report.figures)
     assert "src='http" not in page and 'src="http' not in page  # self-contained
-    results = load_tables(root).results
-    arch = [s for s in A.universality(results).similarities
+    arch = [s for s in A.universality(data).similarities
             if s.across == "architectures" and s.objective == "pgd_at"][0]
     assert f"{arch.lo:.3f}–{arch.hi:.3f}" in page
     assert "Best for the worst class: <b>pgd_at + class_weight(weights={3=5})</b> raised" in page

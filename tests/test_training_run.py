@@ -240,7 +240,8 @@ class Sabotage(Mitigation):
 
 
 def test_fgsm_rs_guard_stops_on_collapse_and_keeps_the_previous_epoch(tmp_path):
-    cfg = small(objective="fgsm_rs", eps=0.05, epochs=3, mitigations=["_test_sabotage"])
+    cfg = small(objective="fgsm_rs", eps=0.05, epochs=3, batch_size=32,
+                mitigations=["_test_sabotage"])
     result = train(cfg, tmp_path, progress=False)
     assert result.stopped.startswith("catastrophic overfitting at epoch 2")
     assert result.chosen_epoch == 1 and result.epochs_run == 2

@@ -104,7 +104,13 @@ class Attack(ABC):
         if self.targeted:
             if target is None:
                 raise AttackError(f"{self.name} is targeted: give a target class per point")
-            target = torch.as_tensor(target, device=x.device).long().expand(len(x)).clone()
+            target = torch.as_tensor(target, device=x.device).long()
+            if target.dim() > 1 or (target.dim() == 1 and len(target) != len(x)):
+                raise AttackError(
+                    f"target must be one class or one class per point ({len(x)}), "
+                    f"got shape {tuple(target.shape)}"
+                )
+            target = target.expand(len(x)).clone()
         elif target is not None:
             raise AttackError(f"{self.name} is untargeted: a target was given")
         with eval_mode(model):

@@ -3,7 +3,7 @@
 PGD without a step size to tune:
 
 * the step size starts at ``2 * eps`` and is halved, per point, at checkpoints
-  ``w_j = ceil(p_j * steps)`` with ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``,
+  ``w_j ~ p_j * steps``, ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``,
   when (1) the loss went up in fewer than ``rho`` (0.75) of the steps since the last
   checkpoint, or (2) the step size was not halved at the last checkpoint and the best loss
   has not improved since then;

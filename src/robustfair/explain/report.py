@@ -204,7 +204,8 @@ class Explanation:
                           _num(mb.loc[c, "q3"]), _pct(mb.loc[c, "censored"])] for c in self.classes])
         at_eps = m.curve([s["eps"]]).iloc[0]
         lines += ["", f"Robust accuracy at eps {s['eps']:.4g} read off the margins (robust iff margin > eps): "
-                  f"{_pct(at_eps['all'])} (the PGD audit: {_pct(self.report.overall['robust_acc'])}).", "",
+                  f"{_pct(at_eps['all'])} (the PGD audit: {_pct(self.report.overall['robust_acc'])}; the two differ "
+                  "by the attacks' random starts and the bisection tolerance).", "",
                   "![margins](margins.png)", "", "![robust accuracy vs eps](robust_vs_eps.png)"]
         cr = self.corruptions
         table = cr.by_corruption

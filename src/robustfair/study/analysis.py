@@ -26,6 +26,7 @@ from ..metrics import wilson_interval
 from .table import RESULT_COLUMNS
 
 __all__ = [
+    "StudyData",
     "config_cols",
     "cosine",
     "group_profiles",
@@ -90,29 +91,57 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else math.nan
 
 
-def hparam_cols(results: pd.DataFrame) -> list[str]:
+class StudyData:
+    """A results table with what every analysis needs computed once: the per-run frame
+    (:func:`run_frame`), the runs × classes profile of each measure, the config columns."""
+
+    def __init__(self, results: pd.DataFrame) -> None:
+        self.results = results
+        self.config_cols = config_cols(results)
+        self.runs = run_frame(results)
+        self._profiles: dict[str, pd.DataFrame] = {}
+
+    def profile(self, measure: str) -> pd.DataFrame:
+        if measure not in self._profiles:
+            self._profiles[measure] = profiles(self.results, measure)
+        return self._profiles[measure]
+
+    def varies(self, col: str) -> bool:
+        return self.runs[col].astype(str).nunique() > 1
+
+    @property
+    def hparam_cols(self) -> list[str]:
+        """Config columns that vary in this study and are optimisation hyper-parameters."""
+        return [c for c in self.config_cols if c not in NOT_HPARAMS and self.varies(c)]
+
+    def groups(self, keys: list[str]):
+        """(key values, runs) for runs equal in every ``keys`` column."""
+        if not keys:
+            return [((), self.runs)]
+        return self.runs.groupby([self.runs[k].astype(str) for k in keys], sort=False)
+
+
+def _data(data: "StudyData | pd.DataFrame") -> StudyData:
+    return data if isinstance(data, StudyData) else StudyData(data)
+
+
+def hparam_cols(data: "StudyData | pd.DataFrame") -> list[str]:
     """Config columns that vary in this study and are optimisation hyper-parameters."""
-    runs = results.drop_duplicates("run")
-    return [c for c in config_cols(results)
-            if c not in NOT_HPARAMS and runs[c].astype(str).nunique() > 1]
+    return _data(data).hparam_cols
 
 
-def _varies(results: pd.DataFrame, col: str) -> bool:
-    return results.drop_duplicates("run")[col].astype(str).nunique() > 1
-
-
-def matched_cosines(results: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
+def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str]) -> pd.DataFrame:
     """Cosine similarity of every pair of runs that differ only in the ``vary`` columns.
 
     One row per pair: ``a``, ``b`` (run keys), ``dataset``, ``objective``, ``metric``,
     ``cos``, and ``a_<col>`` / ``b_<col>`` for each varied column.
     """
-    runs = run_frame(results)
-    keys = [c for c in config_cols(results) if c not in vary]
-    wide = {m: profiles(results, m) for m in ("clean_acc", "robust_acc")}
+    data = _data(data)
+    keys = [c for c in data.config_cols if c not in vary]
+    wide = {m: data.profile(m) for m in ("clean_acc", "robust_acc")}
     rows = []
-    for _, group in runs.groupby([runs[k].astype(str) for k in keys], sort=False):
-        for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
+    for _, group in data.groups(keys):
+        for a, b in itertools.combinations(group.to_dict("records"), 2):
             if a["objective"] != b["objective"]:
                 continue  # never compare a clean profile with a robust one
             metric = profile_metric(a["objective"])
@@ -125,14 +154,14 @@ def matched_cosines(results: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def group_profiles(results: pd.DataFrame, by: list[str], *, dataset: str, objective: str
-                   ) -> pd.DataFrame:
+def group_profiles(data: "StudyData | pd.DataFrame", by: list[str], *, dataset: str,
+                   objective: str) -> pd.DataFrame:
     """Mean class profile (the objective's metric) of each value of ``by`` (averaged over
     every other axis and the seeds), within one data set and objective. Rows: ``by`` values
     joined as text; columns: classes."""
-    runs = run_frame(results)
-    runs = runs[(runs["dataset"] == dataset) & (runs["objective"] == objective)]
-    wide = profiles(results, profile_metric(objective))
+    data = _data(data)
+    runs = data.runs[(data.runs["dataset"] == dataset) & (data.runs["objective"] == objective)]
+    wide = data.profile(profile_metric(objective))
     names = runs[by].astype(str).agg(", ".join, axis=1) if len(by) > 1 else runs[by[0]].astype(str)
     frame = wide.loc[runs["run"]].assign(_name=names.to_numpy())
     order = list(dict.fromkeys(names))
@@ -182,20 +211,21 @@ class Universality:
     worst_by_hparams: dict = field(default_factory=dict)
 
 
-def universality(results: pd.DataFrame) -> Universality:
+def universality(data: "StudyData | pd.DataFrame") -> Universality:
     """Matched-pair cosine ranges across architectures, hyper-parameters and seeds, and the
     worst class of each architecture's (and hyper-parameter setting's) mean profile."""
+    data = _data(data)
     out = Universality()
-    hp = hparam_cols(results)
+    hp = data.hparam_cols
     plans = []
-    if _varies(results, "model"):
+    if data.varies("model"):
         plans.append(("architectures", ["model"]))
     if hp:
         plans.append(("hyper-parameters", hp))
-    if _varies(results, "seed"):
+    if data.varies("seed"):
         plans.append(("seeds", ["seed"]))
     for across, vary in plans:
-        pairs = matched_cosines(results, vary)
+        pairs = matched_cosines(data, vary)
         if pairs.empty:
             continue
         pairs = pairs.dropna(subset=["cos"])
@@ -203,19 +233,18 @@ def universality(results: pd.DataFrame) -> Universality:
                                                               sort=False):
             out.similarities.append(Similarity(dataset, objective, metric, across,
                                                g["cos"].tolist()))
-    runs = run_frame(results)
-    for (dataset, objective), _ in runs.groupby(["dataset", "objective"], sort=False):
+    for (dataset, objective), _ in data.runs.groupby(["dataset", "objective"], sort=False):
         for by, target in ((["model"], out.worst_by_model), (hp, out.worst_by_hparams)):
-            if not by or not _varies(results, by[0]):
+            if not by or not data.varies(by[0]):
                 continue
-            prof = group_profiles(results, by, dataset=dataset, objective=objective)
+            prof = group_profiles(data, by, dataset=dataset, objective=objective)
             if len(prof) > 1:
                 target[(dataset, objective)] = prof.idxmin(axis=1).to_dict()
     return out
 
 
 # ------------------------------------------------------------------------------ gap
-def training_gap(results: pd.DataFrame) -> pd.DataFrame:
+def training_gap(data: "StudyData | pd.DataFrame") -> pd.DataFrame:
     """Did adversarial training widen the class gap? Per (dataset, model, adversarial
     objective): the spread of class accuracies of the standard model (clean) vs the
     adversarially trained one (clean and robust), from runs that differ only in objective.
@@ -224,14 +253,13 @@ def training_gap(results: pd.DataFrame) -> pd.DataFrame:
     std_at_robust, worstdev_standard_clean, worstdev_at_robust (the worst class's deviation
     from the class mean), each a mean over the pairs, with ``_sd`` (std over pairs).
     """
-    runs = run_frame(results).set_index("run")
-    keys = [c for c in config_cols(results) if c != "objective"]
+    data = _data(data)
+    keys = [c for c in data.config_cols if c != "objective"]
     rows = []
-    for _, group in runs.reset_index().groupby([runs.reset_index()[k].astype(str) for k in keys],
-                                               sort=False):
-        std = group[group["objective"] == "standard"]
-        adv = group[group["objective"] != "standard"]
-        for (_, s), (_, a) in itertools.product(std.iterrows(), adv.iterrows()):
+    for _, group in data.groups(keys):
+        std = group[group["objective"] == "standard"].to_dict("records")
+        adv = group[group["objective"] != "standard"].to_dict("records")
+        for s, a in itertools.product(std, adv):
             rows.append({
                 "dataset": a["dataset"], "model": a["model"], "objective": a["objective"],
                 "std_standard_clean": s["clean_std"], "std_at_clean": a["clean_std"],
@@ -273,19 +301,21 @@ def top_confusions(confusion: pd.DataFrame, k: int = 3) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ (c)
-def mitigation_effects(results: pd.DataFrame) -> pd.DataFrame:
+def mitigation_effects(data: "StudyData | pd.DataFrame") -> pd.DataFrame:
     """Each training method (objective + mitigation) against its baseline (the same objective
     without mitigation, else PGD-AT, else standard training), within runs that share every
     other setting. Mean and std over seeds of the average and worst-class robust accuracy
     (and clean), and the change from the baseline.
     """
-    runs = run_frame(results)
+    data = _data(data)
+    runs = data.runs
     method = runs["objective"] + " + " + runs["mitigation"]
     runs = runs.assign(method=method.str.replace(" + none", "", regex=False))
-    keys = [c for c in config_cols(results) if c not in ("objective", "mitigation", "seed")]
-    shown = [k for k in keys if _varies(results, k)]
+    keys = [c for c in data.config_cols if c not in ("objective", "mitigation", "seed")]
+    shown = [k for k in keys if data.varies(k)]
     rows = []
-    for _, ctx in runs.groupby([runs[k].astype(str) for k in keys], sort=False):
+    groups = runs.groupby([runs[k].astype(str) for k in keys], sort=False) if keys else [((), runs)]
+    for _, ctx in groups:
         if ctx["method"].nunique() < 2:
             continue
         stats = ctx.groupby("method", sort=False).agg(

@@ -76,6 +76,7 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
     index = store.read_index()
     tables = load_tables(root)
     results, epochs = tables.results, tables.epochs
+    data = A.StudyData(results)
     out = Path(out_dir) if out_dir is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -87,7 +88,7 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
         ("similarity_hparams", _fig_similarity_hparams), ("eps", _fig_eps),
         ("epochs", _fig_epochs), ("tradeoff", _fig_tradeoff), ("confusion", _fig_confusion)]
     for name, builder in builders:
-        made = builder(results, epochs, store)
+        made = builder(data, epochs, store)
         if isinstance(made, str):
             skipped[name] = made
         else:
@@ -100,14 +101,14 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
         tmp.write_bytes(f.png)
         os.replace(tmp, path)
         paths[f.name] = path
-    page = _html(index, tables, results, store, figures, skipped)
+    page = _html(index, tables, data, store, figures, skipped)
     html_path = atomic_write_text(out / "report.html", page)
     return Report(html=html_path, figures=paths, skipped=skipped)
 
 
 # ------------------------------------------------------------------------------ figures
-def _mean_profiles(results: pd.DataFrame, runs: pd.DataFrame, measure: str) -> pd.Series:
-    return A.profiles(results, measure).loc[runs["run"]].mean(axis=0)
+def _mean_profiles(data: A.StudyData, runs: pd.DataFrame, measure: str) -> pd.Series:
+    return data.profile(measure).loc[runs["run"]].mean(axis=0)
 
 
 def _baseline_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -116,14 +117,14 @@ def _baseline_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return plain if len(plain) else runs
 
 
-def _fig_classwise(results, epochs, store):
-    runs = _baseline_runs(A.run_frame(results))
+def _fig_classwise(data, epochs, store):
+    runs = _baseline_runs(data.runs)
     panels = []
     for (dataset, model), g in runs.groupby(["dataset", "model"], sort=False):
         frame = {}
         for objective, go in g.groupby("objective", sort=False):
-            frame[f"{objective} clean"] = _mean_profiles(results, go, "clean_acc")
-            frame[f"{objective} robust"] = _mean_profiles(results, go, "robust_acc")
+            frame[f"{objective} clean"] = _mean_profiles(data, go, "clean_acc")
+            frame[f"{objective} robust"] = _mean_profiles(data, go, "robust_acc")
         panels.append((f"{dataset}, {model}", pd.DataFrame(frame)))
     note = ""
     if len(panels) > MAX_PANELS:
@@ -135,13 +136,13 @@ def _fig_classwise(results, epochs, store):
                    plots.png_bytes(plots.classwise_bars(panels)))
 
 
-def _label_profiles(results: pd.DataFrame, runs: pd.DataFrame, measure: str) -> pd.DataFrame:
-    wide = A.profiles(results, measure).loc[runs["run"]]
+def _label_profiles(data: A.StudyData, runs: pd.DataFrame, measure: str) -> pd.DataFrame:
+    wide = data.profile(measure).loc[runs["run"]]
     return wide.assign(_label=runs["label"].to_numpy()).groupby("_label", sort=False).mean()
 
 
-def _fig_deviation(results, epochs, store):
-    runs = A.run_frame(results)
+def _fig_deviation(data, epochs, store):
+    runs = data.runs
     panels, note = [], ""
     for dataset, g in runs.groupby("dataset", sort=False):
         labels = list(dict.fromkeys(g["label"]))
@@ -149,22 +150,21 @@ def _fig_deviation(results, epochs, store):
             note = " Only the first 40 models of a data set are shown."
             g = g[g["label"].isin(labels[:40])]
         panels.append((f"{dataset}: clean accuracy, class − mean",
-                       _label_profiles(results, g, "clean_acc_deviation")))
+                       _label_profiles(data, g, "clean_acc_deviation")))
         adv = g[g["objective"] != "standard"]
         if len(adv):
             panels.append((f"{dataset}: robust accuracy, class − mean (adversarially trained)",
-                           _label_profiles(results, adv, "robust_acc_deviation")))
+                           _label_profiles(data, adv, "robust_acc_deviation")))
     return _Figure("deviation", "Each class's deviation from the mean, per model",
                    "Rows: models (mean over seeds); columns: classes; red: below the class "
                    "mean, in accuracy points." + note,
                    plots.png_bytes(plots.deviation_heatmaps(panels[:MAX_PANELS])))
 
 
-def _similarity_figure(results, by: list[str], name: str, what: str):
-    runs = A.run_frame(results)
+def _similarity_figure(data, by: list[str], name: str, what: str):
     panels = []
-    for (dataset, objective), _ in runs.groupby(["dataset", "objective"], sort=False):
-        prof = A.group_profiles(results, by, dataset=dataset, objective=objective)
+    for (dataset, objective), _ in data.runs.groupby(["dataset", "objective"], sort=False):
+        prof = A.group_profiles(data, by, dataset=dataset, objective=objective)
         if len(prof) > 1:
             metric = "clean" if objective == "standard" else "robust"
             panels.append((f"{dataset}, {objective} ({metric} accuracy)",
@@ -178,28 +178,28 @@ def _similarity_figure(results, by: list[str], name: str, what: str):
                    plots.png_bytes(plots.similarity_matrices(panels[:MAX_PANELS])))
 
 
-def _fig_similarity_arch(results, epochs, store):
-    if not A._varies(results, "model"):
+def _fig_similarity_arch(data, epochs, store):
+    if not data.varies("model"):
         return "the study has one architecture"
-    return _similarity_figure(results, ["model"], "similarity_architectures", "architecture")
+    return _similarity_figure(data, ["model"], "similarity_architectures", "architecture")
 
 
-def _fig_similarity_hparams(results, epochs, store):
-    hp = A.hparam_cols(results)
+def _fig_similarity_hparams(data, epochs, store):
+    hp = data.hparam_cols
     if not hp:
         return "the study varies no optimisation hyper-parameter"
-    return _similarity_figure(results, hp, "similarity_hparams", "hyper-parameter setting")
+    return _similarity_figure(data, hp, "similarity_hparams", "hyper-parameter setting")
 
 
-def _fig_eps(results, epochs, store):
-    if not A._varies(results, "eps"):
+def _fig_eps(data, epochs, store):
+    if not data.varies("eps"):
         return "eps is not an axis of the study"
-    runs = A.run_frame(results)
+    runs = data.runs
     adv = runs[runs["objective"] != "standard"]
     if adv.empty:
         return "no adversarially trained run"
     panels = []
-    wide = A.profiles(results, "robust_acc")
+    wide = data.profile("robust_acc")
     for (dataset, objective), g in adv.groupby(["dataset", "objective"], sort=False):
         frame = wide.loc[g["run"]].assign(_eps=g["eps"].to_numpy()).groupby("_eps").mean()
         if len(frame) > 1:
@@ -211,7 +211,7 @@ def _fig_eps(results, epochs, store):
                    plots.png_bytes(plots.eps_curves(panels[:4])))
 
 
-def _fig_epochs(results, epochs, store):
+def _fig_epochs(data, epochs, store):
     if epochs is None or epochs.empty or "scope" not in epochs.columns:
         return "no run has a training log (epochs.csv)"
     rows = epochs[epochs["scope"] == "class"]
@@ -232,8 +232,8 @@ def _fig_epochs(results, epochs, store):
                    "eps); mean over seeds." + note, plots.png_bytes(plots.epoch_curves(curves)))
 
 
-def _fig_tradeoff(results, epochs, store):
-    runs = A.run_frame(results)
+def _fig_tradeoff(data, epochs, store):
+    runs = data.runs
     grouped = runs.groupby("label", sort=False).agg(
         x=("robust_mean", "mean"), x_sd=("robust_mean", "std"),
         y=("robust_worst", "mean"), y_sd=("robust_worst", "std"))
@@ -272,8 +272,8 @@ def summed_confusion(store: StudyStore, run_keys: list[str]) -> pd.DataFrame:
     return total
 
 
-def _fig_confusion(results, epochs, store):
-    runs = _confusion_runs(A.run_frame(results))
+def _fig_confusion(data, epochs, store):
+    runs = _confusion_runs(data.runs)
     panels = []
     for dataset, g in runs.groupby("dataset", sort=False):
         label = g["label"].iloc[0]
@@ -288,8 +288,8 @@ def _fig_confusion(results, epochs, store):
 
 
 # ------------------------------------------------------------------------------ summary
-def _summary_universality(results: pd.DataFrame) -> list[str]:
-    u = A.universality(results)
+def _summary_universality(data: A.StudyData) -> list[str]:
+    u = A.universality(data)
     items = []
     for s in u.similarities:
         if s.across == "seeds":
@@ -315,7 +315,7 @@ def _summary_universality(results: pd.DataFrame) -> list[str]:
     if not items:
         items.append("This study varies neither the architecture nor an optimisation "
                      "hyper-parameter, so universality is not measured.")
-    gap = A.training_gap(results)
+    gap = A.training_gap(data)
     if not gap.empty:
         rows = "".join(
             f"<tr><td>{html.escape(str(r.dataset))}</td><td>{html.escape(str(r.model))}</td>"
@@ -341,8 +341,8 @@ def _summary_universality(results: pd.DataFrame) -> list[str]:
     return items
 
 
-def _summary_confusions(results: pd.DataFrame, store: StudyStore) -> list[str]:
-    runs = _confusion_runs(A.run_frame(results))
+def _summary_confusions(data: A.StudyData, store: StudyStore) -> list[str]:
+    runs = _confusion_runs(data.runs)
     items = []
     for dataset, g in runs.groupby("dataset", sort=False):
         counts = summed_confusion(store, g["run"].tolist())
@@ -360,8 +360,8 @@ def _summary_confusions(results: pd.DataFrame, store: StudyStore) -> list[str]:
     return items or ["No confusion under attack to report."]
 
 
-def _summary_mitigation(results: pd.DataFrame) -> list[str]:
-    effects = A.mitigation_effects(results)
+def _summary_mitigation(data: A.StudyData) -> list[str]:
+    effects = A.mitigation_effects(data)
     if effects.empty or "robust_worst_change" not in effects.columns:
         return ["This study compares no mitigation with a baseline (no mitigation axis, or "
                 "no run without mitigation to compare with)."]
@@ -386,8 +386,8 @@ def _summary_mitigation(results: pd.DataFrame) -> list[str]:
     return items
 
 
-def _run_table(results: pd.DataFrame) -> str:
-    runs = A.run_frame(results)
+def _run_table(data: A.StudyData) -> str:
+    runs = data.runs
     g = runs.groupby("label", sort=False)
     stats = g.agg(n=("run", "size"), cm=("clean_mean", "mean"), cms=("clean_mean", "std"),
                   cw=("clean_worst", "mean"), rm=("robust_mean", "mean"),
@@ -405,8 +405,8 @@ def _run_table(results: pd.DataFrame) -> str:
             "accuracy.</small>")
 
 
-def _evaluation_text(store: StudyStore, results: pd.DataFrame) -> str:
-    config = store.read_config(results["run"].iloc[0])
+def _evaluation_text(store: StudyStore, data: A.StudyData) -> str:
+    config = store.read_config(data.runs["run"].iloc[0])
     ev = config["evaluation"]
     attacks = "; ".join(
         f"{html.escape(a['column'])} = {html.escape(a['attack'])}(" + ", ".join(
@@ -436,7 +436,7 @@ figure{margin:1em 0}figcaption{color:#444;font-size:.9em}
 """
 
 
-def _html(index, tables, results, store, figures, skipped) -> str:
+def _html(index, tables, data, store, figures, skipped) -> str:
     name = html.escape(str(index.get("name", "study")))
     desc = html.escape(str(index.get("description") or ""))
     done = tables.total_runs - len(tables.missing)
@@ -449,15 +449,15 @@ def _html(index, tables, results, store, figures, skipped) -> str:
         f"<title>robustfair study: {name}</title><style>{_CSS}</style></head><body>",
         f"<h1>Study: {name}</h1>",
         f"<p>{desc}</p>" if desc else "",
-        f"<p class='note'>{html.escape(status)}. {_evaluation_text(store, results)}</p>",
+        f"<p class='note'>{html.escape(status)}. {_evaluation_text(store, data)}</p>",
         "<h2>Summary</h2>",
         "<h3>(a) Is the class gap universal?</h3><ul>",
-        *[f"<li>{s}</li>" for s in _summary_universality(results)],
+        *[f"<li>{s}</li>" for s in _summary_universality(data)],
         "</ul><h3>(b) Where to look for an explanation</h3><ul>",
-        *[f"<li>{s}</li>" for s in _summary_confusions(results, store)],
+        *[f"<li>{s}</li>" for s in _summary_confusions(data, store)],
         "</ul><h3>(c) Does a mitigation help the worst class, and at what cost?</h3><ul>",
-        *[f"<li>{s}</li>" for s in _summary_mitigation(results)],
-        "</ul><h2>Configurations</h2>", _run_table(results),
+        *[f"<li>{s}</li>" for s in _summary_mitigation(data)],
+        "</ul><h2>Configurations</h2>", _run_table(data),
     ]
     for f in figures:
         data = base64.b64encode(f.png).decode("ascii")

@@ -124,25 +124,29 @@ def epochs_table(root: str | os.PathLike) -> pd.DataFrame:
 
 
 def _report_rows(report, cols: dict) -> pd.DataFrame:
+    """One run's rows: every class × measure, with the run's config columns in front."""
     by_class = report.by_class
     k = len(by_class)
-    frames = []
+    nan = np.full(k, np.nan)
+    blocks = []  # (measure, value, lo, hi), each per class
     for metric in ["clean_acc"] + [f"{a}_acc" for a in report.attack_names] + ["robust_acc"]:
-        frames.append(pd.DataFrame({
-            "class": by_class.index.astype(str), "class_index": np.arange(k),
-            "n": by_class["n"].to_numpy(), "measure": metric,
-            "value": by_class[metric].to_numpy(float),
-            "lo": by_class[f"{metric}_lo"].to_numpy(float),
-            "hi": by_class[f"{metric}_hi"].to_numpy(float)}))
+        blocks.append((metric, by_class[metric].to_numpy(float),
+                       by_class[f"{metric}_lo"].to_numpy(float),
+                       by_class[f"{metric}_hi"].to_numpy(float)))
     for metric in ("clean_acc", "robust_acc"):
-        frames.append(pd.DataFrame({
-            "class": by_class.index.astype(str), "class_index": np.arange(k),
-            "n": by_class["n"].to_numpy(), "measure": f"{metric}_deviation",
-            "value": report.deviation(metric).to_numpy(float), "lo": np.nan, "hi": np.nan}))
-    rows = pd.concat(frames, ignore_index=True)
-    for name, value in reversed(list(cols.items())):
-        rows.insert(0, name, value)
-    return rows
+        blocks.append((f"{metric}_deviation", report.deviation(metric).to_numpy(float), nan, nan))
+    m = len(blocks)
+    data = {name: [value] * (m * k) for name, value in cols.items()}
+    data.update({
+        "class": np.tile(by_class.index.astype(str).to_numpy(), m),
+        "class_index": np.tile(np.arange(k), m),
+        "n": np.tile(by_class["n"].to_numpy(), m),
+        "measure": np.repeat([b[0] for b in blocks], k),
+        "value": np.concatenate([b[1] for b in blocks]),
+        "lo": np.concatenate([b[2] for b in blocks]),
+        "hi": np.concatenate([b[3] for b in blocks]),
+    })
+    return pd.DataFrame(data)
 
 
 def parquet_available() -> bool:
