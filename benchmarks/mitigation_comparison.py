@@ -33,7 +33,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +165,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat({"mean": mean.loc[order], "std": std.loc[order]}, axis=1)
 
 
-def markdown(summary: pd.DataFrame, n_seeds: int) -> str:
+def markdown(summary: pd.DataFrame) -> str:
     header = ["method"] + [title for _, title in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in summary.index:
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         f"case of the two. 'avg' is the mean of the per-class accuracies, 'worst' the lowest "
         f"class. Percent, mean ± std (ddof 1) over seeds {', '.join(map(str, seeds))}.",
         "",
-        markdown(summary, len(seeds)),
+        markdown(summary),
         "",
         "Rule: worst-class robust accuracy above PGD-AT's by more than two seed standard "
         "deviations (the larger of the two methods'), with average robust accuracy falling by "

@@ -253,9 +253,13 @@ def test_top_confusions_with_wilson_intervals():
 
 
 # ------------------------------------------------------------------------------ report
-def test_report_has_every_figure_and_the_summary_numbers(study, data):
+@pytest.fixture(scope="module")
+def report(study):
+    return build_report(study[0])
+
+
+def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     root, runs, truth = study
-    report = build_report(root)
     assert report.skipped == {}
     assert set(report.figures) == {"classwise", "deviation", "similarity_architectures",
                                    "similarity_hparams", "eps", "epochs", "tradeoff", "confusion"}
@@ -317,9 +321,7 @@ window.addEventListener('load', () => {
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 @pytest.mark.parametrize("width", [1280, 640])
-def test_report_renders_in_headless_chromium(study, tmp_path, width):
-    root, _, _ = study
-    report = build_report(root, out_dir=tmp_path / "report")
+def test_report_renders_in_headless_chromium(report, tmp_path, width):
     page = report.html.read_text().replace("</body>", CHECK + "</body>")
     checked = tmp_path / "checked.html"
     checked.write_text(page)

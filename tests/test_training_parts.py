@@ -120,18 +120,19 @@ def test_flip_mirrors_about_half_and_dataset_defaults():
 
 
 # ----------------------------------------------------------------------------- EMA, holdout
-def test_ema_is_the_exponential_average_of_the_weights():
+def test_ema_is_the_exponential_average_of_the_weights_with_a_warm_up():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    ema = EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.2)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
-    for _ in range(3):
+    for t in range(4):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         model.train()(torch.randn(4, 3))  # moves the BatchNorm statistics and its counter
         ema.update(model)
+        d = min(0.2, (1 + t) / (10 + t))  # 0.1, 0.18, 0.2, 0.2
         for k, v in model.state_dict().items():
-            expected[k] = 0.9 * expected[k] + 0.1 * v if v.is_floating_point() else v.clone()
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v.clone()
     for k, v in ema.state_dict().items():
         assert torch.allclose(v.float(), expected[k].float(), atol=1e-6), k
 

@@ -283,3 +283,24 @@ def test_cli_refuses_a_run_dir_with_another_config(tmp_path, capsys):
     assert "differs in: epochs" in capsys.readouterr().err
     assert cli_main(argv + ["--epochs", "1"]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ what must show (small)
+def test_pgd_at_makes_digits_robust_and_widens_the_class_spread(tmp_path):
+    """A small version of the study's first finding, on the untouched test split."""
+    ds = load_dataset("digits")
+    x, y = to_float(ds.test.x), ds.test.y
+    found = {}
+    for objective in ("standard", "pgd_at"):
+        cfg = small(objective=objective, eps=0.2, steps=3, eval_steps=2, epochs=6, batch_size=64,
+                    schedule="onecycle", augment=False, model_kwargs={"width": 16, "hidden": 64})
+        model = train(cfg, tmp_path / objective, progress=False).model
+        with torch.no_grad():
+            clean = model(x).argmax(1) == y
+        robust = clean & (build_attack("pgd", eps=0.2, steps=10).perturb(model, x, y).pred == y)
+        per_class = [(float(clean[y == k].float().mean()), float(robust[y == k].float().mean()))
+                     for k in range(10)]
+        found[objective] = (float(robust.float().mean()), torch.tensor(per_class).std(dim=0))
+    assert found["standard"][0] < 0.1 and found["pgd_at"][0] > 0.4
+    clean_std, robust_std = found["pgd_at"][1]
+    assert robust_std > clean_std

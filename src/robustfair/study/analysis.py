@@ -53,7 +53,7 @@ def config_cols(results: pd.DataFrame) -> list[str]:
 def run_frame(results: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run, label, config columns, and per-class summaries of its accuracies:
     ``{clean,robust}_{mean,worst,std}`` (mean, minimum and std over classes) and
-    ``{clean,robust}_worst_class``."""
+    ``{clean,robust}_worst_class`` (tied classes joined by ``/``)."""
     cols = ["run", "label"] + config_cols(results)
     runs = results.drop_duplicates("run")[cols].set_index("run")
     for metric in ("clean", "robust"):
@@ -61,7 +61,7 @@ def run_frame(results: pd.DataFrame) -> pd.DataFrame:
         runs[f"{metric}_mean"] = wide.mean(axis=1)
         runs[f"{metric}_worst"] = wide.min(axis=1)
         runs[f"{metric}_std"] = wide.std(axis=1, ddof=0)
-        runs[f"{metric}_worst_class"] = wide.idxmin(axis=1)
+        runs[f"{metric}_worst_class"] = ["/".join(worst_classes(row)) for _, row in wide.iterrows()]
     return runs.reset_index()
 
 
@@ -134,7 +134,9 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str]) -> pd.Dat
     """Cosine similarity of every pair of runs that differ only in the ``vary`` columns.
 
     One row per pair: ``a``, ``b`` (run keys), ``dataset``, ``objective``, ``metric``,
-    ``cos``, and ``a_<col>`` / ``b_<col>`` for each varied column.
+    ``cos``, ``cos_centered`` (the cosine of the deviations from the class mean, i.e. Pearson's
+    r: near-equal accuracies give a cosine near 1 whatever their pattern, the centred one does
+    not) and ``a_<col>`` / ``b_<col>`` for each varied column.
     """
     data = _data(data)
     keys = [c for c in data.config_cols if c not in vary]
@@ -145,9 +147,11 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str]) -> pd.Dat
             if a["objective"] != b["objective"]:
                 continue  # never compare a clean profile with a robust one
             metric = profile_metric(a["objective"])
+            pa = wide[metric].loc[a["run"]].to_numpy(float)
+            pb = wide[metric].loc[b["run"]].to_numpy(float)
             row = {"a": a["run"], "b": b["run"], "dataset": a["dataset"],
-                   "objective": a["objective"], "metric": metric,
-                   "cos": cosine(wide[metric].loc[a["run"]], wide[metric].loc[b["run"]])}
+                   "objective": a["objective"], "metric": metric, "cos": cosine(pa, pb),
+                   "cos_centered": cosine(pa - pa.mean(), pb - pb.mean())}
             row.update({f"a_{c}": a[c] for c in vary})
             row.update({f"b_{c}": b[c] for c in vary})
             rows.append(row)
@@ -175,6 +179,22 @@ def similarity_matrix(profiles_by: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(m, index=names, columns=names)
 
 
+def worst_classes(profile: pd.Series, tol: float = 1e-9) -> list[str]:
+    """Every class tied for the lowest value (several classes at 0% are common under attack).
+
+    >>> worst_classes(pd.Series([0.5, 0.0, 0.0], index=["a", "b", "c"]))
+    ['b', 'c']
+    """
+    low = profile.min()
+    return [str(c) for c, v in profile.items() if v <= low + tol]
+
+
+def same_worst_class(worst: dict) -> bool:
+    """Whether one class is (among) the worst of every profile."""
+    common = set.intersection(*(set(v) for v in worst.values())) if worst else set()
+    return bool(common)
+
+
 # ------------------------------------------------------------------------------ (a)
 @dataclass
 class Similarity:
@@ -185,6 +205,7 @@ class Similarity:
     metric: str
     across: str            # "architectures", "hyper-parameters" or "seeds"
     values: list[float]
+    centered: list[float] = field(default_factory=list)  # of deviations from the class mean
 
     @property
     def n(self) -> int:
@@ -206,7 +227,7 @@ class Similarity:
 @dataclass
 class Universality:
     similarities: list[Similarity] = field(default_factory=list)
-    # (dataset, objective) -> {model: worst class of its mean profile}
+    # (dataset, objective) -> {model: the worst class(es) of its mean profile}
     worst_by_model: dict = field(default_factory=dict)
     worst_by_hparams: dict = field(default_factory=dict)
 
@@ -231,15 +252,17 @@ def universality(data: "StudyData | pd.DataFrame") -> Universality:
         pairs = pairs.dropna(subset=["cos"])
         for (dataset, objective, metric), g in pairs.groupby(["dataset", "objective", "metric"],
                                                               sort=False):
+            centered = g["cos_centered"].dropna().tolist()
             out.similarities.append(Similarity(dataset, objective, metric, across,
-                                               g["cos"].tolist()))
+                                               g["cos"].tolist(), centered))
     for (dataset, objective), _ in data.runs.groupby(["dataset", "objective"], sort=False):
         for by, target in ((["model"], out.worst_by_model), (hp, out.worst_by_hparams)):
             if not by or not data.varies(by[0]):
                 continue
             prof = group_profiles(data, by, dataset=dataset, objective=objective)
             if len(prof) > 1:
-                target[(dataset, objective)] = prof.idxmin(axis=1).to_dict()
+                target[(dataset, objective)] = {name: worst_classes(row)
+                                                for name, row in prof.iterrows()}
     return out
 
 

@@ -72,8 +72,8 @@ def format_value(axis: str, value: Any) -> str:
                         for m in value)
     if isinstance(value, float):
         if axis in ("eps", "alpha") and 0 < value < 1:
-            k = value * 255
-            if abs(k - round(k)) < 1e-6:
+            k = value * 255  # the CIFAR habit: 8/255 (not for 0.2, which is 51/255)
+            if abs(k - round(k)) < 1e-6 and round(k) <= 32:
                 return f"{round(k)}/255"
         return f"{value:g}"
     if isinstance(value, (dict, list)):

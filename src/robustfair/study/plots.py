@@ -68,7 +68,7 @@ def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
     columns: classes. A diverging colour map centred at zero (red: below the mean)."""
     rows = max(len(f) for _, f in panels)
     k = max(f.shape[1] for _, f in panels)
-    panel_w = min(MAX_WIDTH, 2.5 + 0.45 * k)
+    panel_w = min(MAX_WIDTH, 4.0 + 0.45 * k)
     fig, axes = _grid(len(panels), ncols=2 if panel_w <= 5.5 else 1,
                       panel=(panel_w, 1.2 + 0.3 * rows))
     for ax, (title, frame) in zip(axes, panels):
@@ -77,7 +77,7 @@ def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
         image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
         ax.set_xticks(range(frame.shape[1]), [_short(str(c), 10) for c in frame.columns],
                       rotation=45 if frame.shape[1] > 10 else 0, fontsize=7)
-        ax.set_yticks(range(len(frame)), [_short(str(r), 40) for r in frame.index], fontsize=7)
+        ax.set_yticks(range(len(frame)), [_short(str(r), 60) for r in frame.index], fontsize=7)
         if frame.size <= 200:
             for (i, j), v in np.ndenumerate(values):
                 if np.isfinite(v):
@@ -94,8 +94,9 @@ def similarity_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
     fig, axes = _grid(len(panels), ncols=2, panel=(side + 1.0, side))
     for ax, (title, frame) in zip(axes, panels):
         values = frame.to_numpy(float)
-        finite = values[np.isfinite(values)]
-        low = min(0.9, float(finite.min())) if finite.size else 0.0
+        off = values[~np.eye(len(values), dtype=bool) & np.isfinite(values)]
+        # the colours span what is there (all near 1 is common), never less than 0.02 wide
+        low = max(0.0, min(0.98, float(off.min()) - 0.005)) if off.size else 0.0
         image = ax.imshow(values, cmap="viridis", vmin=low, vmax=1.0)
         labels = [_short(str(c), 22) for c in frame.columns]
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
@@ -136,7 +137,7 @@ def epoch_curves(curves: dict[str, pd.DataFrame]) -> Figure:
     for ax, metric in zip(axes, ("clean", "robust")):
         for i, (name, frame) in enumerate(curves.items()):
             ax.plot(frame.index, 100 * frame[f"{metric}_mean"], color=f"C{i % 10}",
-                    label=_short(name, 40))
+                    label=_short(name, 60))
             ax.plot(frame.index, 100 * frame[f"{metric}_worst"], color=f"C{i % 10}",
                     linestyle="--")
         ax.set_xlabel("epoch")
@@ -144,24 +145,25 @@ def epoch_curves(curves: dict[str, pd.DataFrame]) -> Figure:
         ax.set_ylim(0, 100)
         ax.set_title(f"{metric}: mean (solid) and worst class (dashed)", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7)
     return fig
 
 
 def tradeoff(points: pd.DataFrame) -> Figure:
     """Average vs worst-class robust accuracy, one point per method (columns ``name``,
     ``x``, ``x_sd``, ``y``, ``y_sd``: fractions; error bars: std over seeds)."""
-    fig, axes = _grid(1, ncols=1, panel=(6.5, 4.5))
+    fig, axes = _grid(1, ncols=1, panel=(7.5, 4.5))
     ax = axes[0]
     for i, row in enumerate(points.itertuples()):
         ax.errorbar(100 * row.x, 100 * row.y, xerr=100 * np.nan_to_num(row.x_sd),
                     yerr=100 * np.nan_to_num(row.y_sd), fmt="o", color=f"C{i % 10}",
-                    capsize=3, label=_short(str(row.name), 50))
+                    capsize=3, label=_short(str(row.name), 60))
     ax.set_xlabel("average robust accuracy over classes (%)")
     ax.set_ylabel("worst-class robust accuracy (%)")
     ax.set_title("trade-off: average vs worst class (error bars: std over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=7)
     return fig
 
 

@@ -297,17 +297,19 @@ def _summary_universality(data: A.StudyData) -> list[str]:
         items.append(f"<b>{html.escape(s.dataset)}, {html.escape(s.objective)}</b> "
                      f"({'clean' if s.metric == 'clean_acc' else 'robust'} accuracy): cosine "
                      f"similarity across {s.across} <b>{s.lo:.3f}–{s.hi:.3f}</b> "
-                     f"(mean {s.mean:.3f}, {s.n} matched pair{'s' if s.n != 1 else ''}).")
+                     f"(mean {s.mean:.3f}, {s.n} matched pair{'s' if s.n != 1 else ''})"
+                     + _centered(s) + ".")
     for s in u.similarities:
         if s.across == "seeds":
             items.append(f"Reference, the same configuration with another seed "
                          f"({html.escape(s.dataset)}, {html.escape(s.objective)}): "
-                         f"{s.lo:.3f}–{s.hi:.3f} ({s.n} pair{'s' if s.n != 1 else ''}).")
+                         f"{s.lo:.3f}–{s.hi:.3f} ({s.n} pair{'s' if s.n != 1 else ''})"
+                         + _centered(s) + ".")
     for what, table in (("architecture", u.worst_by_model),
                         ("hyper-parameter setting", u.worst_by_hparams)):
         for (dataset, objective), worst in table.items():
-            same = len(set(worst.values())) == 1
-            listing = ", ".join(f"{html.escape(str(k))} → {html.escape(str(v))}"
+            same = A.same_worst_class(worst)
+            listing = ", ".join(f"{html.escape(str(k))} → {html.escape('/'.join(v))}"
                                 for k, v in worst.items())
             items.append(f"Worst class per {what} ({html.escape(dataset)}, "
                          f"{html.escape(objective)}): {listing}: "
@@ -339,6 +341,15 @@ def _summary_universality(data: A.StudyData) -> list[str]:
             "<th>worst-class deviation, AT robust</th></tr>" + rows + "</table></div>"
             "<small>mean ± std over matched pairs (seeds, other axes).</small>")
     return items
+
+
+def _centered(s: A.Similarity) -> str:
+    """The centred cosine (Pearson r of the class deviations), which near-equal accuracies
+    cannot push to 1."""
+    if not s.centered:
+        return ""
+    return (f"; of the deviations from the class mean (Pearson r) {min(s.centered):.2f}–"
+            f"{max(s.centered):.2f}")
 
 
 def _summary_confusions(data: A.StudyData, store: StudyStore) -> list[str]:
@@ -420,7 +431,7 @@ def _evaluation_text(store: StudyStore, data: A.StudyData) -> str:
 def _fmt(v) -> str:
     if isinstance(v, float):
         k = v * 255
-        return f"{round(k)}/255" if 0 < v < 1 and abs(k - round(k)) < 1e-6 else f"{v:g}"
+        return f"{round(k)}/255" if 0 < v < 1 and abs(k - round(k)) < 1e-6 and round(k) <= 32 else f"{v:g}"
     return str(v)
 
 

@@ -246,6 +246,7 @@ class _Run:
         self._load_weights(self.model, path)
         if self.ema is not None:
             self._load_weights(self.ema.model, self._path("ema.safetensors"))
+            self.ema.updates = int(manifest.get("ema_updates") or 0)
         tensors = ckpt.load_tensors(self._path("state.safetensors"))
         ckpt.load_optimizer_state(self.optimizer, manifest.get("optimizer"), tensors)
         mit = ckpt.join_tensors(manifest.get("mitigations", {}), tensors)
@@ -512,6 +513,7 @@ class _Run:
             "best": self.best, "history": self.history, "optimizer": opt_tree,
             "mitigations": mit_tree,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else None,
             "rng": "every epoch's generators derive from (seed, epoch); nothing to store",
         }
         ckpt.commit(self.run_dir, writers, _jsonable(manifest))
