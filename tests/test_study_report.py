@@ -2,7 +2,6 @@
 accuracies are known exactly (no training): each number is checked against a direct
 computation from the predictions the test wrote."""
 import importlib.util
-import itertools
 import json
 import math
 import re
@@ -23,7 +22,7 @@ from robustfair.study.grid import expand
 from robustfair.study.report import build_report
 from robustfair.study.spec import parse_spec
 from robustfair.study.store import StudyStore
-from robustfair.study.table import load_tables, write_tables
+from robustfair.study.table import load_tables
 from robustfair.training.trainer import CSV_COLUMNS
 
 K, PER_CLASS = 10, 40
@@ -47,11 +46,17 @@ evaluation:
 """
 
 
+def _classes(dataset: str) -> list[str]:
+    # a second data set with other, fewer classes, to check that data sets are kept apart
+    return [str(i) for i in range(K)] if dataset == "digits" else ["w", "x", "y", "z"]
+
+
 def _profile(train: dict) -> tuple[np.ndarray, np.ndarray]:
     """Known per-class clean and robust accuracy of a synthetic run."""
     rng = np.random.default_rng(abs(hash((train["model"], train["optimizer"], train["eps"],
-                                          train["seed"], train["objective"],
+                                          train["seed"], train["objective"], train["dataset"],
                                           json.dumps(train["mitigations"])))) % 2**32)
+    K = len(_classes(train["dataset"]))
     base = np.linspace(0.95, 0.6, K)  # class 0 easiest, class 9 hardest
     clean = np.clip(base + rng.normal(0, 0.03, K), 0.05, 1)
     if train["objective"] == "standard":
@@ -64,7 +69,8 @@ def _profile(train: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.round(clean * PER_CLASS) / PER_CLASS, np.round(robust * PER_CLASS) / PER_CLASS
 
 
-def _report(clean: np.ndarray, robust: np.ndarray) -> ClassReport:
+def _report(clean: np.ndarray, robust: np.ndarray, classes: list[str]) -> ClassReport:
+    K = len(classes)
     y = np.repeat(np.arange(K), PER_CLASS)
     clean_pred, attack_pred = y.copy(), y.copy()
     for c in range(K):
@@ -75,16 +81,15 @@ def _report(clean: np.ndarray, robust: np.ndarray) -> ClassReport:
         attack_pred[idx[n_robust:]] = wrong
     preds = pd.DataFrame({"y_true": y, "clean_pred": clean_pred, "pgd20_pred": attack_pred,
                           "worst_pred": worst_case(y, clean_pred, [attack_pred])})
-    return ClassReport(predictions=preds, classes=[str(i) for i in range(K)],
-                       attacks=[{"attack": "pgd", "eps": 0.1}])
+    return ClassReport(predictions=preds, classes=classes, attacks=[{"attack": "pgd", "eps": 0.1}])
 
 
-def _epochs_csv(clean: np.ndarray, robust: np.ndarray, epochs: int) -> str:
+def _epochs_csv(clean: np.ndarray, robust: np.ndarray, epochs: int, classes: list[str]) -> str:
     rows = []
     for e in range(1, epochs + 1):
         f = e / epochs
-        for c in range(K):
-            rows.append({"epoch": e, "scope": "class", "class": str(c), "n": 13,
+        for c, name in enumerate(classes):
+            rows.append({"epoch": e, "scope": "class", "class": name, "n": 13,
                          "clean_acc": clean[c] * f, "robust_acc": robust[c] * f})
         rows.append({"epoch": e, "scope": "epoch", "class": "", "n": 130, "clean_acc": clean.mean() * f,
                      "robust_acc": robust.mean() * f, "lr": 0.1, "worst_class": str(int(np.argmin(robust)))})
@@ -102,8 +107,9 @@ def make_study(root, spec_text=SPEC):
         truth[run.key] = (clean, robust)
         store.write_config(run.key, run.config)
         store.train_dir(run.key).mkdir(parents=True)
-        store.epochs_path(run.key).write_text(_epochs_csv(clean, robust, run.config["train"]["epochs"]))
-        _report(clean, robust).to_json(store.report_path(run.key))
+        classes = _classes(run.config["train"]["dataset"])
+        store.epochs_path(run.key).write_text(_epochs_csv(clean, robust, run.config["train"]["epochs"], classes))
+        _report(clean, robust, classes).to_json(store.report_path(run.key))
         store.mark_done(run.key, {})
     return runs, truth
 
@@ -293,6 +299,32 @@ def test_report_skips_what_the_study_lacks(tmp_path, capsys):
     assert "not drawn: eps: eps is not an axis of the study" in captured.err
     page = (tmp_path / "report" / "report.html").read_text()
     assert "universality is not measured" in page and "compares no mitigation" in page
+
+
+def test_data_sets_with_different_classes_are_kept_apart(tmp_path):
+    runs, truth = make_study(tmp_path, textwrap.dedent("""\
+        name: two
+        grid:
+          dataset: [digits, gaussian]
+          model: [mlp, small_cnn]
+          objective: [standard, pgd_at]
+        fixed: {epochs: 2, eps: 0.1}
+        evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
+        """))
+    data = A.StudyData(load_tables(tmp_path).results)
+    sims = A.universality(data).similarities
+    assert {(s.dataset, s.objective) for s in sims} == {(d, o) for d in ("digits", "gaussian")
+                                                        for o in ("standard", "pgd_at")}
+    for s in sims:  # one pair per data set and objective, computed on that data set's classes
+        (a,) = [r for r in runs if r.config["train"]["dataset"] == s.dataset
+                and r.config["train"]["objective"] == s.objective and r.config["train"]["model"] == "mlp"]
+        (b,) = [r for r in runs if r.config["train"]["dataset"] == s.dataset
+                and r.config["train"]["objective"] == s.objective and r.config["train"]["model"] == "small_cnn"]
+        which = 0 if s.objective == "standard" else 1
+        assert s.values == [pytest.approx(_cos(truth[a.key][which], truth[b.key][which]))]
+    report = build_report(tmp_path)
+    assert {"classwise", "deviation", "similarity_architectures", "confusion"} <= set(report.figures)
+    assert "nan" not in report.html.read_text()
 
 
 def test_report_of_a_directory_that_is_no_study(tmp_path, capsys):

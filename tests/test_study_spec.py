@@ -91,7 +91,7 @@ def test_cli_turns_a_spec_error_into_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_unknown_preset_or_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="neither a spec file nor a preset; presets: .*digits-quick"):
+    with pytest.raises(ConfigError, match=r"neither a spec file nor a preset \(did you mean 'digits-quick'\?\); presets: "):
         resolve_spec("digits-quik")
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_spec(str(tmp_path / "nope.yaml"))

@@ -19,9 +19,25 @@ from robustfair.training import checkpoint as ckpt
 from robustfair.training.evaluate import stratified_holdout
 from robustfair.training.mitigations import Mitigation, register_mitigation
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: a second intra-op thread only adds synchronisation (and spins on
+    a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SMALL = {"dataset": "digits", "model": "small_cnn", "model_kwargs": {"width": 8, "hidden": 32},
          "batch_size": 128, "steps": 2, "eval_steps": 3, "eps": 0.1, "optimizer": "adam",
          "lr": 0.01, "weight_decay": 0.0, "epochs": 2, "device": "cpu"}
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def small(**changes) -> TrainConfig:
@@ -66,8 +82,7 @@ def test_pgd_at_run_logs_what_a_direct_evaluation_finds_and_obeys_run_dir_rules(
     meta = model.robustfair_metadata
     assert meta["dataset"] == "digits" and meta["classes"] == [str(i) for i in range(10)]
     assert meta["training"]["objective"] == "pgd_at" and meta["keep"] == "last"
-    for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert _same_weights(model, result.model)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["keep"] == "last" and summary["chosen_epoch"] == 2 and summary["stopped"] is None
     assert json.loads((out / "config.json").read_text())["config"]["keep"] == "last"
@@ -152,8 +167,7 @@ def test_zero_class_eps_makes_pgd_at_train_exactly_like_standard(tmp_path, probe
                 tmp_path / "std", progress=False)
     adv = train(small(objective="pgd_at", mitigations=[{"name": "_test_probe", "zero_eps": True}],
                       **base), tmp_path / "adv", progress=False)
-    for a, b in zip(std.model.state_dict().values(), adv.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert _same_weights(std.model, adv.model)
     probe = probes[0]  # the standard run's
     steps = json.loads((tmp_path / "std" / "config.json").read_text())["resolved"]["steps_per_epoch"]
     assert probe.steps == steps
@@ -172,8 +186,7 @@ def test_sample_weights_and_eval_model_hooks_steer_the_loop(tmp_path, probes):
     probe = probes[-1]
     assert probe.labels_seen == {4}  # re-sampling drew class 4 only
     # the evaluated and saved model is the mitigation's, not the trained one
-    for a, b in zip(result.model.state_dict().values(), probe.frozen.state_dict().values()):
-        assert torch.equal(a, b)
+    assert _same_weights(result.model, probe.frozen)
 
 
 def test_resume_restores_mitigation_state_and_refuses_foreign_checkpoints(tmp_path, monkeypatch,
@@ -250,8 +263,7 @@ def test_fgsm_rs_guard_stops_on_collapse_and_keeps_the_previous_epoch(tmp_path):
     assert epochs.loc[1, "note"].startswith("catastrophic overfitting")
     kept = load_model(tmp_path / "checkpoint.safetensors", device="cpu")
     assert kept.robustfair_metadata["epoch"] == 1
-    for a, b in zip(kept.state_dict().values(), result.model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert _same_weights(kept, result.model)
     assert json.loads((tmp_path / "summary.json").read_text())["stopped"] == result.stopped
     assert train(cfg, tmp_path, progress=False).already_complete
 

@@ -27,9 +27,9 @@ from .training import TrainConfig, train
 # with 17 grey levels: it makes standard training collapse to near-zero robust accuracy while
 # PGD-AT still reaches a robust majority, so the class gap is visible in minutes on a CPU.
 EPS = 0.2
-TRAIN_STEPS = 10          # PGD steps of the training attack
+TRAIN_STEPS = 7           # PGD steps of the training attack
 EVAL_STEPS = 20           # PGD-20 for the audit, the field's usual cheap evaluation
-EPOCHS = 30
+EPOCHS = 20
 MODEL = "small_cnn"
 METRICS = ("clean_acc", "robust_acc")
 
@@ -42,10 +42,12 @@ class DemoResult:
 
 
 def _config(objective: str, seed: int, epochs: int) -> TrainConfig:
+    # Adam with a one-cycle schedule: SGD at these epochs leaves PGD-AT at eps 0.2 near chance.
+    # No crop augmentation: a one-pixel shift of an 8x8 digit is a large change.
     return TrainConfig(dataset="digits", model=MODEL, objective=objective, eps=EPS,
-                       steps=TRAIN_STEPS, epochs=epochs, batch_size=64, optimizer="sgd", lr=0.05,
-                       weight_decay=5e-4, schedule="cosine", seed=seed, keep="last",
-                       eval_steps=5)
+                       steps=TRAIN_STEPS, epochs=epochs, batch_size=64, optimizer="adam",
+                       lr=0.005, weight_decay=0.0, schedule="onecycle", augment=False, seed=seed,
+                       keep="last", eval_steps=5)
 
 
 def side_by_side(reports: dict[str, ClassReport]) -> pd.DataFrame:
@@ -72,8 +74,11 @@ def discrepancy_rows(reports: dict[str, ClassReport]) -> pd.DataFrame:
                 "worst 20% mean": 100 * report.worst_fraction_mean(metric),
             }
     table = pd.DataFrame(rows)
-    return table.map(lambda v: f"{v:.3f}" if isinstance(v, float) and abs(v) < 1.5 and v != 0
-                     else (f"{v:.1f}" if isinstance(v, float) else v))
+    for measure in table.index:
+        digits = 3 if measure == "normalised std" else 1
+        table.loc[measure] = [f"{v:.{digits}f}" if isinstance(v, float) else v
+                              for v in table.loc[measure]]
+    return table
 
 
 def _markdown(reports: dict[str, ClassReport], attack_desc: str, seconds: float) -> str:

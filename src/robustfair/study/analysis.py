@@ -149,6 +149,8 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str]) -> pd.Dat
             metric = profile_metric(a["objective"])
             pa = wide[metric].loc[a["run"]].to_numpy(float)
             pb = wide[metric].loc[b["run"]].to_numpy(float)
+            keep = np.isfinite(pa) | np.isfinite(pb)  # classes of this data set only
+            pa, pb = pa[keep], pb[keep]
             row = {"a": a["run"], "b": b["run"], "dataset": a["dataset"],
                    "objective": a["objective"], "metric": metric, "cos": cosine(pa, pb),
                    "cos_centered": cosine(pa - pa.mean(), pb - pb.mean())}
@@ -167,7 +169,7 @@ def group_profiles(data: "StudyData | pd.DataFrame", by: list[str], *, dataset: 
     runs = data.runs[(data.runs["dataset"] == dataset) & (data.runs["objective"] == objective)]
     wide = data.profile(profile_metric(objective))
     names = runs[by].astype(str).agg(", ".join, axis=1) if len(by) > 1 else runs[by[0]].astype(str)
-    frame = wide.loc[runs["run"]].assign(_name=names.to_numpy())
+    frame = wide.loc[runs["run"]].dropna(axis=1, how="all").assign(_name=names.to_numpy())
     order = list(dict.fromkeys(names))
     return frame.groupby("_name", sort=False).mean().loc[order]
 
@@ -318,7 +320,8 @@ def top_confusions(confusion: pd.DataFrame, k: int = 3) -> list[dict]:
             lo, hi = wilson_interval(np.array([counts[i, j]]), np.array([totals[i]]))
             cells.append({"true": str(confusion.index[i]), "pred": str(confusion.columns[j]),
                           "count": int(counts[i, j]), "total": int(totals[i]),
-                          "rate": counts[i, j] / totals[i], "lo": float(lo[0]), "hi": float(hi[0])})
+                          "rate": float(counts[i, j] / totals[i]), "lo": float(lo[0]),
+                          "hi": float(hi[0])})
     cells.sort(key=lambda c: (-c["rate"], -c["count"]))
     return cells[:k]
 

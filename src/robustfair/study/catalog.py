@@ -7,6 +7,7 @@ True
 """
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 
@@ -47,5 +48,7 @@ def resolve_spec(spec_or_preset: str | Path) -> StudySpec:
         return load_preset(str(spec_or_preset))
     if path.suffix in (".yaml", ".yml") or "/" in str(spec_or_preset):
         raise ConfigError(f"study spec {str(spec_or_preset)!r} does not exist")
-    raise ConfigError(f"{str(spec_or_preset)!r} is neither a spec file nor a preset; presets: "
-                      f"{', '.join(list_presets())}")
+    close = difflib.get_close_matches(str(spec_or_preset), list_presets(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"{str(spec_or_preset)!r} is neither a spec file nor a preset{hint}; "
+                      f"presets: {', '.join(list_presets())}")

@@ -67,9 +67,9 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
     todo = [r for r in runs if not store.is_done(r.key)]
     options = {"data_dir": data_dir, "runtime": dict(spec.runtime)}
     t0 = time.perf_counter()
-    with StudyProgress(store, runs, enabled=progress) as bar:
+    with StudyProgress(store, runs, enabled=progress and bool(todo)) as bar:
         if not todo:
-            pass
+            pass  # everything is done already
         elif executor == "ray":
             _run_ray(store, todo, spec, options, device, address, bar, result)
         elif workers == 1:

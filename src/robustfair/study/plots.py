@@ -36,6 +36,17 @@ def _grid(n: int, *, ncols: int, panel: tuple[float, float]) -> tuple[Figure, li
     return fig, axes[:n]
 
 
+def _class_ticks(ax, axis: str, names, *, rotate: bool) -> None:
+    """Class names as ticks; with many classes (CIFAR-100) only every n-th is written."""
+    step = max(1, math.ceil(len(names) / 40))
+    ticks = list(range(0, len(names), step))
+    labels = [_short(str(names[i]), 10) for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks, labels, rotation=45 if rotate else 0, fontsize=7)
+    else:
+        ax.set_yticks(ticks, labels, fontsize=7)
+
+
 def _short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -53,14 +64,24 @@ def classwise_bars(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
             ax.bar(x + (i - (len(series) - 1) / 2) * width, 100 * frame[name].to_numpy(float),
                    width, label=name, hatch=hatch, color=f"C{i // 2 if len(series) > 2 else i}",
                    alpha=0.55 if "robust" in name else 0.95, edgecolor="black", linewidth=0.3)
-        ax.set_xticks(x, [_short(str(c), 10) for c in frame.index],
-                      rotation=45 if k > 10 else 0, fontsize=7 if k > 10 else 9)
+        _class_ticks(ax, "x", list(frame.index), rotate=k > 10)
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         ax.set_title(_short(title, 60), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncols=2)
+    _shared_legend(fig, axes)
     return fig
+
+
+def _shared_legend(fig: Figure, axes: list, ncols: int = 4) -> None:
+    """One legend under all panels (the series of every panel, once each)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center",
+                   ncols=min(ncols, len(seen)), fontsize=7)
 
 
 def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
@@ -75,8 +96,7 @@ def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
         values = 100 * frame.to_numpy(float)
         bound = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
         image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
-        ax.set_xticks(range(frame.shape[1]), [_short(str(c), 10) for c in frame.columns],
-                      rotation=45 if frame.shape[1] > 10 else 0, fontsize=7)
+        _class_ticks(ax, "x", list(frame.columns), rotate=frame.shape[1] > 10)
         ax.set_yticks(range(len(frame)), [_short(str(r), 60) for r in frame.index], fontsize=7)
         if frame.size <= 200:
             for (i, j), v in np.ndenumerate(values):
@@ -136,10 +156,11 @@ def epoch_curves(curves: dict[str, pd.DataFrame]) -> Figure:
     fig, axes = _grid(2, ncols=2, panel=(5.5, 3.4))
     for ax, metric in zip(axes, ("clean", "robust")):
         for i, (name, frame) in enumerate(curves.items()):
+            marker = [None, "o", "s", "^"][i // 10 % 4]  # colours repeat after ten
             ax.plot(frame.index, 100 * frame[f"{metric}_mean"], color=f"C{i % 10}",
-                    label=_short(name, 60))
+                    marker=marker, markersize=3, label=_short(name, 60))
             ax.plot(frame.index, 100 * frame[f"{metric}_worst"], color=f"C{i % 10}",
-                    linestyle="--")
+                    marker=marker, markersize=3, linestyle="--")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"validation {metric} accuracy (%)")
         ax.set_ylim(0, 100)
@@ -156,8 +177,9 @@ def tradeoff(points: pd.DataFrame) -> Figure:
     fig, axes = _grid(1, ncols=1, panel=(7.5, 4.5))
     ax = axes[0]
     for i, row in enumerate(points.itertuples()):
+        marker = "osD^v<>"[i // 10 % 7]  # colours repeat after ten; markers tell them apart
         ax.errorbar(100 * row.x, 100 * row.y, xerr=100 * np.nan_to_num(row.x_sd),
-                    yerr=100 * np.nan_to_num(row.y_sd), fmt="o", color=f"C{i % 10}",
+                    yerr=100 * np.nan_to_num(row.y_sd), fmt=marker, color=f"C{i % 10}",
                     capsize=3, label=_short(str(row.name), 60))
     ax.set_xlabel("average robust accuracy over classes (%)")
     ax.set_ylabel("worst-class robust accuracy (%)")
@@ -175,9 +197,8 @@ def confusion_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
     for ax, (title, frame) in zip(axes, panels):
         values = 100 * frame.to_numpy(float)
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=100)
-        labels = [_short(str(c), 10) for c in frame.columns]
-        ax.set_xticks(range(k), labels, rotation=45 if k > 10 else 0, fontsize=7)
-        ax.set_yticks(range(k), [_short(str(c), 10) for c in frame.index], fontsize=7)
+        _class_ticks(ax, "x", list(frame.columns), rotate=k > 10)
+        _class_ticks(ax, "y", list(frame.index), rotate=False)
         if k <= 12:
             for (i, j), v in np.ndenumerate(values):
                 if np.isfinite(v) and v >= 0.5:

@@ -7,6 +7,7 @@ study directory is visible here. A daemon thread refreshes it every ``interval``
 """
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class StudyProgress:
     done from the start.
     """
 
-    def __init__(self, store, runs, *, enabled: bool = True, interval: float = 1.0) -> None:
+    def __init__(self, store, runs, *, enabled: bool = True, interval: float | None = None) -> None:
         self.store = store
         self.runs = {r.key: r for r in runs}
         self.done = {r.key for r in runs if store.is_done(r.key)}
@@ -44,7 +45,8 @@ class StudyProgress:
         self.running: set[str] = set()
         self.watched: set[str] = set()  # runs handed to other processes: running if locked
         self.enabled = enabled
-        self.interval = interval
+        # a terminal is redrawn every second; a log file (CI) gets a line every half minute
+        self.interval = interval if interval is not None else (1.0 if sys.stderr.isatty() else 30.0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._bar = None
@@ -90,7 +92,7 @@ class StudyProgress:
         self._refresh()
 
     def describe(self) -> str:
-        """``done 3 · running 1 · left 4 · failed 0 | objective=pgd_at seed=0: epoch 2/10``."""
+        """``running 1 · left 4 | objective=pgd_at seed=0: epoch 2/10`` (the bar shows done/total)."""
         with self._lock:
             watched = sorted(self.watched)
             running = set(self.running)

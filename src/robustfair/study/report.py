@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ from .table import load_tables
 __all__ = ["Report", "build_report"]
 
 MAX_PANELS = 6
-MAX_LINES = 10
+MAX_LINES = 16
+MAX_POINTS = 20
 
 
 @dataclass
@@ -108,7 +108,7 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
 
 # ------------------------------------------------------------------------------ figures
 def _mean_profiles(data: A.StudyData, runs: pd.DataFrame, measure: str) -> pd.Series:
-    return data.profile(measure).loc[runs["run"]].mean(axis=0)
+    return data.profile(measure).loc[runs["run"]].dropna(axis=1, how="all").mean(axis=0)
 
 
 def _baseline_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +137,7 @@ def _fig_classwise(data, epochs, store):
 
 
 def _label_profiles(data: A.StudyData, runs: pd.DataFrame, measure: str) -> pd.DataFrame:
-    wide = data.profile(measure).loc[runs["run"]]
+    wide = data.profile(measure).loc[runs["run"]].dropna(axis=1, how="all")
     return wide.assign(_label=runs["label"].to_numpy()).groupby("_label", sort=False).mean()
 
 
@@ -201,7 +201,8 @@ def _fig_eps(data, epochs, store):
     panels = []
     wide = data.profile("robust_acc")
     for (dataset, objective), g in adv.groupby(["dataset", "objective"], sort=False):
-        frame = wide.loc[g["run"]].assign(_eps=g["eps"].to_numpy()).groupby("_eps").mean()
+        frame = wide.loc[g["run"]].dropna(axis=1, how="all").assign(
+            _eps=g["eps"].to_numpy()).groupby("_eps").mean()
         if len(frame) > 1:
             panels.append((f"{dataset}, {objective}", frame.sort_index()))
     if not panels:
@@ -240,9 +241,9 @@ def _fig_tradeoff(data, epochs, store):
     if len(grouped) < 2:
         return "the study has a single configuration"
     note = ""
-    if len(grouped) > 12:
-        note = f" The first 12 of {len(grouped)} configurations are shown."
-        grouped = grouped.iloc[:12]
+    if len(grouped) > MAX_POINTS:
+        note = f" The first {MAX_POINTS} of {len(grouped)} configurations are shown."
+        grouped = grouped.iloc[:MAX_POINTS]
     points = grouped.reset_index().rename(columns={"label": "name"})
     return _Figure("tradeoff", "Mitigation trade-off: average vs worst-class robust accuracy",
                    "One point per configuration; error bars: std over seeds (none with one "
@@ -442,6 +443,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 .scroll{max-width:100%;overflow-x:auto}table{border-collapse:collapse;font-size:.85em}
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}
+td:not(:first-child){white-space:nowrap}
 th{background:#f3f3f3}.note{color:#666;font-size:.9em}li{margin:.3em 0}
 figure{margin:1em 0}figcaption{color:#444;font-size:.9em}
 """

@@ -39,11 +39,11 @@ class EMA:
         decay = self.current_decay()
         shadow = list(self.model.state_dict().values())
         current = list(model.state_dict().values())
-        floats = [(s, c) for s, c in zip(shadow, current) if s.is_floating_point()]
+        floats = [(s, c) for s, c in zip(shadow, current, strict=True) if s.is_floating_point()]
         if floats:
-            s_list, c_list = zip(*floats)
+            s_list, c_list = zip(*floats, strict=True)
             torch._foreach_lerp_(list(s_list), list(c_list), 1.0 - decay)
-        for s, c in zip(shadow, current):
+        for s, c in zip(shadow, current, strict=True):
             if not s.is_floating_point():
                 s.copy_(c)
         self.updates += 1

@@ -207,7 +207,7 @@ class _Run:
             num_classes=k, classes=self.classes,
             class_counts=torch.bincount(self.train_y.cpu(), minlength=k), device=device,
             eps=cfg.eps, norm=cfg.norm, objective=cfg.objective, epochs=cfg.epochs,
-            steps_per_epoch=self.batches_per_epoch, seed=cfg.seed))
+            steps_per_epoch=self.batches_per_epoch, seed=cfg.seed, beta=cfg.beta))
         self.objective = build_objective(cfg.objective, steps=cfg.steps, norm=cfg.norm,
                                          beta=cfg.beta, trades_start=cfg.trades_start)
         self.optimizer = build_optimizer(cfg, self.model.parameters())
@@ -344,15 +344,16 @@ class _Run:
             set_lr(self.optimizer, lr)
             batch = self._batch(x, y, per_class, noise_gen, autocast, epoch, step)
             loss, logits = self.objective(self.train_model, batch)
-            if info.enabled:  # so that DDP's gradient average is the global batch's mean
-                loss = loss * (len(idx) * info.world_size / len(chunk))
+            # DDP averages the ranks' gradients; weighting each rank's mean by its share of the
+            # global batch makes that average the gradient of the global batch's mean
+            scaled = loss * (len(idx) * info.world_size / len(chunk)) if info.enabled else loss
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(scaled).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
-                loss.backward()
+                scaled.backward()
                 self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)

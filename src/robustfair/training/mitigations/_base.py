@@ -14,7 +14,7 @@ on ``ctx.device``, float32 unless said otherwise):
     ``load_state_dict``). ``ctx`` holds ``num_classes``, ``classes`` (names), ``class_counts``
     (LongTensor[K], training-split counts after the validation split is carved off),
     ``device``, ``eps`` (base training eps), ``norm``, ``objective`` ("standard" | "pgd_at" |
-    "trades" | "fgsm_rs"), ``epochs``, ``steps_per_epoch`` and ``seed``. Resolve class names
+    "trades" | "fgsm_rs"), ``epochs``, ``steps_per_epoch``, ``seed`` and ``beta`` (TRADES). Resolve class names
     here (``ctx.class_index("cat")``); raise :class:`~robustfair.errors.ConfigError` on bad
     options.
 
@@ -135,6 +135,7 @@ class MitigationContext:
     epochs: int = 1
     steps_per_epoch: int = 1
     seed: int = 0
+    beta: float = 6.0  # the run's TRADES beta (per-class beta methods scale it)
 
     def __post_init__(self) -> None:
         if not self.classes:

@@ -24,10 +24,6 @@ from ._base import EpochStats, Mitigation, MitigationContext
 # accuracy is floored here so that the hardest class weighs at most 1/0.05 = 20x an easy one.
 ACC_FLOOR = 0.05
 
-# TrainConfig's default TRADES beta, used only when the context does not say which beta the
-# run uses (MitigationContext has no ``beta`` field yet; see docs/MITIGATIONS.md).
-DEFAULT_TRADES_BETA = 6.0
-
 
 # --------------------------------------------------------------------------- option parsing
 def as_float(value: Any, *, what: str, low: float | None = None, high: float | None = None,
@@ -100,9 +96,8 @@ def take_lambda(aliases: dict[str, Any], default: Any, *, mitigation: str, known
 
 
 def trades_beta(ctx: MitigationContext) -> float:
-    """The run's TRADES beta (the context's ``beta`` when the trainer passes one, else 6)."""
-    beta = getattr(ctx, "beta", None)
-    return float(DEFAULT_TRADES_BETA if beta is None else beta)
+    """The run's TRADES beta, as the trainer passes it in the context."""
+    return float(ctx.beta)
 
 
 def epoch_index(fraction: float, epochs: int) -> int:
