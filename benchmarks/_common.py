@@ -172,6 +172,12 @@ def take_turns(runners: dict[str, Callable[[], tuple[float | None, float | None]
     return out
 
 
+def warm_model(model, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One forward and backward pass at the benchmark's batch size (kernel selection, caches)."""
+    xg = x.clone().requires_grad_(True)
+    torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y), xg)
+
+
 # ---------------------------------------------------------------------------- the runs
 def batches(n: int, batch_size: int):
     for s in range(0, n, batch_size):

@@ -80,7 +80,11 @@ def run_case(case: str, kinds: list[str], *, quick: bool, repeats: int, with_art
             except Exception as exc:  # noqa: BLE001 - reported in the table
                 rows.append({"case": case, "what": what, "attack": LABEL[kind], "library": "ART",
                              "note": f"not run: {type(exc).__name__}: {exc}"})
-        timings = c.take_turns(runners, repeats=repeats, warmup=True)
+        if case == "resnet":
+            # A full warm-up run would double a long benchmark: warm the shared model's kernels
+            # (the same for every library) with one forward and backward pass instead.
+            c.warm_model(model, x[:batch_size], y[:batch_size])
+        timings = c.take_turns(runners, repeats=repeats, warmup=case != "resnet")
         base = timings["robustfair"].median
         for lib, t in timings.items():
             rows.append({

@@ -113,7 +113,7 @@ def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, capsys):
 
 
 KILL_SPEC = TINY.replace("grid:\n  objective: [standard, pgd_at]\n", "grid:\n  seed: [0, 1, 2]\n").replace(
-    "  epochs: 2\n", "  epochs: 6\n  objective: pgd_at\n")
+    "  epochs: 2\n", "  epochs: 10\n  objective: pgd_at\n")  # a window wide enough to kill in
 
 
 def test_a_study_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
@@ -148,8 +148,8 @@ def test_a_study_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
     assert len(runs) == 3 and all((r / "done").is_file() for r in runs)
     for r in runs:
         log = pd.read_csv(r / "train" / "epochs.csv", dtype={"class": str})
-        assert len(log) == 6 * 11 and not log.duplicated(["epoch", "scope", "class"]).any()
-        assert sorted(log["epoch"].unique()) == list(range(1, 7))
+        assert len(log) == 10 * 11 and not log.duplicated(["epoch", "scope", "class"]).any()
+        assert sorted(log["epoch"].unique()) == list(range(1, 11))
     # the killed run resumed: the epochs it had finished were kept, not trained again
     after = pd.read_csv(partial / "train" / "epochs.csv")
     pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
