@@ -19,7 +19,7 @@ from .audit import audit
 from .data import load_dataset
 from .metrics import ClassReport
 from .metrics._format import _markdown_table
-from .metrics._io import write_files_atomically
+from ._atomic import write_files_atomically
 from .plots import classwise_bars
 from .training import TrainConfig, train
 

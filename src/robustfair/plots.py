@@ -6,11 +6,12 @@ atomically and returns its path.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 
 def _pyplot():
@@ -24,18 +25,11 @@ def _pyplot():
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Save a matplotlib figure to ``path`` atomically (temp file + rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
+                                                          format="png"))
     finally:
         _pyplot().close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def classwise_bars(

@@ -15,7 +15,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from .._tensor_checks import as_float_images, check_labels
+from .._tensor_checks import as_float_images
 from ..errors import AttackError
 
 NORMS = ("linf", "l2")

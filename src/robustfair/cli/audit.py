@@ -113,7 +113,7 @@ def _check_int(value: int | None, flag: str, minimum: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit
     from ..data import class_index, load_dataset
-    from ..metrics._io import write_files_atomically
+    from .._atomic import write_files_atomically
     from ..models import load_model
 
     # 1. everything that can be checked without the data or the model

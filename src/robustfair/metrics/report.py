@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RobustfairError
-from ._io import atomic_write_text
+from .._atomic import atomic_write_text
 from ._stats import MEASURES, discrepancy_measures, stratified_bootstrap, wilson_interval
 
 __all__ = ["ClassReport", "profile_similarity", "worst_case", "MISSING"]

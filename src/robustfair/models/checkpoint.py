@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._atomic import atomic_write
 from .._device import resolve_device
 from ..errors import ModelError
 from ._base import build_model, list_models
@@ -98,21 +98,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
 
     if path.is_dir():
         raise ModelError(f"cannot save the model to {path}: it is a directory")
-    # a unique temporary name in the same directory, so the final rename is atomic
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb"):  # created by us, it gets the mode the user's umask intends ...
-            pass
-        mode = tmp.stat().st_mode & 0o777
-        save_file(tensors, str(tmp), metadata={HEADER_KEY: text})
-        os.chmod(tmp, mode)  # ... which save_file does not keep (it writes files as 0600)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={HEADER_KEY: text}))
     except (OSError, SafetensorError) as exc:
         raise ModelError(f"cannot write checkpoint {path}: {_one_line(exc)}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

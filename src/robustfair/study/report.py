@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..metrics._io import atomic_write_text
+from .._atomic import atomic_write_bytes, atomic_write_text
 from . import analysis as A
 from . import plots
 from .store import StudyStore
@@ -97,10 +97,7 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
     paths = {}
     for f in figures:
         path = out / f"{f.name}.png"
-        tmp = out / f".{f.name}.png.tmp"
-        tmp.write_bytes(f.png)
-        os.replace(tmp, path)
-        paths[f.name] = path
+        paths[f.name] = atomic_write_bytes(path, f.png)
     page = _html(index, tables, data, store, figures, skipped)
     html_path = atomic_write_text(out / "report.html", page)
     return Report(html=html_path, figures=paths, skipped=skipped)

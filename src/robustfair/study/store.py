@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 from ..errors import ConfigError, RobustfairError
-from ..metrics._io import atomic_write_text
+from .._atomic import atomic_write_text
 from .grid import Run, canonical_json, config_hash
 
 __all__ = ["StudyStore", "RunBusy"]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RobustfairError
-from ..metrics._io import atomic_write_text
+from .._atomic import atomic_write, atomic_write_text
 from .grid import CONFIG_COLUMNS, format_value
 from .store import StudyStore
 
@@ -173,9 +173,7 @@ def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables,
             if frame.empty:
                 continue
             path = root / f"{name}.parquet"
-            tmp = root / f".{name}.parquet.tmp"
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
             written[f"{name}.parquet"] = path
     else:
         note = "Parquet not written: pyarrow is not installed (pip install 'robustfair[parquet]')"
