@@ -5,7 +5,7 @@ Cases: PGD-20 L-inf, FGSM, APGD-CE (100 iterations, 1 restart) on
 * ``digits``: the PGD-AT ``small_cnn`` (eps 0.2, cached in ``benchmarks/.cache``), the whole
   539-image test split;
 * ``resnet``: an untrained ``preact_resnet18`` on 32x32x3 Gaussian-noise images labelled with
-  the model's own predictions (eps 2/255).
+  the model's own predictions (eps 0.25/255: see ``_common.RESNET_EPS``).
 
 Prints images/second for each library, robustfair's speed-up over each peer, and the robust
 accuracy each found (a faster attack that finds less is not faster).

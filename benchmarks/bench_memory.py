@@ -4,7 +4,7 @@ The images are uint8 (the caller's, 3x32x32, like CIFAR) and are created before 
 is read, so they are not counted as the audit's. In each subprocess:
 
 1. import, build the model (``small_cnn`` for 3x32x32, untrained: memory does not care),
-   make the uint8 images, and run a one-batch audit to warm up the allocator and kernels;
+   make the uint8 images, and run a two-batch audit to warm up the allocator and kernels;
 2. read the peak RSS (``resource.getrusage(...).ru_maxrss``) = the baseline;
 3. audit all the images with PGD-``steps``; read the peak RSS again.
 
@@ -45,8 +45,8 @@ def worker(n: int, steps: int, batch_size: int) -> dict:
     with torch.no_grad():  # labels = the model's own predictions: every point gets attacked
         y = torch.cat([model(x[s:s + 512].float() / 255).argmax(1) for s in range(0, n, 512)])
     attack = rf.build_attack("pgd", eps=8 / 255, steps=steps)
-    audit(model, x[:batch_size], y[:batch_size], attacks=[attack], batch_size=batch_size,
-          progress=False)
+    warm = 2 * batch_size  # two batches: the allocator reaches its steady state
+    audit(model, x[:warm], y[:warm], attacks=[attack], batch_size=batch_size, progress=False)
     before = _peak_mib()
     report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False)
     after = _peak_mib()

@@ -83,7 +83,7 @@ def plain_loop_epoch(model, x, y, make_adv) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
     return total / len(y)
 
 

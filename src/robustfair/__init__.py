@@ -30,6 +30,12 @@ _EXPORTS = {
     "audit": "robustfair.audit",
     "ClassReport": "robustfair.metrics",
     "profile_similarity": "robustfair.metrics",
+    "TrainConfig": "robustfair.training",
+    "train": "robustfair.training",
+    "explain_model": "robustfair.explain",
+    "run_study": "robustfair.study",
+    "from_tensors": "robustfair.data",
+    "image_folder": "robustfair.data",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -48,7 +48,7 @@ def stratified_holdout(y: torch.Tensor, fraction: float, max_size: int, seed: in
     >>> y = torch.tensor([0] * 10 + [1] * 20)
     >>> tr, va = stratified_holdout(y, 0.1, 100, seed=0, num_classes=2)
     >>> torch.bincount(y[va]).tolist(), len(tr)
-    [1, 2], 27
+    ([1, 2], 27)
     """
     g = torch.Generator().manual_seed(seed)
     y_cpu = y.cpu()
