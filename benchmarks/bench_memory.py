@@ -11,12 +11,22 @@ is read, so they are not counted as the audit's. In each subprocess:
 The audit's own growth is (2) -> (3). If the audit streams, that growth does not depend on the
 number of images (a float copy of 10N CIFAR-size images alone would be 10 * N * 12 KiB).
 
+Each size is measured twice: with glibc's malloc as it comes, and with its mmap threshold fixed
+(``MALLOC_MMAP_THRESHOLD_=131072``). By default glibc raises that threshold after freeing a
+large block, so later large blocks come from the heap, and the heap fragments as the attack's
+working batch shrinks step by step (a different tensor size every time): the process's peak
+RSS creeps up with the number of batches although no tensor outlives its batch. With the
+threshold fixed, large blocks go back to the OS when freed, and what is left is the audit's
+real footprint. (jemalloc or tcmalloc, which PyTorch recommends for CPU work, behave like the
+latter.)
+
     python benchmarks/bench_memory.py [--n 1024] [--factor 10] [--steps 5] [--batch-size 256]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -55,17 +65,24 @@ def worker(n: int, steps: int, batch_size: int) -> dict:
             "peak_mib": after, "growth_mib": after - before, "robust_acc": robust}
 
 
-def measure(n: int, steps: int, batch_size: int) -> dict:
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def measure(n: int, steps: int, batch_size: int, env: dict | None = None) -> dict:
     """Run :func:`worker` in a fresh interpreter (peak RSS is per process)."""
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(n),
                           "--steps", str(steps), "--batch-size", str(batch_size)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n: int = 1024, factor: int = 10, steps: int = 5, batch_size: int = 256) -> dict:
-    small, large = measure(n, steps, batch_size), measure(n * factor, steps, batch_size)
+def run(n: int = 1024, factor: int = 10, steps: int = 5, batch_size: int = 256,
+        env: dict | None = None) -> dict:
+    small, large = measure(n, steps, batch_size, env), measure(n * factor, steps, batch_size, env)
     return {
+        "allocator": "glibc, mmap threshold fixed (MALLOC_MMAP_THRESHOLD_=131072)" if env
+        else "glibc default",
         "small": small, "large": large, "factor": factor, "steps": steps, "batch_size": batch_size,
         # the whole process's peak, images included
         "peak_increase": large["peak_mib"] / small["peak_mib"] - 1.0,
@@ -78,7 +95,8 @@ def run(n: int = 1024, factor: int = 10, steps: int = 5, batch_size: int = 256) 
 
 def describe(r: dict) -> str:
     s, l = r["small"], r["large"]
-    return (f"audit PGD-{r['steps']} (batch {r['batch_size']}), small_cnn on uint8 3x32x32:\n"
+    return (f"audit PGD-{r['steps']} (batch {r['batch_size']}), small_cnn on uint8 3x32x32, "
+            f"{r['allocator']}:\n"
             f"  N={s['n']:>6}: peak RSS {s['peak_mib']:.0f} MiB (audit's growth over warm baseline "
             f"{s['growth_mib']:+.1f} MiB; images {s['images_mib']:.1f} MiB)\n"
             f"  N={l['n']:>6}: peak RSS {l['peak_mib']:.0f} MiB (audit's growth over warm baseline "
@@ -87,7 +105,7 @@ def describe(r: dict) -> str:
             f"(a float copy of the extra images alone would be {r['float_copy_of_extra_mib']:.0f} MiB)")
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> list[dict] | None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=1024)
@@ -98,9 +116,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.worker is not None:
         print(json.dumps(worker(args.worker, args.steps, args.batch_size)))
         return None
-    r = run(args.n, args.factor, args.steps, args.batch_size)
-    print(describe(r))
-    return r
+    results = [run(args.n, args.factor, args.steps, args.batch_size),
+               run(args.n, args.factor, args.steps, args.batch_size, FIXED_MMAP)]
+    for r in results:
+        print(describe(r))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Device choice: an explicit device, else CUDA, else Apple MPS, else CPU."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from .errors import RobustfairError
@@ -30,3 +33,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` torch CPU threads (``None``: leave as is), then restore the old count.
+
+    Small models on a CPU run faster on one thread (thread synchronisation costs more than it
+    saves), and a fixed count makes CPU results identical across machines with different
+    numbers of cores (the reduction order depends on it).
+    """
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(max(1, int(count)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import EPOCHS, discrepancy_rows, run_demo, side_by_side
+from ..demo import PRESET, discrepancy_rows, run_demo, side_by_side
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and audit two models on digits (a few CPU minutes)",
                        description=__doc__)
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"epochs per model (default {EPOCHS})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs per model (default: the {PRESET} preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

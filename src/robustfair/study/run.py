@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .._device import torch_threads
 from .store import StudyStore
 
 __all__ = ["evaluation_indices", "execute_run", "execute_run_safely"]
@@ -57,13 +58,8 @@ def execute_run(root: str | Path, key: str, config: dict, *, device: str | None 
     store = StudyStore(root)
     if store.is_done(key):
         return {"key": key, "skipped": True}
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    try:
+    with torch_threads(threads):
         return _execute(store, key, config, device=device, data_dir=data_dir, runtime=runtime)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def execute_run_safely(root: str | Path, key: str, config: dict, **options: Any) -> dict[str, Any]:
