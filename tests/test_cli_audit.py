@@ -122,3 +122,13 @@ def test_cli_audit_errors_exit_2_with_one_line_and_no_output(checkpoints, tmp_pa
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("robustfair: error:") and match in err[0], err
     assert not out.exists()
+
+
+def test_cli_steps_default_is_pgd20_and_apgd_keeps_its_100(checkpoints, tmp_path, capsys):
+    out = tmp_path / "defaults"
+    rc = main(_args(checkpoints["good"], out, "--attack", "pgd,apgd-ce", "--eps", "8/255",
+                    "--limit", "20"))
+    assert rc == 0, capsys.readouterr().err
+    settings = {a["attack"]: a for a in ClassReport.from_json(out / "report.json").attacks}
+    assert settings["pgd"]["steps"] == 20
+    assert settings["apgd-ce"]["steps"] == 100

@@ -20,6 +20,9 @@ from ..errors import AttackError, ConfigError, ModelError
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
+# attacks whose steps default to DEFAULT_STEPS without --steps; the others (APGD: 100, as in
+# AutoAttack) keep their own default
+PGD_FAMILY = ("pgd", "cw")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--attack", action="append", metavar="NAME",
                    help="attack(s) to run in order, repeatable or comma-separated (default: pgd)")
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
-    p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS} for pgd and cw, "
+                        "each attack's own for the others, e.g. 100 for APGD)")
     p.add_argument("--alpha", metavar="A", help="step size, e.g. 2/255 (default: the attack's own)")
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
     p.add_argument("--restarts", type=int, metavar="R", help="random restarts (default: the attack's own)")
@@ -84,7 +88,8 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
     for name in names:
         accepted = _accepted(name)
         settings = {"eps": eps, "norm": args.norm, "seed": args.seed}
-        wanted = {"steps": args.steps if args.steps is not None else DEFAULT_STEPS,
+        default_steps = DEFAULT_STEPS if name in PGD_FAMILY else None
+        wanted = {"steps": args.steps if args.steps is not None else default_steps,
                   "alpha": alpha, "restarts": args.restarts}
         for key, value in wanted.items():
             if value is None:
