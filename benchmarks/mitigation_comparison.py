@@ -111,7 +111,7 @@ def run_one(label: str, seed: int, runs_dir: str, worst_class: str | None,
     import torch
 
     import robustfair as rf
-    from robustfair.audit import audit
+    from robustfair.auditing import audit
     from robustfair.training import train
 
     torch.set_num_threads(threads)

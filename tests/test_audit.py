@@ -9,7 +9,7 @@ from torch import nn
 
 import robustfair
 from robustfair.attacks import Attack, AttackResult, build_attack
-from robustfair.audit import audit
+from robustfair.auditing import audit
 from robustfair.data import load_dataset
 from robustfair.errors import RobustfairError
 from robustfair.models import build_model
@@ -254,8 +254,8 @@ def test_attack_names_from_dict_or_deduplicated(model, digits):
     assert listed.by_class["fgsm_acc"].mean() >= listed.by_class["fgsm_2_acc"].mean()
 
 
-def test_package_level_audit_is_callable_however_it_was_imported(model, digits):
-    import robustfair.audit as module  # noqa: F401  (binds the module as the package attribute)
+def test_package_level_audit_is_the_function_however_it_was_imported(model, digits):
+    import robustfair.auditing  # noqa: F401  (the module must not shadow the function)
 
     report = robustfair.audit(model, digits.test.x[:10], digits.test.y[:10],
                               attacks=[build_attack("fgsm", eps=0.1)], progress=False)

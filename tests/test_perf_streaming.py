@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from robustfair.attacks import build_attack
-from robustfair.audit import audit
+from robustfair.auditing import audit
 from robustfair.errors import AttackError
 
 

@@ -27,7 +27,7 @@ _EXPORTS = {
     "load_model": "robustfair.models",
     "build_attack": "robustfair.attacks",
     "list_attacks": "robustfair.attacks",
-    "audit": "robustfair.audit",
+    "audit": "robustfair.auditing",
     "ClassReport": "robustfair.metrics",
     "profile_similarity": "robustfair.metrics",
     "TrainConfig": "robustfair.training",

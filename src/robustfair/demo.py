@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._device import resolve_device, torch_threads
 from .attacks import build_attack
-from .audit import audit
+from .auditing import audit
 from .data import load_dataset
 from .metrics import ClassReport
 from .metrics._format import _markdown_table

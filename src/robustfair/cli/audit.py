@@ -116,7 +116,7 @@ def _check_int(value: int | None, flag: str, minimum: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit import audit
+    from ..auditing import audit
     from ..data import class_index, load_dataset
     from .._atomic import write_files_atomically
     from ..models import load_model

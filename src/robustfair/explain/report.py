@@ -357,7 +357,7 @@ def explain_model(
     ``feature_options`` go to :func:`~robustfair.explain.feature_datasets.feature_dataset_study`.
     """
     from ..attacks import build_attack
-    from ..audit import audit
+    from ..auditing import audit
 
     if not isinstance(dataset, Dataset):
         raise RobustfairError(f"dataset must be a robustfair Dataset, got {type(dataset).__name__}")

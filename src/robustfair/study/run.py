@@ -82,7 +82,7 @@ def execute_run_safely(root: str | Path, key: str, config: dict, **options: Any)
 
 def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, runtime) -> dict:
     from ..attacks import build_attack
-    from ..audit import audit
+    from ..auditing import audit
     from ..data import load_dataset
     from ..training import TrainConfig, train
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import platform
-import sys
 import time
-import types
 from datetime import datetime, timezone
 from typing import Iterator, Mapping, Sequence
 
@@ -340,18 +338,3 @@ def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, independent, st
             "python": platform.python_version(),
         },
     }
-
-
-class _CallableModule(types.ModuleType):
-    """``robustfair.audit`` is both this module and, through the package's lazy export, the
-    :func:`audit` function; once the module is imported, Python binds the *module* to the
-    package attribute. Making the module callable keeps ``robustfair.audit(...)`` working
-    whichever way it was first reached."""
-
-    __signature__ = inspect.signature(audit)
-
-    def __call__(self, *args, **kwargs) -> ClassReport:
-        return audit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
