@@ -189,7 +189,7 @@ def batches(n: int, batch_size: int):
 
 def robustfair_audit(model, x, y, attack, batch_size: int, independent: bool = True):
     """robustfair: ``audit`` with one attack; returns (clean_acc, robust_acc)."""
-    from robustfair.audit import audit
+    from robustfair.auditing import audit
 
     report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False,
                    independent=independent)

@@ -5,7 +5,7 @@ is read, so they are not counted as the audit's. In each subprocess:
 
 1. import, build the model (``small_cnn`` for 3x32x32, untrained: memory does not care),
    make the uint8 images, and run a two-batch audit to warm up the allocator and kernels;
-2. read the peak RSS (``resource.getrusage(...).ru_maxrss``) = the baseline;
+2. read the peak RSS (``VmHWM`` on Linux, else ``ru_maxrss``) = the baseline;
 3. audit all the images with PGD-``steps``; read the peak RSS again.
 
 The audit's own growth is (2) -> (3). If the audit streams, that growth does not depend on the
@@ -36,8 +36,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def _peak_mib() -> float:
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
-    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    """This process's peak RSS in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, which belongs to the process's own address space.
+    Not ``ru_maxrss``: Linux carries that over from the parent through fork and exec, so a
+    worker started by a big parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 1024  # bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
@@ -45,7 +57,7 @@ def worker(n: int, steps: int, batch_size: int) -> dict:
     import torch
 
     import robustfair as rf
-    from robustfair.audit import audit
+    from robustfair.auditing import audit
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(0)
