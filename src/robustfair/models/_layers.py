@@ -6,6 +6,8 @@ classifier sits behind adaptive average pooling.
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 from torch import nn
 
 
@@ -65,3 +67,23 @@ def conv_bn_relu(c_in: int, c_out: int, *, stride: int = 1,
         layers.append(nn.BatchNorm2d(c_out))
     layers.append(nn.ReLU())
     return layers
+
+
+def residual_stages(make_block: Callable[[int, int, int, int], nn.Module], c_in: int,
+                    widths: Sequence[int], counts: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """The stages of a residual network: ``(layers, channels out)``.
+
+    Stage ``i`` has ``counts[i]`` blocks of ``widths[i]`` channels; its first block changes the
+    channel count and, except in the first stage, halves the resolution (stride 2).
+    ``make_block(c_in, c_out, stride, stage)`` builds one block (``stage`` for blocks whose
+    inner width depends on it, as in ResNeXt).
+    """
+    stages = []
+    for i, (c_out, n) in enumerate(zip(widths, counts)):
+        stride = 1 if i == 0 else 2
+        stages.append(nn.Sequential(*[
+            make_block(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1, i)
+            for j in range(n)
+        ]))
+        c_in = c_out
+    return nn.Sequential(*stages), c_in

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import register_model
-from ._layers import check_geometry, check_positive, init_weights
+from ._layers import check_geometry, check_positive, init_weights, residual_stages
 
 
 class PadShortcut(nn.Module):
@@ -55,17 +55,9 @@ class CifarResNet(nn.Module):
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width), nn.ReLU(),
         )
-        stages: list[nn.Module] = []
-        c_in = width
-        for i in range(3):
-            c_out = width * 2**i
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                CifarBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1)
-                for j in range(n)
-            ]))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers, c_in = residual_stages(
+            lambda c_in, c_out, stride, _: CifarBlock(c_in, c_out, stride), width,
+            [width * 2**i for i in range(3)], [n] * 3)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
         init_weights(self)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._base import register_model
-from ._layers import check_geometry, check_positive, init_weights
+from ._layers import check_geometry, check_positive, init_weights, residual_stages
 
 
 class PreActBlock(nn.Module):
@@ -39,17 +39,9 @@ class PreActResNet(nn.Module):
     def __init__(self, blocks: list[int], in_channels: int, num_classes: int, width: int) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        stages: list[nn.Module] = []
-        c_in = width
-        for i, n in enumerate(blocks):
-            c_out = width * 2**i
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                PreActBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1)
-                for j in range(n)
-            ]))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers, c_in = residual_stages(
+            lambda c_in, c_out, stride, _: PreActBlock(c_in, c_out, stride), width,
+            [width * 2**i for i in range(len(blocks))], blocks)
         self.bn = nn.BatchNorm2d(c_in)
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)

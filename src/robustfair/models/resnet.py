@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ._base import register_model
-from ._layers import check_geometry, check_positive, init_weights
+from ._layers import check_geometry, check_positive, init_weights, residual_stages
 
 
 class BasicBlock(nn.Module):
@@ -52,16 +52,9 @@ class ResNet(nn.Module):
             )
         else:
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
-        stages: list[nn.Module] = []
-        c_in = width
-        for i, n in enumerate(blocks):
-            c_out = width * 2**i
-            stride = 1 if i == 0 else 2
-            stage = [BasicBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1)
-                     for j in range(n)]
-            stages.append(nn.Sequential(*stage))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers, c_in = residual_stages(
+            lambda c_in, c_out, stride, _: BasicBlock(c_in, c_out, stride), width,
+            [width * 2**i for i in range(len(blocks))], blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
         init_weights(self)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._base import register_model
-from ._layers import check_geometry, check_positive, init_weights
+from ._layers import check_geometry, check_positive, init_weights, residual_stages
 
 
 class ResNeXtBlock(nn.Module):
@@ -44,19 +44,10 @@ class ResNeXt29(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(64), nn.ReLU())
-        stages: list[nn.Module] = []
-        c_in = 64
-        for i in range(3):
-            c_out = 64 * widen_factor * 2**i
-            inner = cardinality * bottleneck_width * 2**i
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                ResNeXtBlock(c_in if j == 0 else c_out, c_out, inner, cardinality,
-                             stride if j == 0 else 1)
-                for j in range(3)
-            ]))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers, c_in = residual_stages(
+            lambda c_in, c_out, stride, stage: ResNeXtBlock(
+                c_in, c_out, cardinality * bottleneck_width * 2**stage, cardinality, stride),
+            64, [64 * widen_factor * 2**i for i in range(3)], [3] * 3)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
         init_weights(self)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ._base import register_model
-from ._layers import check_geometry, check_positive, check_probability, init_weights
+from ._layers import check_geometry, check_positive, check_probability, init_weights, residual_stages
 
 
 class WideBlock(nn.Module):
@@ -42,16 +42,9 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        stages: list[nn.Module] = []
-        c_in = 16
-        for i, c_out in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                WideBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1, dropout)
-                for j in range(n)
-            ]))
-            c_in = c_out
-        self.layers = nn.Sequential(*stages)
+        self.layers, c_in = residual_stages(
+            lambda c_in, c_out, stride, _: WideBlock(c_in, c_out, stride, dropout), 16,
+            widths, [n] * len(widths))
         self.bn = nn.BatchNorm2d(c_in)
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
