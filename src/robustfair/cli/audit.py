@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from .._parse import parse_number
-from ..errors import AttackError, ConfigError, ModelError
+from ..errors import AttackError, ConfigError
+from ._checks import check_int, check_model_fits
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
@@ -110,11 +111,6 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
     return attacks, notes
 
 
-def _check_int(value: int | None, flag: str, minimum: int) -> None:
-    if value is not None and value < minimum:
-        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..auditing import audit
     from ..data import class_index, load_dataset
@@ -128,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
     for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
                                  (args.restarts, "--restarts", 1), (args.batch_size, "--batch-size", 1)):
-        _check_int(value, flag, minimum)
+        check_int(value, flag, minimum)
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
     targeted = args.targeted_to is not None or args.targeted_all
@@ -141,15 +137,7 @@ def run(args: argparse.Namespace) -> int:
     # 2. the data and the checkpoint, and whether they fit together
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     model = load_model(args.checkpoint, device=args.device)
-    config = getattr(model, "robustfair_config", {}) or {}
-    if config.get("num_classes") != ds.num_classes:
-        raise ModelError(f"checkpoint {args.checkpoint} has {config.get('num_classes')} classes but "
-                         f"dataset {args.dataset!r} has {ds.num_classes}")
-    shape = (config.get("in_channels"), config.get("image_size"))
-    if shape != (ds.channels, ds.image_size):
-        raise ModelError(f"checkpoint {args.checkpoint} expects {shape[0]}-channel "
-                         f"{shape[1]}x{shape[1]} images but dataset {args.dataset!r} has "
-                         f"{ds.channels}-channel {ds.image_size}x{ds.image_size}")
+    check_model_fits(model, ds, args.checkpoint, args.dataset)
     saved = (getattr(model, "robustfair_metadata", None) or {})
     if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
         print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "

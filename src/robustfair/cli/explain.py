@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from .._parse import parse_number
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
+from ._checks import check_int, check_model_fits
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20     # PGD-20, the usual evaluation attack
@@ -62,11 +63,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _check_int(value: int | None, flag: str, minimum: int) -> None:
-    if value is not None and value < minimum:
-        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..data import class_index, load_dataset
     from ..explain import explain_model
@@ -84,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                  (args.batch_size, "--batch-size", 1), (args.feature_images, "--feature-images", 2),
                                  (args.feature_steps, "--feature-steps", 1),
                                  (args.feature_epochs, "--feature-epochs", 1)):
-        _check_int(value, flag, minimum)
+        check_int(value, flag, minimum)
     if args.standard_checkpoint and not args.feature_datasets:
         raise ConfigError("--standard-checkpoint is only used with --feature-datasets")
     out = Path(args.out)
@@ -100,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
     ds = load_dataset(dataset_name, data_dir=args.data_dir)
     target = class_index(ds.classes, args.target_class) if args.target_class is not None else None
     model = load_model(args.checkpoint, device=args.device)
-    _check_fits(model, ds, args.checkpoint, dataset_name)
+    check_model_fits(model, ds, args.checkpoint, dataset_name)
     standard = None
     if args.standard_checkpoint:
         standard = load_model(args.standard_checkpoint, device=args.device)
-        _check_fits(standard, ds, args.standard_checkpoint, dataset_name)
+        check_model_fits(standard, ds, args.standard_checkpoint, dataset_name)
 
     # 3. the measures, then the files
     options = {"n_images": args.feature_images, "robust_steps": args.feature_steps,
@@ -126,14 +122,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"- {finding}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
-
-
-def _check_fits(model, ds, checkpoint: str, dataset_name: str) -> None:
-    config = getattr(model, "robustfair_config", {}) or {}
-    if config.get("num_classes") != ds.num_classes:
-        raise ModelError(f"checkpoint {checkpoint} has {config.get('num_classes')} classes but "
-                         f"dataset {dataset_name!r} has {ds.num_classes}")
-    shape = (config.get("in_channels"), config.get("image_size"))
-    if shape != (ds.channels, ds.image_size):
-        raise ModelError(f"checkpoint {checkpoint} expects {shape[0]}-channel {shape[1]}x{shape[1]} images "
-                         f"but dataset {dataset_name!r} has {ds.channels}-channel {ds.image_size}x{ds.image_size}")
