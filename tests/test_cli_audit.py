@@ -132,3 +132,29 @@ def test_cli_steps_default_is_pgd20_and_apgd_keeps_its_100(checkpoints, tmp_path
     settings = {a["attack"]: a for a in ClassReport.from_json(out / "report.json").attacks}
     assert settings["pgd"]["steps"] == 20
     assert settings["apgd-ce"]["steps"] == 100
+
+
+def test_cli_threads_option_applies_for_the_command_only(checkpoints, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import robustfair.auditing as auditing
+
+    seen = []
+    real_audit = auditing.audit
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_audit(*args, **kwargs)
+
+    monkeypatch.setattr(auditing, "audit", spy)
+    torch.set_num_threads(2)
+    try:
+        rc = main(_args(checkpoints["good"], tmp_path / "t", "--attack", "fgsm", "--limit", "20",
+                        "--threads", "1"))
+        assert rc == 0, capsys.readouterr().err
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert main(_args(checkpoints["good"], tmp_path / "u", "--threads", "0")) == 2
+        assert "--threads must be at least 1" in capsys.readouterr().err
+        assert not (tmp_path / "u").exists()
+    finally:
+        torch.set_num_threads(1)

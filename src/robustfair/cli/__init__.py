@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from .._device import torch_threads
 from ..errors import RobustfairError
 
 # sub-command name -> module under robustfair.cli (imported lazily so `--help` stays fast)
@@ -44,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        print(f"robustfair: error: --threads must be at least 1, got {threads}", file=sys.stderr)
+        return 2
     try:
-        return int(args.run(args) or 0)
+        with torch_threads(threads):
+            return int(args.run(args) or 0)
     except RobustfairError as exc:
         print(f"robustfair: error: {exc}", file=sys.stderr)
         return 2

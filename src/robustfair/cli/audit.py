@@ -51,6 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="aim at every other class in turn; adds a source x target success matrix")
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="points per batch (default: 256)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for report.json, by_class.csv, report.md")
     p.set_defaults(run=run)

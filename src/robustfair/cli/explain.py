@@ -57,6 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="epochs of each model trained on a feature data set (default: 10)")
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="points per batch (default: 256)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for explain.md, explain.json and figures")
     p.set_defaults(run=run)

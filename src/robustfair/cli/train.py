@@ -80,6 +80,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fixed loss weight of a class (name or index), repeatable")
     g = p.add_argument_group("speed")
     g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     g.add_argument("--amp", nargs="?", const="on", metavar="MODE",
                    help="mixed precision: on (bf16 where supported, else fp16), bf16, fp16, off "
                         "(default: on for CUDA, off on CPU)")
