@@ -370,3 +370,28 @@ def test_report_renders_in_headless_chromium(report, tmp_path, width):
     result = json.loads(found.group(1))
     assert result["images"] == len(report.figures) and result["broken"] == 0
     assert result["scrollWidth"] <= result["innerWidth"], result
+
+
+def test_an_explanation_saved_in_the_study_is_folded_into_the_report(study, tmp_path):
+    root = tmp_path / "study"
+    shutil.copytree(study[0], root)
+    where = root / "explain" / "at-model"
+    where.mkdir(parents=True)
+    findings = ["Least robust class under PGD: 8 (1.9% robust, mean 50.5%).",
+                "Class 8's nearest class is 1 <tie>."]
+    (where / "explain.json").write_text(json.dumps(
+        {"findings": findings, "meta": {"checkpoint": "runs/at/model.safetensors"}}))
+    Image.new("RGB", (4, 3), "white").save(where / "margins.png")
+    (root / "explain" / "broken").mkdir()
+    (root / "explain" / "broken" / "explain.json").write_text("{not json")
+
+    page = build_report(root).html.read_text()
+    assert "Why some classes are less robust" in page
+    assert findings[0] in page and "Class 8&#x27;s nearest class is 1 &lt;tie&gt;." in page
+    assert "runs/at/model.safetensors (explain/at-model)" in page
+    assert "alt='margins.png'" in page
+    assert "explain/broken/explain.json is unreadable" in page
+
+
+def test_a_study_without_explanations_has_no_explain_section(report):
+    assert "Why some classes are less robust" not in report.html.read_text()

@@ -60,7 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory for explain.md, explain.json and figures")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for explain.md, explain.json and figures (STUDY_DIR/explain/NAME folds it into that study's report)")
     p.set_defaults(run=run)
     return p
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,7 @@ def build_report(root: str | os.PathLike, *, out_dir: str | os.PathLike | None =
     for f in figures:
         path = out / f"{f.name}.png"
         paths[f.name] = atomic_write_bytes(path, f.png)
-    page = _html(index, tables, data, store, figures, skipped)
+    page = _html(index, tables, data, store, figures, skipped, _explain_sections(root))
     html_path = atomic_write_text(out / "report.html", page)
     return Report(html=html_path, figures=paths, skipped=skipped)
 
@@ -446,7 +447,37 @@ figure{margin:1em 0}figcaption{color:#444;font-size:.9em}
 """
 
 
-def _html(index, tables, data, store, figures, skipped) -> str:
+# `robustfair explain ... --out STUDY/explain/NAME` puts an explanation where the report finds it
+EXPLAIN_DIR = "explain"
+EXPLAIN_FIGURES = ("similarity.png", "margins.png", "robust_vs_eps.png", "corruption_vs_attack.png")
+
+
+def _explain_sections(root: Path) -> list[str]:
+    """HTML for each explanation saved under ``root/explain`` (its findings and figures)."""
+    sections = []
+    base = root / EXPLAIN_DIR
+    for path in sorted(base.glob("**/explain.json")) if base.is_dir() else []:
+        where = html.escape(str(path.parent.relative_to(root)))
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            findings = [str(f) for f in info["findings"]]
+            source = str((info.get("meta") or {}).get("checkpoint", where))
+        except (OSError, ValueError, KeyError, TypeError):
+            sections.append(f"<p class='note'>{where}/explain.json is unreadable; skipped.</p>")
+            continue
+        parts = [f"<h3>{html.escape(source)} ({where})</h3><ul>",
+                 *[f"<li>{html.escape(f)}</li>" for f in findings], "</ul>"]
+        for name in EXPLAIN_FIGURES:
+            png = path.parent / name
+            if png.is_file():
+                data = base64.b64encode(png.read_bytes()).decode("ascii")
+                parts.append(f"<figure><img alt='{html.escape(name)}' "
+                             f"src='data:image/png;base64,{data}'></figure>")
+        sections.append("".join(parts))
+    return sections
+
+
+def _html(index, tables, data, store, figures, skipped, explanations=()) -> str:
     name = html.escape(str(index.get("name", "study")))
     desc = html.escape(str(index.get("description") or ""))
     done = tables.total_runs - len(tables.missing)
@@ -474,6 +505,9 @@ def _html(index, tables, data, store, figures, skipped) -> str:
         parts.append(f"<h2>{html.escape(f.title)}</h2><figure><img alt='{html.escape(f.title)}' "
                      f"src='data:image/png;base64,{data}'><figcaption>{html.escape(f.caption)}"
                      "</figcaption></figure>")
+    if explanations:
+        parts.append("<h2>Why some classes are less robust (robustfair explain)</h2>")
+        parts += list(explanations)
     if skipped:
         parts.append("<h2>Not drawn</h2><ul class='note'>")
         parts += [f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in skipped.items()]
