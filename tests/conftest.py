@@ -5,12 +5,14 @@ import pytest
 import torch
 
 os.environ.setdefault("ROBUSTFAIR_DATA", os.path.join(os.path.dirname(__file__), ".no-data-dir"))
-# One thread: the tests use tiny models, for which thread overhead dominates, and some tests
-# run two processes side by side (DDP) on a 2-core machine.
+# One thread: the tests use tiny models, for which thread overhead dominates (two spinning
+# OpenMP threads make them 10-50x slower on a busy machine), and some tests run two processes
+# side by side (DDP) on a 2-core machine.
 torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # again per test: a test may change it
     yield

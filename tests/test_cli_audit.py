@@ -15,15 +15,6 @@ from robustfair.metrics import ClassReport
 from robustfair.models import build_model, save_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny 8×8 models run fastest on one thread (and then do not fight other processes for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A SmallCNN trained for a few epochs on the digits, and an untrained 5-class one."""
@@ -147,14 +138,11 @@ def test_cli_threads_option_applies_for_the_command_only(checkpoints, tmp_path, 
         return real_audit(*args, **kwargs)
 
     monkeypatch.setattr(auditing, "audit", spy)
-    torch.set_num_threads(2)
-    try:
-        rc = main(_args(checkpoints["good"], tmp_path / "t", "--attack", "fgsm", "--limit", "20",
-                        "--threads", "1"))
-        assert rc == 0, capsys.readouterr().err
-        assert seen == [1] and torch.get_num_threads() == 2
-        assert main(_args(checkpoints["good"], tmp_path / "u", "--threads", "0")) == 2
-        assert "--threads must be at least 1" in capsys.readouterr().err
-        assert not (tmp_path / "u").exists()
-    finally:
-        torch.set_num_threads(1)
+    torch.set_num_threads(2)  # conftest sets one thread again before the next test
+    rc = main(_args(checkpoints["good"], tmp_path / "t", "--attack", "fgsm", "--limit", "20",
+                    "--threads", "1"))
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [1] and torch.get_num_threads() == 2
+    assert main(_args(checkpoints["good"], tmp_path / "u", "--threads", "0")) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()

@@ -24,16 +24,6 @@ from robustfair.explain.targeted import targeted_vulnerability
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: a second thread only adds synchronisation, which costs 10-20x on
-    # a shared, busy 2-core machine (OpenMP threads wait for each other at every op).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 K, D = 8, 64  # classes and pixels (1×8×8) of the constructed problem
 TWIN_A, TWIN_B = 3, 5
 

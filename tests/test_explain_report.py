@@ -13,15 +13,6 @@ from robustfair.explain.feature_datasets import (_derangement, class_accuracy, f
                                                  non_robust_dataset, profile_cosine, robust_dataset)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: a second thread only adds waiting on a busy shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return rf.load_dataset("digits")

@@ -25,16 +25,6 @@ CHEAP = {
 GEOMETRIES = [(1, 8, 10), (3, 32, 10), (3, 32, 100)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions gain nothing from threads, and on a busy machine two spinning OpenMP
-    threads per process make them 10-50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def meta_param_count(name: str, **kwargs) -> int:
     with torch.device("meta"):
         model = build_model(name, num_classes=10, **kwargs)

@@ -25,14 +25,6 @@ from robustfair.models import _base
 DIGIT_META = {"dataset": "digits", "classes": [str(i) for i in range(10)], "epochs": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; avoids oversubscription on a shared machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def registry(monkeypatch):
     """Register test-only models without leaving them in the global registry afterwards."""

@@ -23,17 +23,6 @@ from robustfair.training.objectives import Batch, build_objective, training_atta
 from robustfair.training.optim import build_optimizer, lr_at
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation (and spins on
-    a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 # ----------------------------------------------------------------------------- config
 def test_config_parses_fractions_and_defaults_alpha():
     cfg = TrainConfig.from_dict({"eps": "8/255", "lr": "2e-3", "steps": "10", "nesterov": "true",

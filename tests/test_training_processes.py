@@ -17,16 +17,6 @@ from robustfair.training import TrainConfig, train
 from robustfair.training import checkpoint as ckpt
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation (and spins on
-    a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMON = ["--dataset", "digits", "--model", "small_cnn", "--model-arg", "width=8",
           "--model-arg", "hidden=32", "--eps", "0.1", "--steps", "2", "--eval-steps", "2",

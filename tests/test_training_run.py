@@ -20,16 +20,6 @@ from robustfair.training.evaluate import stratified_holdout
 from robustfair.training.mitigations import Mitigation, register_mitigation
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation (and spins on
-    a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = {"dataset": "digits", "model": "small_cnn", "model_kwargs": {"width": 8, "hidden": 32},
          "batch_size": 128, "steps": 2, "eval_steps": 3, "eps": 0.1, "optimizer": "adam",
          "lr": 0.01, "weight_decay": 0.0, "epochs": 2, "device": "cpu"}
