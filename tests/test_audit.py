@@ -12,7 +12,8 @@ from robustfair.attacks import Attack, AttackResult, build_attack
 from robustfair.auditing import audit
 from robustfair.data import load_dataset
 from robustfair.errors import RobustfairError
-from robustfair.models import build_model
+
+from digits_model import train_small_cnn
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -25,19 +26,7 @@ def digits():
 @pytest.fixture(scope="module")
 def model(digits):
     """A SmallCNN (with its normaliser) trained for a few epochs with plain torch: ~95% clean."""
-    torch.manual_seed(0)
-    mean, std = digits.stats()
-    net = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, mean=mean, std=std,
-                      width=8, hidden=32)
-    x, y = digits.train.x.float() / 255, digits.train.y
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(4):
-        for idx in torch.randperm(len(x)).split(64):
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
+    net = train_small_cnn(digits, epochs=4)
     net.robustfair_metadata = {"dataset": "digits", "classes": NAMES}
     return net
 

@@ -6,33 +6,22 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from torch import nn
 
 from robustfair.cli import main
 from robustfair.data import load_dataset
 from robustfair.metrics import ClassReport
 from robustfair.models import build_model, save_model
 
+from digits_model import train_small_cnn
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A SmallCNN trained for a few epochs on the digits, and an untrained 5-class one."""
     ds = load_dataset("digits")
-    torch.manual_seed(0)
-    mean, std = ds.stats()
-    net = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, mean=mean, std=std,
-                      width=8, hidden=32)
-    x, y = ds.train.x.float() / 255, ds.train.y
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(3):
-        for idx in torch.randperm(len(x)).split(64):
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    net = train_small_cnn(ds, epochs=3)
     root = tmp_path_factory.mktemp("ckpt")
-    good = save_model(net.eval(), root / "digits.safetensors", metadata={"dataset": "digits", "classes": ds.classes})
+    good = save_model(net, root / "digits.safetensors", metadata={"dataset": "digits", "classes": ds.classes})
     five = build_model("small_cnn", num_classes=5, in_channels=1, image_size=8, width=8, hidden=32)
     wrong = save_model(five, root / "five.safetensors")
     corrupt = root / "corrupt.safetensors"
