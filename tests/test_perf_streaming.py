@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from robustfair.attacks import build_attack
-from robustfair.auditing import audit
+from robustfair.auditing import POOL_BATCHES, audit
 from robustfair.errors import AttackError
 
 
@@ -114,12 +114,15 @@ def test_audit_peak_memory_does_not_grow_with_n():
         pytest.skip("cannot reset the peak RSS here")
     torch.manual_seed(0)
     model = _Counting().eval()
-    n_small, n_large = 200, 2000
+    # The audit holds one pool of POOL_BATCHES batches at a time: from one pool on, more points
+    # must not mean more memory.
+    n_small = POOL_BATCHES * 64
+    n_large = 5 * n_small
     x = torch.randint(0, 256, (n_large, 3, 32, 32), dtype=torch.uint8)  # the caller's images
     y = _own_labels(model, x)
-    _peak_growth_mib(model, x[:64], y[:64], 64)  # warm-up: kernels, allocator pools
+    _peak_growth_mib(model, x[:n_small], y[:n_small], 64)  # warm-up: kernels, allocator pools
     small = _peak_growth_mib(model, x[:n_small], y[:n_small], 64)
     large = _peak_growth_mib(model, x, y, 64)
-    # A float32 copy of the 1800 extra images alone would add 1800 * 12 KiB ≈ 21 MiB.
+    # A float32 copy of the extra images alone would add (n_large - n_small) * 12 KiB ≈ 24 MiB.
     extra_float_copy = (n_large - n_small) * 3 * 32 * 32 * 4 / 2**20
     assert large - small < extra_float_copy / 3, (small, large)

@@ -1,19 +1,20 @@
 """The audit: run a model and a list of attacks over a test set and build a :class:`ClassReport`.
 
-Batches are streamed: one batch at a time is moved to the device, so peak memory does not grow
-with the number of points. Per batch:
+Points are streamed: one pool of a few batches (``POOL_BATCHES``, at most ``POOL_BYTES`` of
+images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
+peak memory does not grow with the number of points. Per pool:
 
 1. the clean logits, once (``inference_mode``), checked for width and NaN; attacks that accept
    them (``perturb(..., clean_logits=...)``, every gradient attack) reuse them instead of
    running their own clean pass;
-2. each attack, in order, on the batch's clean-correct points. With ``independent=True`` (the
+2. each attack, in order, on the pool's clean-correct points. With ``independent=True`` (the
    default) every attack runs on *all* clean-correct points, so each attack's own column is its
    honest accuracy; the robust column is the pointwise combination (a point is robust only if no
    attack fooled it; the first attack that did gives ``worst_pred``). With ``independent=False``
    a later attack only runs on points no earlier attack fooled (faster: the AutoAttack way); its
    column holds ``-1`` where it was skipped, and its own accuracy is then reported as unknown
    (NaN). The robust column is the same in both modes up to the attacks' randomness;
-3. all per-point bookkeeping stays on the device; one transfer to the host per batch.
+3. all per-point bookkeeping stays on the device; one transfer to the host per pool.
 
 Targeted audits: ``target=c`` aims every attack at class ``c`` (points of class ``c`` are not
 attacked and do not count in target-success rates); ``targeted_all=True`` aims at every other
@@ -137,19 +138,50 @@ class _Batch:
         return fooled
 
 
-def _takes_clean_logits(attack, b: _Batch) -> bool:
-    """Whether ``attack.perturb`` can reuse the batch's clean logits (saves a forward pass)."""
-    if b.logits is None:
-        return False
+# Attacks get several batches' worth of points at a time (a pool) and run at most batch_size
+# of them per pass: PGD then fills the places of fooled points from the pool instead of running
+# ever smaller passes. A pool holds images only (activations scale with batch_size), and is
+# capped in bytes so that large images do not pile up on the device.
+POOL_BATCHES = 8
+POOL_BYTES = 64 * 2**20
+
+
+def _pool_size(batch_size: int, x: torch.Tensor) -> int:
+    """Points per pool: up to POOL_BATCHES batches, within POOL_BYTES of float images."""
+    batch_bytes = max(1, x[0].numel() * 4 * batch_size)
+    return batch_size * max(1, min(POOL_BATCHES, POOL_BYTES // batch_bytes))
+
+
+def _accepts(attack, keyword: str) -> bool:
+    """Whether ``attack.perturb`` takes ``keyword`` (``clean_logits``, ``batch_size``)."""
     try:
-        return "clean_logits" in inspect.signature(attack.perturb).parameters
+        return keyword in inspect.signature(attack.perturb).parameters
     except (TypeError, ValueError):  # a callable without a readable signature
         return False
 
 
+def _perturb(attack, model, x, y, target, logits, batch_size: int):
+    """Predictions of ``attack`` on the points ``x``, at most ``batch_size`` per pass.
+
+    An attack that takes ``batch_size`` gets all the points at once (PGD keeps its passes full
+    from them); any other gets them in pieces. Attacks that take ``clean_logits`` reuse the
+    audit's clean pass.
+    """
+    extra = {"clean_logits": logits} if _accepts(attack, "clean_logits") else {}
+    if _accepts(attack, "batch_size"):
+        return attack.perturb(model, x, y, target, batch_size=batch_size, **extra).pred
+    preds = []
+    for s in range(0, len(x), batch_size):
+        piece = slice(s, s + batch_size)
+        extra = {k: v[piece] for k, v in extra.items()}
+        preds.append(attack.perturb(model, x[piece], y[piece],
+                                    None if target is None else target[piece], **extra).pred)
+    return torch.cat(preds)
+
+
 def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool,
-                keep_per_target: bool) -> None:
-    """One attack over one batch, once per target in ``targets``; updates ``b`` in place.
+                keep_per_target: bool, batch_size: int) -> None:
+    """One attack over one pool of points, once per target in ``targets``; updates ``b`` in place.
 
     The attack's own column gets, per point, the prediction of the first target (in order)
     that fooled the model, else the clean prediction (``-1`` if skipped in the fast mode).
@@ -169,9 +201,8 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
         run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
         if run.numel():
             target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
-            extra = {"clean_logits": b.logits[run]} if _takes_clean_logits(attack, b) else {}
-            result = attack.perturb(model, xb[run], b.y[run], target, **extra)
-            pred[run] = result.pred.to(pred.dtype)
+            pred[run] = _perturb(attack, model, xb[run], b.y[run], target, b.logits[run],
+                                 batch_size).to(pred.dtype)
         fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
         column = torch.where(fooled_here, pred, column)
         not_fooled_yet &= ~fooled_here
@@ -250,10 +281,11 @@ def audit(
             settings = [dict(a.settings()) for _, a in pairs]
             bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
             with bar:
-                for start in range(0, n, batch_size):
-                    xb = as_float_images(x[start:start + batch_size].to(dev, non_blocking=True))
+                pool = _pool_size(batch_size, x)
+                for start in range(0, n, pool):
+                    xb = as_float_images(x[start:start + pool].to(dev, non_blocking=True))
                     with torch.inference_mode():
-                        logits = model(xb)
+                        logits = torch.cat([model(piece) for piece in xb.split(batch_size)])
                     if class_names is None:  # nothing told us the classes: the output width does
                         class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
                     check_logits(logits, len(class_names) if class_names else None)
@@ -262,10 +294,11 @@ def audit(
                         y = check_labels(y, k, n)
                         t_index = _resolve_target(target, class_names)
                         targets = list(range(k)) if targeted_all else [t_index]
-                    yb = y[start:start + batch_size].to(dev, non_blocking=True)
+                    yb = y[start:start + pool].to(dev, non_blocking=True)
                     b = _Batch(logits.argmax(dim=1), yb, logits)
                     for _, attack in pairs:
-                        _run_attack(model, attack, xb, b, targets, independent, targeted_all)
+                        _run_attack(model, attack, xb, b, targets, independent, targeted_all,
+                                    batch_size)
                     rows = torch.stack([yb, b.clean, *b.columns, b.worst])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
                     host = torch.cat(flat).cpu()  # the one device -> host transfer of the batch

@@ -4,7 +4,10 @@
 step of any restart. Attacks call :meth:`Search.record` with the logits of the forward pass
 they already ran for the gradient, so checking success costs no extra forward pass, and
 they drop the points it reports fooled from their working batch, so later steps only spend
-compute on points that are still robust.
+compute on points that are still robust. ``Search.capacity`` is the most points one
+forward/backward pass may hold (``perturb(..., batch_size=...)``; default: all of them): PGD
+keeps its working batch that full by admitting waiting points as others leave, the other
+attacks take the points in consecutive pieces of that size.
 
 :class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
 (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
@@ -68,13 +71,15 @@ class Search:
         loss: str,
         amp: bool,
         clean_logits: torch.Tensor | None = None,
+        capacity: int | None = None,
     ) -> None:
         self.model, self.loss, self.amp = model, loss, amp
         self.x, self.target = x, target
+        self.capacity = max(1, len(x)) if capacity is None else capacity
         if clean_logits is None:
             with torch.no_grad():
                 # Full precision even with amp: this pass decides which points need attacking.
-                logits = check_logits(model(x))
+                logits = check_logits(torch.cat([model(piece) for piece in x.split(self.capacity)]))
         else:  # the caller's full-precision clean pass on the same images
             logits = check_logits(clean_logits.detach())
             if logits.shape[0] != len(x):
@@ -99,6 +104,10 @@ class Search:
     def remaining(self) -> torch.Tensor:
         """Indices of the points not fooled yet (one host sync; called once per restart)."""
         return (~self.success).nonzero().squeeze(1)
+
+    def pieces(self) -> tuple[torch.Tensor, ...]:
+        """The points not fooled yet, in consecutive pieces of at most ``capacity``."""
+        return self.remaining().split(self.capacity)
 
     def points(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Clean images, labels and targets of the points ``idx``."""
@@ -169,10 +178,11 @@ class Search:
         return AttackResult(self.x_adv, self.pred, self.success)
 
 
-# The clean logits a caller handed to GradientAttack.perturb, for the Search it builds. A context
-# variable, not an attribute: the attack object stays stateless (and safe to share by threads).
-_CLEAN_LOGITS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar(
-    "robustfair_clean_logits", default=None)
+# The clean logits and batch size a caller handed to GradientAttack.perturb, for the Search it
+# builds. A context variable, not an attribute: the attack object stays stateless (and safe to
+# share by threads).
+_CLEAN_LOGITS: contextvars.ContextVar[tuple[torch.Tensor | None, int | None]] = contextvars.ContextVar(
+    "robustfair_clean_logits", default=(None, None))
 
 
 @contextlib.contextmanager
@@ -216,10 +226,15 @@ class GradientAttack(Attack):
         target: torch.Tensor | None = None,
         *,
         clean_logits: torch.Tensor | None = None,
+        batch_size: int | None = None,
     ) -> AttackResult:
         """As :meth:`Attack.perturb`. ``clean_logits``: the model's (eval-mode, full-precision)
-        logits on ``x`` if the caller already has them; the attack then skips its clean pass."""
-        token = _CLEAN_LOGITS.set(clean_logits)
+        logits on ``x`` if the caller already has them; the attack then skips its clean pass.
+        ``batch_size``: the most points in one forward/backward pass (memory); ``None``: all of
+        ``x`` at once. Giving it a pool of several batches lets PGD keep every pass full."""
+        if batch_size is not None:
+            check_positive_int("batch_size", batch_size)
+        token = _CLEAN_LOGITS.set((clean_logits, batch_size))
         try:
             return super().perturb(model, x, y, target)
         finally:
@@ -235,8 +250,9 @@ class GradientAttack(Attack):
             to_channels_last = x.is_cuda and x.dim() == 4
             if to_channels_last:  # faster convolutions on CUDA
                 x = x.contiguous(memory_format=torch.channels_last)
+            clean_logits, batch_size = _CLEAN_LOGITS.get()
             search = Search(model, x, y, target, loss=self.loss, amp=self.amp,
-                            clean_logits=_CLEAN_LOGITS.get())
+                            clean_logits=clean_logits, capacity=batch_size)
             self._attack(search, per_sample(self.eps, len(x), x))
             result = search.result()
         if to_channels_last:

@@ -111,10 +111,8 @@ class APGD(GradientAttack):
     def _attack(self, search: Search, eps: torch.Tensor) -> None:
         generator = make_generator(self.seed, eps.device)
         for _ in range(self.restarts):
-            idx = search.remaining()
-            if idx.numel() == 0:
-                return
-            self._run(search, idx, eps[idx], generator)
+            for idx in search.pieces():  # empty once every point is fooled
+                self._run(search, idx, eps[idx], generator)
 
     def _step(self, s: _Run, first: bool) -> torch.Tensor:
         """The next iterate: projected step, then the momentum mix, projected again."""

@@ -37,12 +37,10 @@ class FGSM(GradientAttack):
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed, loss=loss, amp=amp)
 
     def _attack(self, search: Search, eps: torch.Tensor) -> None:
-        idx = search.remaining()
-        if idx.numel() == 0:
-            return
-        x, y, target = search.points(idx)
-        _, _, grad = search.loss_and_grad(x, y, target)
-        x_adv = (x + eps[idx] * ascent_direction(grad, self.norm)).clamp_(0.0, 1.0)
-        with torch.no_grad():
-            logits = search.logits(x_adv)
-        search.record(idx, x_adv, logits, y, target)
+        for idx in search.pieces():
+            x, y, target = search.points(idx)
+            _, _, grad = search.loss_and_grad(x, y, target)
+            x_adv = (x + eps[idx] * ascent_direction(grad, self.norm)).clamp_(0.0, 1.0)
+            with torch.no_grad():
+                logits = search.logits(x_adv)
+            search.record(idx, x_adv, logits, y, target)

@@ -7,7 +7,8 @@ drawn uniformly from the ball, 1 restart.
 
 Every point's first success is kept and that point leaves the working batch, so a run costs
 ``steps`` forward+backward passes on the *still robust* points only, plus one gradient-free
-forward at the end (and one clean pass).
+forward at the end (and one clean pass). With ``perturb(..., batch_size=B)`` on more than
+``B`` points, waiting points fill the places of those that left, so passes stay ``B`` full.
 
 >>> import torch
 >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
@@ -19,6 +20,9 @@ forward at the end (and one clean pass).
 True
 """
 from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -86,28 +90,82 @@ class PGD(GradientAttack):
             alpha = per_sample(self.alpha, len(eps), eps)
         generator = make_generator(self.seed, eps.device)
         for _ in range(self.restarts):
-            idx = search.remaining()
-            if idx.numel() == 0:
+            waiting = search.remaining()
+            if waiting.numel() == 0:
                 return
-            self._run(search, idx, eps[idx], alpha[idx], generator)
+            self._run(search, waiting, eps, alpha, generator)
 
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
+    def _run(self, search: Search, waiting: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
              generator: torch.Generator) -> None:
-        """One restart on the points ``idx``; the batch shrinks as points get fooled."""
-        x, y, target = search.points(idx)
-        x_adv = random_start(x, eps, self.norm, generator) if self.random_start else x.clone()
-        for step in range(self.steps + 1):
-            last = step == self.steps  # the final iterate only needs checking, not a gradient
-            logits, _, grad = search.loss_and_grad(x_adv, y, target, need_grad=not last)
-            still = search.record(idx, x_adv, logits, y, target)
-            if still is not None:
-                if still.numel() == 0:
-                    return
-                idx, x, y, target, eps, alpha, x_adv, grad = take(
-                    still, idx, x, y, target, eps, alpha, x_adv, grad)
-            if last:
+        """One restart on the points ``waiting``, at most ``search.capacity`` of them per pass.
+
+        A point leaves the working batch when it is fooled or when its last iterate has been
+        checked; waiting points (each with its own random start and step count) take the free
+        places, so every pass runs on a full batch until the queue is empty. With room for all
+        points this is plain PGD on a shrinking batch.
+        """
+        work: _Working | None = None
+        admitted, iteration = 0, 0
+        joined: collections.deque[int] = collections.deque()  # iteration each live group joined
+        while True:
+            room = search.capacity - (0 if work is None else len(work.idx))
+            if room > 0 and admitted < len(waiting):
+                new = waiting[admitted:admitted + room]
+                admitted += len(new)
+                work = _Working.join(work, self._admit(search, new, eps, alpha, generator))
+                joined.append(iteration)
+            if work is None or len(work.idx) == 0:
                 return
-            x_adv = project(x_adv + alpha * ascent_direction(grad, self.norm), x, eps, self.norm)
+            while joined[0] < iteration - self.steps:  # groups whose last check has passed
+                joined.popleft()
+            final_check = joined[0] == iteration - self.steps  # some points are at their last iterate
+            need_grad = joined[-1] != iteration - self.steps  # not all of them: a step follows
+            logits, _, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
+            still = search.record(work.idx, work.x_adv, logits, work.y, work.target)
+            if final_check:  # points checked after their last step leave too
+                unfinished = work.taken < self.steps
+                still = unfinished.nonzero().squeeze(1) if still is None else still[unfinished[still]]
+            if still is not None:
+                work = work.take(still)
+                grad = None if grad is None else grad[still]
+            if len(work.idx) and grad is not None:
+                work.x_adv = project(work.x_adv + work.alpha * ascent_direction(grad, self.norm),
+                                     work.x, work.eps, self.norm)
+                work.taken += 1
+            iteration += 1
+
+    def _admit(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
+               generator: torch.Generator) -> _Working:
+        """Points ``idx`` entering the working batch at their starting iterate."""
+        x, y, target = search.points(idx)
+        e = eps[idx]
+        x_adv = random_start(x, e, self.norm, generator) if self.random_start else x.clone()
+        taken = torch.zeros(len(idx), dtype=torch.long, device=idx.device)
+        return _Working(idx, x, y, target, e, alpha[idx], x_adv, taken)
+
+
+@dataclass
+class _Working:
+    """PGD's working batch: positions in the search, clean points, radii, iterates, steps taken."""
+
+    idx: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    eps: torch.Tensor
+    alpha: torch.Tensor
+    x_adv: torch.Tensor
+    taken: torch.Tensor
+
+    def take(self, keep: torch.Tensor) -> _Working:
+        return _Working(*take(keep, *(getattr(self, f.name) for f in fields(self))))
+
+    @staticmethod
+    def join(a: _Working | None, b: _Working) -> _Working:
+        if a is None or len(a.idx) == 0:
+            return b
+        parts = [(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)]
+        return _Working(*(None if u is None else torch.cat([u, v]) for u, v in parts))
 
 
 @register_attack("cw")

@@ -1,0 +1,136 @@
+"""``perturb(..., batch_size=B)``: at most B points per pass, and PGD keeps its passes full.
+
+PGD admits waiting points as others leave (fooled, or checked after their last step); FGSM
+and APGD take the points in consecutive pieces. What must hold: no pass above B, every point
+not fooled gets all its steps, every success is a real adversarial example in the ball, the
+result equals the unbatched one when everything fits, and the attack is as strong as running
+batch after batch.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import robustfair as rf
+from robustfair.attacks import build_attack
+from robustfair.errors import AttackError
+
+from digits_model import train_small_cnn
+
+
+class _Recording(nn.Module):
+    """Wraps a model and records the size of every forward pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return self.inner(x)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = rf.load_dataset("digits")
+    return ds, ds.test.x.float() / 255, ds.test.y
+
+
+@pytest.fixture(scope="module")
+def net(digits):
+    return train_small_cnn(digits[0], epochs=3)
+
+
+def _clean_logits(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def test_pgd_passes_stay_within_batch_size_and_survivors_get_every_step(net, digits):
+    # eps 0 fools nobody: every clean-correct point is checked steps + 1 times, in full passes.
+    _, x, y = digits
+    x, y = x[:100], y[:100]
+    model = _Recording(net).eval()
+    logits = _clean_logits(net, x)
+    correct = int((logits.argmax(1) == y).sum())
+    steps, batch = 3, 16
+    res = build_attack("pgd", eps=0.0, steps=steps).perturb(model, x, y, clean_logits=logits,
+                                                            batch_size=batch)
+    assert max(model.sizes) == batch
+    assert sum(model.sizes) == correct * (steps + 1)
+    full = sum(1 for s in model.sizes if s == batch)
+    assert full >= (correct * (steps + 1)) // batch - 1  # only the drain at the end is partial
+    assert int(res.success.sum()) == len(y) - correct
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("pgd", {"steps": 10}), ("pgd", {"steps": 5, "restarts": 2, "norm": "l2"}),
+    ("fgsm", {}), ("apgd-ce", {"steps": 10}),
+])
+def test_batched_successes_are_real_and_as_many_as_batch_by_batch(net, digits, name, settings):
+    _, x, y = digits
+    eps = 0.1 if settings.get("norm") != "l2" else 0.6
+    attack = build_attack(name, eps=eps, **settings)
+    model = _Recording(net).eval()
+    batch = 32
+    res = attack.perturb(model, x, y, batch_size=batch)
+    assert max(model.sizes) <= batch
+    # batch after batch, the way a caller without batch_size would do it
+    by_batch = [attack.perturb(net, x[s:s + batch], y[s:s + batch]) for s in range(0, len(x), batch)]
+    success_by_batch = torch.cat([r.success for r in by_batch])
+    rate, rate_by_batch = float(res.success.double().mean()), float(success_by_batch.double().mean())
+    assert 0.05 < rate_by_batch < 0.95  # there is something to find and something left
+    assert rate >= rate_by_batch - 0.02  # random starts differ; strength does not
+    # every success is adversarial on the model itself, and within the ball and the box
+    with torch.no_grad():
+        pred = net(res.x_adv).argmax(1)
+    assert torch.equal(pred[res.success], res.pred[res.success])
+    assert bool((pred[res.success] != y[res.success]).all())
+    delta = (res.x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if settings.get("norm") != "l2" else delta.norm(dim=1)
+    assert float(size.max()) <= eps + 1e-5
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    assert torch.equal(res.x_adv[~res.success], x[~res.success])
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "apgd-ce"])
+def test_a_batch_size_that_fits_everything_changes_nothing(net, digits, name):
+    _, x, y = digits
+    x, y = x[:64], y[:64]
+    attack = build_attack(name, eps=0.1, **({"steps": 5} if name != "fgsm" else {}))
+    plain = attack.perturb(net, x, y)
+    batched = attack.perturb(net, x, y, batch_size=64)
+    assert torch.equal(plain.x_adv, batched.x_adv)
+    assert torch.equal(plain.pred, batched.pred)
+
+
+def test_refilling_pgd_needs_fewer_passes_than_batch_by_batch(net, digits):
+    _, x, y = digits
+    attack = build_attack("pgd", eps=0.1, steps=10)
+    pooled = _Recording(net).eval()
+    attack.perturb(pooled, x, y, batch_size=32)
+    one_by_one = _Recording(net).eval()
+    for s in range(0, len(x), 32):
+        attack.perturb(one_by_one, x[s:s + 32], y[s:s + 32])
+    assert len(pooled.sizes) < 0.8 * len(one_by_one.sizes)
+    # the same kind of work, in fewer and fuller passes
+    assert sum(pooled.sizes) <= 1.05 * sum(one_by_one.sizes)
+
+
+def test_bad_batch_size_is_a_one_line_error(net, digits):
+    _, x, y = digits
+    with pytest.raises(AttackError, match="batch_size must be an integer >= 1"):
+        build_attack("pgd", eps=0.1).perturb(net, x[:4], y[:4], batch_size=0)
+
+
+def test_audit_pools_batches_for_pgd_and_reports_the_same_kind_of_result(net, digits):
+    _, x, y = digits
+    model = _Recording(net).eval()
+    report = rf.audit(model, x, y, attacks=[build_attack("pgd", eps=0.1, steps=10)],
+                      batch_size=32, progress=False)
+    assert max(model.sizes) <= 32
+    p = report.predictions
+    fooled = (p["pgd_pred"] != p["y_true"]) & (p["clean_pred"] == p["y_true"])
+    assert 0.05 < float(fooled.mean()) < 0.95
