@@ -11,7 +11,10 @@ with step 2.5 * eps / 10 and a uniform random start, no augmentation. Three runn
 * ``robustfair objective``: the plain loop below with robustfair's ``pgd_at`` objective in
   place of torchattacks (the attack and loss robustfair's trainer runs);
 * ``torchattacks loop``: the plain loop, ``x_adv = torchattacks.PGD(...)(x, y)``, then
-  cross-entropy and an SGD step.
+  cross-entropy and an SGD step;
+* ``torchattacks loop, channels_last``: the same with model and images in channels_last memory
+  format, which robustfair's trainer uses by default. Not a target; it shows how much of the
+  trainer's lead is the memory format (which a hand-written loop can adopt too).
 
     python benchmarks/bench_training.py [--quick] [--repeats 3]
 """
@@ -139,9 +142,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         plain_loop_epoch(copy.deepcopy(init), x, y, ta_adv)
         return None, None
 
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def run_ta_loop_cl():
+        torch.manual_seed(0)
+        model = copy.deepcopy(init).to(memory_format=torch.channels_last)
+        plain_loop_epoch(model, x_cl, y, ta_adv)
+        return None, None
+
     timings = c.take_turns({"robustfair train()": run_trainer,
                             "robustfair objective": run_rf_loop,
-                            "torchattacks loop": run_ta_loop}, repeats=repeats)
+                            "torchattacks loop": run_ta_loop,
+                            "torchattacks loop, channels_last": run_ta_loop_cl},
+                           repeats=repeats)
     tmp.cleanup()
     # the trainer's own epoch time (its log), not the wall time of train() with its start-up
     timings["robustfair train()"].seconds = trainer_seconds[1:]
@@ -153,9 +166,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "library": name, "n": len(y), "seconds": t.median, "runs": len(t.seconds),
                      "img_per_s": c.fmt_rate(len(y), t.median),
                      "speedup_vs_torchattacks": base / t.median, "note": t.note})
-    print(f"{'runner':22} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16}")
+    print(f"{'runner':34} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16}")
     for r in rows:
-        print(f"{r['library']:22} {r['seconds']:8.2f} {r['img_per_s']:8.1f} "
+        print(f"{r['library']:34} {r['seconds']:8.2f} {r['img_per_s']:8.1f} "
               f"{r['speedup_vs_torchattacks']:15.2f}x  {r['note']}")
     return rows
 

@@ -94,7 +94,7 @@ class TrainConfig:
     device: str | None = None
     amp: str = "auto"
     compile: bool = False
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (every device)
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
