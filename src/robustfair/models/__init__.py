@@ -17,11 +17,14 @@ from . import (  # noqa: F401  (isort: skip)
     vgg,
     wide_resnet,
 )
+from .attack_view import AttackView, attack_view
 from .checkpoint import load_model, read_checkpoint_metadata, save_model
 
 __all__ = [
+    "AttackView",
     "Normalize",
     "NormalizedModel",
+    "attack_view",
     "build_model",
     "list_models",
     "load_model",
