@@ -187,12 +187,13 @@ def batches(n: int, batch_size: int):
         yield slice(s, min(n, s + batch_size))
 
 
-def robustfair_audit(model, x, y, attack, batch_size: int, independent: bool = True):
+def robustfair_audit(model, x, y, attack, batch_size: int, independent: bool = True,
+                     optimize: bool = True):
     """robustfair: ``audit`` with one attack; returns (clean_acc, robust_acc)."""
     from robustfair.auditing import audit
 
     report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False,
-                   independent=independent)
+                   independent=independent, optimize=optimize)
     p = report.predictions
     return float((p["clean_pred"] == p["y_true"]).mean()), float((p["worst_pred"] == p["y_true"]).mean())
 

@@ -3,13 +3,14 @@
 Same model (``small_cnn``, same seeded initial weights), same digits training points (the
 trainer's own train split, i.e. without its validation hold-out), same batch size (64), same
 batch order, SGD (lr 0.05, momentum 0.9, weight decay 5e-4, constant), PGD-10 L-inf eps 0.2
-with step 2.5 * eps / 10 and a uniform random start, no augmentation. Three runners:
+with step 2.5 * eps / 10 and a uniform random start, no augmentation. Four runners:
 
 * ``robustfair train()``: ``robustfair.training.train`` for one epoch; the time is the epoch's
   ``time_s`` from its log, which *also* includes the end-of-epoch validation (here PGD-1 on 20
   held-out points, a few milliseconds) but not the start-up (data loading, model building);
-* ``robustfair objective``: the plain loop below with robustfair's ``pgd_at`` objective in
-  place of torchattacks (the attack and loss robustfair's trainer runs);
+* ``robustfair train(), contiguous``: the same with ``channels_last=False`` (what the trainer's
+  attack view, BatchNorm folded into the convolutions, and its loop give without the memory
+  format);
 * ``torchattacks loop``: the plain loop, ``x_adv = torchattacks.PGD(...)(x, y)``, then
   cross-entropy and an SGD step;
 * ``torchattacks loop, channels_last``: the same with model and images in channels_last memory
@@ -101,41 +102,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torchattacks
 
     from robustfair.training import train
-    from robustfair.training.objectives import Batch, build_objective
 
     x, y, ds = _train_split()
     init = _initial_model(ds)
-    pgd_at = build_objective("pgd_at", steps=STEPS, norm="linf")
     trainer_seconds: list[float] = []
     tmp = tempfile.TemporaryDirectory()
 
     def ta_adv(model, xb, yb):
         return torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)(xb, yb)
 
-    gen = torch.Generator()
-
-    def rf_adv(model, xb, yb):
-        # the trainer's attack: pgd_at's inner PGD (it puts the model in eval mode itself)
-        from robustfair.training.objectives import training_attack
-
-        batch = Batch(x=xb, y=yb, eps=torch.full((len(yb),), EPS),
-                      alpha=torch.full((len(yb),), ALPHA), generator=gen, attack_model=model)
-        return training_attack(batch, steps=STEPS, norm="linf", loss="ce", start="uniform")
-
-    assert pgd_at.name == "pgd_at"
     runs = {"n": 0}
 
-    def run_trainer():
-        runs["n"] += 1
-        result = train(_config(), Path(tmp.name) / f"run{runs['n']}", progress=False)
-        log = result.epoch_log
-        trainer_seconds.append(float(log["time_s"].iloc[-1]))
-        return None, None
+    def trainer(seconds: list[float], **overrides):
+        def run():
+            runs["n"] += 1
+            result = train(_config().replace(**overrides) if overrides else _config(),
+                           Path(tmp.name) / f"run{runs['n']}", progress=False)
+            seconds.append(float(result.epoch_log["time_s"].iloc[-1]))
+            return None, None
+        return run
 
-    def run_rf_loop():
-        gen.manual_seed(0)
-        plain_loop_epoch(copy.deepcopy(init), x, y, rf_adv)
-        return None, None
+    contiguous_seconds: list[float] = []
 
     def run_ta_loop():
         torch.manual_seed(0)
@@ -150,14 +137,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         plain_loop_epoch(model, x_cl, y, ta_adv)
         return None, None
 
-    timings = c.take_turns({"robustfair train()": run_trainer,
-                            "robustfair objective": run_rf_loop,
+    timings = c.take_turns({"robustfair train()": trainer(trainer_seconds),
+                            "robustfair train(), contiguous": trainer(contiguous_seconds,
+                                                                      channels_last=False),
                             "torchattacks loop": run_ta_loop,
                             "torchattacks loop, channels_last": run_ta_loop_cl},
                            repeats=repeats)
     tmp.cleanup()
     # the trainer's own epoch time (its log), not the wall time of train() with its start-up
     timings["robustfair train()"].seconds = trainer_seconds[1:]
+    timings["robustfair train(), contiguous"].seconds = contiguous_seconds[1:]
     base = timings["torchattacks loop"].median
     rows = []
     for name, t in timings.items():

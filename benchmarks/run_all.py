@@ -72,7 +72,7 @@ def targets(attack_rows, train_rows, memory) -> list[str]:
                          f"({'equal or lower' if acc_ok else 'HIGHER'}): {verdict}")
     if train_rows:
         by = {r["library"]: r for r in train_rows}
-        for name in ("robustfair train()", "robustfair objective"):
+        for name in ("robustfair train()",):
             if name in by:
                 ratio = by[name]["speedup_vs_torchattacks"]
                 lines.append(f"- one PGD-AT epoch, {name} vs the plain torchattacks loop: "

@@ -37,11 +37,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._batch_size import attack_pass, fit_batch_size
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits
 from .attacks._base import eval_mode
-from .errors import AttackError, RobustfairError
+from .errors import AttackError, ModelError, RobustfairError
 from .metrics.report import _RESERVED, MISSING, ClassReport
+from .models.attack_view import attack_view
 
 __all__ = ["audit"]
 
@@ -152,6 +154,23 @@ def _pool_size(batch_size: int, x: torch.Tensor) -> int:
     return batch_size * max(1, min(POOL_BATCHES, POOL_BYTES // batch_bytes))
 
 
+def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
+                  compile: bool) -> tuple[nn.Module, list[str]]:
+    """The module the audit runs (the model, or a faster view of it) and what was applied."""
+    net, applied = model, []
+    if optimize:
+        try:
+            view = attack_view(model, example)
+        except ModelError:  # the model fails on its own: the audit's checks will say how
+            view = None
+        if view is not None and view.applied:
+            net, applied = view, list(view.applied)
+    if compile:
+        net = torch.compile(net, dynamic=True)
+        applied.append("torch.compile")
+    return net, applied
+
+
 def _accepts(attack, keyword: str) -> bool:
     """Whether ``attack.perturb`` takes ``keyword`` (``clean_logits``, ``batch_size``)."""
     try:
@@ -220,7 +239,7 @@ def audit(
     *,
     attacks,
     classes: Sequence[str] | None = None,
-    batch_size: int = 256,
+    batch_size: int | str = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
     target: int | str | None = None,
@@ -228,6 +247,8 @@ def audit(
     independent: bool = True,
     progress: bool = True,
     amp: bool = False,
+    optimize: bool = True,
+    compile: bool = False,
 ) -> ClassReport:
     """Audit ``model`` on images ``x`` (uint8 or float in [0, 1], N×C×H×W) with labels ``y``.
 
@@ -239,6 +260,13 @@ def audit(
     class; ``targeted_all`` at every other class in turn (attacks must be built targeted).
     ``independent=False`` is the faster mode that skips points already fooled (see the module
     docstring). Bad input raises a one-line :class:`RobustfairError` before any attack runs.
+
+    Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
+    CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
+    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last;
+    the same function up to float rounding, checked on the first batch, and what was applied
+    is recorded in ``report.meta["model_optimizations"]``). ``compile`` adds ``torch.compile``
+    (worth it on a GPU for long audits; the first batches pay for the compilation).
 
     >>> import robustfair as rf
     >>> ds = rf.load_dataset("digits")
@@ -254,8 +282,12 @@ def audit(
     as_float_images(x[:0])  # type, dimensions and dtype, before touching any data
     if len(x) == 0:
         raise RobustfairError("no images to audit")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise RobustfairError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                 or batch_size < 1):
+        raise RobustfairError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    for name, flag in (("optimize", optimize), ("compile", compile), ("amp", amp)):
+        if not isinstance(flag, bool):
+            raise RobustfairError(f"{name} must be True or False, got {flag!r}")
     if target is not None and targeted_all:
         raise RobustfairError("give either target or targeted_all, not both")
     wants_targeted = target is not None or targeted_all
@@ -279,13 +311,17 @@ def audit(
             model.to(dev)
         with eval_mode(model), _audit_settings(pairs, seed, amp):
             settings = [dict(a.settings()) for _, a in pairs]
+            example = as_float_images(x[:8].to(dev))
+            net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
+            if batch_size == "auto":
+                batch_size = fit_batch_size(attack_pass(net, example), n=n, device=dev)
             bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
             with bar:
                 pool = _pool_size(batch_size, x)
                 for start in range(0, n, pool):
                     xb = as_float_images(x[start:start + pool].to(dev, non_blocking=True))
                     with torch.inference_mode():
-                        logits = torch.cat([model(piece) for piece in xb.split(batch_size)])
+                        logits = torch.cat([net(piece) for piece in xb.split(batch_size)])
                     if class_names is None:  # nothing told us the classes: the output width does
                         class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
                     check_logits(logits, len(class_names) if class_names else None)
@@ -297,7 +333,7 @@ def audit(
                     yb = y[start:start + pool].to(dev, non_blocking=True)
                     b = _Batch(logits.argmax(dim=1), yb, logits)
                     for _, attack in pairs:
-                        _run_attack(model, attack, xb, b, targets, independent, targeted_all,
+                        _run_attack(net, attack, xb, b, targets, independent, targeted_all,
                                     batch_size)
                     rows = torch.stack([yb, b.clean, *b.columns, b.worst])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
@@ -319,6 +355,7 @@ def audit(
     if target is not None:
         predictions["target"] = np.full(n, t_index, dtype=np.int64)
     meta = _meta(model, n=n, seed=seed, batch_size=batch_size, device=dev, amp=amp,
+                 optimizations=applied,
                  independent=independent, started=started, seconds=seconds,
                  target=t_index, targeted_all=targeted_all)
     return ClassReport(
@@ -345,7 +382,8 @@ def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
     return frame.sort_values(["index", "target"], kind="stable", ignore_index=True)
 
 
-def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, independent, started, seconds,
+def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, independent,
+          started, seconds,
           target, targeted_all) -> dict:
     import robustfair
 
@@ -358,6 +396,7 @@ def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, independent, st
         "batch_size": batch_size,
         "device": str(device),
         "amp": amp,
+        "model_optimizations": optimizations,
         "independent": independent,
         "target": target,
         "targeted_all": targeted_all,

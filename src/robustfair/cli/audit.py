@@ -49,7 +49,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--targeted-to", metavar="CLASS", help="aim every attack at this class (name or index)")
     p.add_argument("--targeted-all", action="store_true",
                    help="aim at every other class in turn; adds a source x target success matrix")
-    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="points per batch (default: 256)")
+    p.add_argument("--batch-size", type=_batch_size, default=256, metavar="B",
+                   help="most points per forward/backward pass, or 'auto' (the largest that fits "
+                        "on a GPU, 256 on a CPU) (default: 256)")
+    p.add_argument("--amp", action="store_true",
+                   help="attacks in mixed precision (successes confirmed in full precision)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; slow start)")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="run the model as it is (no BatchNorm folding, no channels_last)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--eps must be non-negative, got {args.eps!r}")
     alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
     for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
-                                 (args.restarts, "--restarts", 1), (args.batch_size, "--batch-size", 1)):
+                                 (args.restarts, "--restarts", 1),
+                                 (None if args.batch_size == "auto" else args.batch_size, "--batch-size", 1)):
         check_int(value, flag, minimum)
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
@@ -153,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     # 3. the audit, then the files
     report = audit(model, split.x[:n], split.y[:n], attacks=attacks, classes=ds.classes,
                    batch_size=args.batch_size, seed=args.seed, target=target,
-                   targeted_all=args.targeted_all, progress=sys.stderr.isatty())
+                   targeted_all=args.targeted_all, progress=sys.stderr.isatty(), amp=args.amp,
+                   optimize=args.optimize, compile=args.compile)
     report.meta.update(dataset=args.dataset, split=args.split, limit=args.limit,
                        checkpoint=str(args.checkpoint), eps_text=args.eps)
 
@@ -178,3 +187,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot write to {out}: {exc}") from None
     print("wrote " + ", ".join(str(p) for p in files))
     return 0
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: an integer (checked later, with the other numbers) or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data import load_dataset, to_float
 from ..errors import ConfigError, ModelError
-from ..models import build_model, load_model, save_model
+from ..models import attack_view, build_model, load_model, save_model
 from ..models.checkpoint import read_checkpoint_metadata
 from . import checkpoint as ckpt
 from . import distributed as ddp
@@ -215,7 +215,11 @@ class _Run:
 
         # what the training forward pass and the attack run through
         fast = torch.compile(self.model) if cfg.compile else self.model
-        self.attack_model = fast
+        # The inner attack (eval mode, input gradients only) runs on a view of the live model
+        # with BatchNorm folded into the convolutions; it follows every optimizer step.
+        example = to_float(self.train_x[:8]).contiguous(memory_format=self.memory_format)
+        view = attack_view(self.model, example, channels_last=self.channels_last)
+        self.attack_model = torch.compile(view) if cfg.compile else view
         self.train_model: nn.Module = fast
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -232,7 +236,8 @@ class _Run:
                          "eval_alpha": cfg.eval_alpha(), "train_size": len(self.train_y),
                          "val_size": len(self.val_y), "steps_per_epoch": self.batches_per_epoch,
                          "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
-                         else "off", "world_size": self.info.world_size, "device": str(device)}
+                         else "off", "world_size": self.info.world_size, "device": str(device),
+                         "attack_model": list(view.applied) or "as is"}
 
     def _eval_net(self) -> nn.Module:
         """The weights that are evaluated and saved: a mitigation's, else the EMA's, else the model."""
