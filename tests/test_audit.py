@@ -255,3 +255,51 @@ def test_targeted_all_fast_mode_keeps_the_robust_column(model, digits):
     assert (tp.pgd_pred[tp["index"].isin(np.flatnonzero(fooled_by_fgsm & (full.predictions.clean_pred
                                                                           == full.predictions.y_true)))]
             == -1).all()
+
+
+def test_optimized_audit_matches_the_model_run_as_it_is(model, digits):
+    x, y = digits.test.x[:200], digits.test.y[:200]
+    attacks = [build_attack("pgd", eps=0.1, steps=5, random_start=False)]
+    fast = audit(model, x, y, attacks=attacks, batch_size=64, progress=False)
+    plain = audit(model, x, y, attacks=attacks, batch_size=64, progress=False, optimize=False)
+    assert fast.meta["model_optimizations"] == ["batchnorm folded into 4 convolutions", "channels_last"]
+    assert plain.meta["model_optimizations"] == []
+    # the same function up to float rounding: the same predictions but for a rare tie
+    same = (fast.predictions.pgd_pred == plain.predictions.pgd_pred).mean()
+    assert same >= 0.99
+    assert fast.overall["robust_acc"] == pytest.approx(plain.overall["robust_acc"], abs=0.01)
+    assert 0.1 < plain.overall["robust_acc"] < 0.9
+
+
+def test_auto_batch_size_on_a_cpu_is_recorded(model, digits):
+    x, y = digits.test.x[:300], digits.test.y[:300]
+    report = audit(model, x, y, attacks=[build_attack("fgsm", eps=0.1)], batch_size="auto",
+                   progress=False)
+    assert report.meta["batch_size"] == 256
+    small = audit(model, x[:40], y[:40], attacks=[build_attack("fgsm", eps=0.1)],
+                  batch_size="auto", progress=False)
+    assert small.meta["batch_size"] == 40
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": "big"}, "batch_size must be a positive integer or 'auto'"),
+    ({"optimize": "yes"}, "optimize must be True or False"),
+    ({"compile": 1}, "compile must be True or False"),
+])
+def test_bad_speed_settings_are_one_line_errors(model, digits, kwargs, match):
+    with pytest.raises(RobustfairError, match=match):
+        audit(model, digits.test.x[:4], digits.test.y[:4], attacks=[build_attack("fgsm", eps=0.1)],
+              progress=False, **kwargs)
+
+
+def test_compiled_audit_gives_the_same_predictions():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    x = torch.rand(40, 3, 2, 2)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    attacks = [build_attack("pgd", eps=0.05, steps=3, random_start=False)]
+    plain = audit(net, x, y, attacks=attacks, progress=False, optimize=False)
+    compiled = audit(net, x, y, attacks=attacks, progress=False, compile=True)
+    assert compiled.meta["model_optimizations"] == ["torch.compile"]
+    assert (compiled.predictions.pgd_pred == plain.predictions.pgd_pred).mean() >= 0.95

@@ -89,6 +89,7 @@ def test_cli_audit_targeted_runs(checkpoints, tmp_path, capsys):
         (["--targeted-to", "eleven"], "unknown class 'eleven'"),
         (["--attack", "apgd-t"], "apgd-t' is targeted"),
         (["--limit", "0"], "--limit must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],
 )
 def test_cli_audit_errors_exit_2_with_one_line_and_no_output(checkpoints, tmp_path, capsys, change, match):
@@ -135,3 +136,25 @@ def test_cli_threads_option_applies_for_the_command_only(checkpoints, tmp_path, 
     assert main(_args(checkpoints["good"], tmp_path / "u", "--threads", "0")) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "u").exists()
+
+
+def test_cli_speed_options_reach_the_report(checkpoints, tmp_path, capsys):
+    out = tmp_path / "fast"
+    assert main(_args(checkpoints["good"], out, "--attack", "fgsm", "--limit", "30",
+                      "--batch-size", "auto")) == 0
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["batch_size"] == 30 and "channels_last" in meta["model_optimizations"]
+    out = tmp_path / "as_is"
+    assert main(_args(checkpoints["good"], out, "--attack", "fgsm", "--limit", "30",
+                      "--no-optimize", "--amp")) == 0
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["model_optimizations"] == [] and meta["amp"] is True
+
+
+def test_cli_batch_size_that_is_neither_a_number_nor_auto(checkpoints, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(_args(checkpoints["good"], tmp_path / "never", "--batch-size", "big"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected an integer or 'auto', got 'big'" in err[0]
+    assert not (tmp_path / "never").exists()
