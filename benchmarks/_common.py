@@ -214,8 +214,8 @@ def peer_audit(model, x, y, attack_fn: Callable[[torch.Tensor, torch.Tensor], to
     return clean_ok / len(x), robust_ok / len(x)
 
 
-def torchattacks_attack(model, kind: str, eps: float, alpha: float, steps: int):
-    """The torchattacks attack of the same settings (seeded by the caller's global RNG)."""
+def torchattacks_attack(model, kind: str, eps: float, alpha: float, steps: int, seed: int = 0):
+    """The torchattacks attack of the same settings (PGD: seeded by the caller's global RNG)."""
     import torchattacks
 
     if kind == "pgd":
@@ -223,7 +223,7 @@ def torchattacks_attack(model, kind: str, eps: float, alpha: float, steps: int):
     if kind == "fgsm":
         return torchattacks.FGSM(model, eps=eps)
     if kind == "apgd-ce":
-        return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0,
+        return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed,
                                  loss="ce", rho=0.75)
     raise ValueError(kind)
 

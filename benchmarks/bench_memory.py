@@ -9,7 +9,10 @@ is read, so they are not counted as the audit's. In each subprocess:
 3. audit all the images with PGD-``steps``; read the peak RSS again.
 
 The audit's own growth is (2) -> (3). If the audit streams, that growth does not depend on the
-number of images (a float copy of 10N CIFAR-size images alone would be 10 * N * 12 KiB).
+number of images (a float copy of 10N CIFAR-size images alone would be 10 * N * 12 KiB). The
+audit holds one pool of a few batches at a time (``robustfair.auditing.POOL_BATCHES``, so that
+PGD can refill its working batch), so N is at least one pool: below it, a larger N also means
+a larger pool, up to the pool's fixed size.
 
 Each size is measured twice: with glibc's malloc as it comes, and with its mmap threshold fixed
 (``MALLOC_MMAP_THRESHOLD_=131072``). By default glibc raises that threshold after freeing a
@@ -20,7 +23,7 @@ threshold fixed, large blocks go back to the OS when freed, and what is left is 
 real footprint. (jemalloc or tcmalloc, which PyTorch recommends for CPU work, behave like the
 latter.)
 
-    python benchmarks/bench_memory.py [--n 1024] [--factor 10] [--steps 5] [--batch-size 256]
+    python benchmarks/bench_memory.py [--n N] [--factor 10] [--steps 5] [--batch-size 256]
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def worker(n: int, steps: int, batch_size: int) -> dict:
     with torch.no_grad():  # labels = the model's own predictions: every point gets attacked
         y = torch.cat([model(x[s:s + 512].float() / 255).argmax(1) for s in range(0, n, 512)])
     attack = rf.build_attack("pgd", eps=8 / 255, steps=steps)
-    warm = 2 * batch_size  # two batches: the allocator reaches its steady state
+    warm = min(n, pool_size(batch_size))  # one pool: the allocator reaches its steady state
     audit(model, x[:warm], y[:warm], attacks=[attack], batch_size=batch_size, progress=False)
     before = _peak_mib()
     report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False)
@@ -80,6 +83,15 @@ def worker(n: int, steps: int, batch_size: int) -> dict:
 FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
+def pool_size(batch_size: int) -> int:
+    """Images the audit holds at once on 3x32x32 inputs (its pool, see robustfair/auditing.py)."""
+    import torch
+
+    from robustfair.auditing import _pool_size
+
+    return _pool_size(batch_size, torch.empty(1, 3, 32, 32))
+
+
 def measure(n: int, steps: int, batch_size: int, env: dict | None = None) -> dict:
     """Run :func:`worker` in a fresh interpreter (peak RSS is per process)."""
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(n),
@@ -89,13 +101,17 @@ def measure(n: int, steps: int, batch_size: int, env: dict | None = None) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n: int = 1024, factor: int = 10, steps: int = 5, batch_size: int = 256,
+def run(n: int | None = None, factor: int = 10, steps: int = 5, batch_size: int = 256,
         env: dict | None = None) -> dict:
+    """N vs factor * N images; N defaults to 1024 or one pool if larger (below one pool, the
+    pool itself grows with N)."""
+    n = n or max(1024, pool_size(batch_size))
     small, large = measure(n, steps, batch_size, env), measure(n * factor, steps, batch_size, env)
     return {
         "allocator": "glibc, mmap threshold fixed (MALLOC_MMAP_THRESHOLD_=131072)" if env
         else "glibc default",
         "small": small, "large": large, "factor": factor, "steps": steps, "batch_size": batch_size,
+        "pool": pool_size(batch_size),
         # the whole process's peak, images included
         "peak_increase": large["peak_mib"] / small["peak_mib"] - 1.0,
         # the audit's own growth above the warm baseline
@@ -120,7 +136,7 @@ def describe(r: dict) -> str:
 def main(argv: list[str] | None = None) -> list[dict] | None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--n", type=int, default=1024)
+    p.add_argument("--n", type=int, default=None, help="default: 1024, or one pool of the audit if larger")
     p.add_argument("--factor", type=int, default=10)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=256)

@@ -27,15 +27,17 @@ def _pct(v) -> str:
 
 
 def attack_table(rows: list[dict]) -> list[str]:
-    out = ["| case | attack | library | images/s | robustfair faster by | clean acc | robust acc | note |",
-           "|---|---|---|---:|---:|---:|---:|---|"]
+    out = ["| case | attack | library | images/s | robustfair faster by | clean acc | robust acc "
+           "(timed run) | robust acc, mean ± sd (seeds) | note |",
+           "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "seconds" not in r:
-            out.append(f"| {r['case']} | {r['attack']} | {r['library']} | | | | | {r['note']} |")
+            out.append(f"| {r['case']} | {r['attack']} | {r['library']} | | | | | | {r['note']} |")
             continue
         ratio = "" if r["library"] == "robustfair" else f"{r['robustfair_speedup']:.2f}x"
         out.append(f"| {r['case']} | {r['attack']} | {r['library']} | {r['img_per_s']:.1f} | "
-                   f"{ratio} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc'])} | {r['note']} |")
+                   f"{ratio} | {_pct(r['clean_acc'])} | {_pct(r['robust_acc'])} | "
+                   f"{bench_attacks.seed_summary(r)} | {r['note']} |")
     return out
 
 
@@ -55,6 +57,27 @@ def _find(rows, case, attack, library):
     return None
 
 
+def _not_higher(ours: dict, ta: dict) -> tuple[bool, str]:
+    """Is robustfair's robust accuracy equal or lower than the peer's, and the figures.
+
+    Over seeds when measured: "equal or lower" unless robustfair's mean is above the peer's by
+    more than two standard errors of the difference (a systematically weaker attack fails
+    this; one unlucky random start does not). Else the timed run's single figure.
+    """
+    if "robust_acc_mean" in ours and "robust_acc_mean" in ta:
+        n_o, n_t = len(ours["robust_acc_seeds"]), len(ta["robust_acc_seeds"])
+        se = (ours["robust_acc_sd"] ** 2 / n_o + ta["robust_acc_sd"] ** 2 / n_t) ** 0.5
+        diff = ours["robust_acc_mean"] - ta["robust_acc_mean"]
+        ok = diff <= 2 * se
+        word = "lower" if diff < 0 else ("equal within 2 standard errors" if ok else "HIGHER")
+        return ok, (f"{100 * ours['robust_acc_mean']:.2f}% vs {100 * ta['robust_acc_mean']:.2f}% "
+                    f"(mean of {n_o} seeds, difference {100 * diff:+.2f} ± {100 * se:.2f} points: "
+                    f"{word}; timed run {_pct(ours['robust_acc'])} vs {_pct(ta['robust_acc'])})")
+    ok = ours["robust_acc"] <= ta["robust_acc"]
+    return ok, (f"{_pct(ours['robust_acc'])} vs {_pct(ta['robust_acc'])} "
+                f"({'equal or lower' if ok else 'HIGHER'})")
+
+
 def targets(attack_rows, train_rows, memory) -> list[str]:
     """The four figures issue 7 asks for, each with its verdict."""
     lines = []
@@ -63,13 +86,12 @@ def targets(attack_rows, train_rows, memory) -> list[str]:
         ta = _find(attack_rows, "digits", attack, "torchattacks")
         if ours and ta:
             ratio = ours["img_per_s"] / ta["img_per_s"]
-            acc_ok = ours["robust_acc"] <= ta["robust_acc"]
+            acc_ok, acc_text = _not_higher(ours, ta)
             verdict = "met" if ratio >= need and acc_ok else "NOT met"
             lines.append(f"- {attack} audit on the PGD-AT digits model: robustfair "
                          f"{ours['img_per_s']:.1f} img/s vs torchattacks {ta['img_per_s']:.1f} img/s "
-                         f"= **{ratio:.2f}x** (target >= {need}x); robust accuracy "
-                         f"{_pct(ours['robust_acc'])} vs {_pct(ta['robust_acc'])} "
-                         f"({'equal or lower' if acc_ok else 'HIGHER'}): {verdict}")
+                         f"= **{ratio:.2f}x** (target >= {need}x); robust accuracy {acc_text}: "
+                         f"{verdict}")
     if train_rows:
         by = {r["library"]: r for r in train_rows}
         for name in ("robustfair train()",):
@@ -82,7 +104,9 @@ def targets(attack_rows, train_rows, memory) -> list[str]:
         lines.append(f"- auditing {m['factor']}x more images ({m['small']['n']} -> "
                      f"{m['large']['n']}), {m['allocator']}: peak RSS {m['small']['peak_mib']:.0f} -> "
                      f"{m['large']['peak_mib']:.0f} MiB = **{100 * inc:+.1f}%** (target < +20%): "
-                     f"{'met' if inc < 0.2 else 'NOT met'}")
+                     + (f"{'met' if inc < 0.2 else 'NOT met'}" if m['small']['n'] >= m['pool'] else
+                        f"not a verdict: {m['small']['n']} images are less than one pool "
+                        f"({m['pool']}), so the pool itself grows with N up to its fixed size"))
     return lines
 
 
@@ -111,10 +135,9 @@ def main(argv: list[str] | None = None) -> Path:
     memory = None
     if "memory" not in skip:
         print("\n== memory: does the audit stream? ==", flush=True)
-        n = 512 if args.quick else 1024
-        memory = [bench_memory.run(n=n, factor=10, steps=5, batch_size=256),
-                  bench_memory.run(n=n, factor=10, steps=5, batch_size=256,
-                                   env=bench_memory.FIXED_MMAP)]
+        # from at least one pool (what the audit holds at a time) to 10x
+        memory = [bench_memory.run(factor=10, steps=5, batch_size=256),
+                  bench_memory.run(factor=10, steps=5, batch_size=256, env=bench_memory.FIXED_MMAP)]
         for m in memory:
             print(bench_memory.describe(m))
     info["load_avg_1min_end"] = c.machine().get("load_avg_1min")

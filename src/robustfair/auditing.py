@@ -1,7 +1,7 @@
 """The audit: run a model and a list of attacks over a test set and build a :class:`ClassReport`.
 
 Points are streamed: one pool of a few batches (``POOL_BATCHES``, at most ``POOL_BYTES`` of
-images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
+float images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
 peak memory does not grow with the number of points. Per pool:
 
 1. the clean logits, once (``inference_mode``), checked for width and NaN; attacks that accept
@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
-from ._device import model_device, resolve_device
+from ._device import model_device, release_host_memory, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits
 from .attacks._base import eval_mode
 from .errors import AttackError, ModelError, RobustfairError
@@ -142,16 +142,20 @@ class _Batch:
 
 # Attacks get several batches' worth of points at a time (a pool) and run at most batch_size
 # of them per pass: PGD then fills the places of fooled points from the pool instead of running
-# ever smaller passes. A pool holds images only (activations scale with batch_size), and is
-# capped in bytes so that large images do not pile up on the device.
+# ever smaller passes. A pool holds images only (activations scale with batch_size) and is
+# capped in bytes of float images. On a GPU the cap is generous: a shrinking batch leaves it
+# idle. On a CPU it is small: there the refill matters for small images, where the fixed cost
+# of a pass dominates, and large pool-sized blocks, freed and allocated again at other sizes
+# pool after pool, fragment glibc's heap (peak memory then creeps up with the number of pools).
 POOL_BATCHES = 8
-POOL_BYTES = 64 * 2**20
+POOL_BYTES = {"cuda": 256 * 2**20, "other": 4 * 2**20}
 
 
-def _pool_size(batch_size: int, x: torch.Tensor) -> int:
+def _pool_size(batch_size: int, x: torch.Tensor, device: torch.device | None = None) -> int:
     """Points per pool: up to POOL_BATCHES batches, within POOL_BYTES of float images."""
     batch_bytes = max(1, x[0].numel() * 4 * batch_size)
-    return batch_size * max(1, min(POOL_BATCHES, POOL_BYTES // batch_bytes))
+    cap = POOL_BYTES["cuda" if device is not None and device.type == "cuda" else "other"]
+    return batch_size * max(1, min(POOL_BATCHES, cap // batch_bytes))
 
 
 def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
@@ -321,7 +325,7 @@ def audit(
                 batch_size = fit_batch_size(attack_pass(net, example), n=n, device=dev)
             bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
             with bar:
-                pool = _pool_size(batch_size, x)
+                pool = _pool_size(batch_size, x, dev)
                 for start in range(0, n, pool):
                     xb = as_float_images(x[start:start + pool].to(dev, non_blocking=True))
                     with torch.inference_mode():
@@ -341,11 +345,14 @@ def audit(
                                     batch_size)
                     rows = torch.stack([yb, b.clean, *b.columns, b.worst])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
-                    host = torch.cat(flat).cpu()  # the one device -> host transfer of the batch
+                    host = torch.cat(flat).cpu()  # the one device -> host transfer of the pool
                     small.append(host[: rows.numel()].view(rows.shape))
                     if b.per_target:
                         long.append((start, host[rows.numel():].view(len(pairs), k, len(yb))))
                     bar.update(len(yb))
+                    del xb, logits, b, rows, flat
+                    if dev.type == "cpu":
+                        release_host_memory()  # the pool's freed blocks, back to the OS
     finally:
         if dev != home:
             model.to(home)

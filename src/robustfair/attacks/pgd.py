@@ -100,39 +100,46 @@ class PGD(GradientAttack):
         """One restart on the points ``waiting``, at most ``search.capacity`` of them per pass.
 
         A point leaves the working batch when it is fooled or when its last iterate has been
-        checked; waiting points (each with its own random start and step count) take the free
-        places, so every pass runs on a full batch until the queue is empty. With room for all
-        points this is plain PGD on a shrinking batch.
+        checked; a waiting point (with its own random start and step count) takes its slot in
+        place, so every pass runs on a full batch of the same size until the queue is empty
+        (same-size tensors also keep the CPU allocator from fragmenting). Then the batch
+        shrinks as points leave. With room for all points this is plain PGD on a shrinking
+        batch.
         """
-        work: _Working | None = None
-        admitted, iteration = 0, 0
-        joined: collections.deque[int] = collections.deque()  # iteration each live group joined
-        while True:
-            room = search.capacity - (0 if work is None else len(work.idx))
-            if room > 0 and admitted < len(waiting):
-                new = waiting[admitted:admitted + room]
-                admitted += len(new)
-                work = _Working.join(work, self._admit(search, new, eps, alpha, generator))
-                joined.append(iteration)
-            if work is None or len(work.idx) == 0:
-                return
+        first = waiting[:search.capacity]
+        work = self._admit(search, first, eps, alpha, generator)
+        admitted, iteration = len(first), 0
+        joined: collections.deque[int] = collections.deque([0])  # iteration each live group joined
+        while len(work.idx):
             while joined[0] < iteration - self.steps:  # groups whose last check has passed
                 joined.popleft()
             final_check = joined[0] == iteration - self.steps  # some points are at their last iterate
             need_grad = joined[-1] != iteration - self.steps  # not all of them: a step follows
             logits, _, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
             still = search.record(work.idx, work.x_adv, logits, work.y, work.target)
+            leave = None
+            if still is not None:  # some were fooled
+                leave = torch.ones(len(work.idx), dtype=torch.bool, device=work.idx.device)
+                leave[still] = False
             if final_check:  # points checked after their last step leave too
-                unfinished = work.taken < self.steps
-                still = unfinished.nonzero().squeeze(1) if still is None else still[unfinished[still]]
-            if still is not None:
-                work = work.take(still)
-                grad = None if grad is None else grad[still]
-            if len(work.idx) and grad is not None:
+                done = work.taken >= self.steps
+                leave = done if leave is None else leave | done
+            if grad is not None:
                 work.x_adv = project(work.x_adv + work.alpha * ascent_direction(grad, self.norm),
                                      work.x, work.eps, self.norm)
                 work.taken += 1
             iteration += 1
+            if leave is None:
+                continue
+            free = leave.nonzero().squeeze(1)  # host sync: which slots to fill or drop
+            new = waiting[admitted:admitted + len(free)]
+            if len(new):
+                admitted += len(new)
+                work.put(free[:len(new)], self._admit(search, new, eps, alpha, generator))
+                joined.append(iteration)
+                leave[free[:len(new)]] = False
+            if len(new) < len(free):  # nobody left to admit: the batch shrinks
+                work = work.take((~leave).nonzero().squeeze(1))
 
     def _admit(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
                generator: torch.Generator) -> _Working:
@@ -160,12 +167,12 @@ class _Working:
     def take(self, keep: torch.Tensor) -> _Working:
         return _Working(*take(keep, *(getattr(self, f.name) for f in fields(self))))
 
-    @staticmethod
-    def join(a: _Working | None, b: _Working) -> _Working:
-        if a is None or len(a.idx) == 0:
-            return b
-        parts = [(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)]
-        return _Working(*(None if u is None else torch.cat([u, v]) for u, v in parts))
+    def put(self, slots: torch.Tensor, other: _Working) -> None:
+        """Write ``other``'s points into ``slots``, in place."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if mine is not None:
+                mine[slots] = getattr(other, f.name)
 
 
 @register_attack("cw")
