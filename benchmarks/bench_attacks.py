@@ -198,11 +198,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     c.set_threads()
     kinds = [k.strip() for k in args.attack.split(",") if k.strip()]
-    repeats = args.repeats or (1 if args.quick else 3)
+    # digits runs take a fraction of a second and this shared machine's speed drifts from
+    # minute to minute: five timed repeats per library give a steadier median
+    repeats = args.repeats or (1 if args.quick else 5)
     cases = ("digits", "resnet") if args.case == "all" else (args.case,)
     rows = []
     for case in cases:
-        # the ResNet case is slow on a CPU (minutes per APGD run): two timed repeats at most
+        # the ResNet case is slow on a CPU (a minute per APGD run): two timed repeats
         reps = min(repeats, 2) if case == "resnet" and args.repeats is None else repeats
         seeds = args.seeds or (1 if args.quick else 10)
         rows += run_case(case, kinds, quick=args.quick, repeats=reps, with_art=not args.no_art,

@@ -134,3 +134,31 @@ def test_audit_pools_batches_for_pgd_and_reports_the_same_kind_of_result(net, di
     p = report.predictions
     fooled = (p["pgd_pred"] != p["y_true"]) & (p["clean_pred"] == p["y_true"])
     assert 0.05 < float(fooled.mean()) < 0.95
+
+
+def test_pgd_admits_the_points_farthest_from_the_boundary_first(net, digits):
+    _, x, y = digits
+    x, y = x[:120], y[:120]
+    logits = _clean_logits(net, x)
+    top2 = logits.topk(2, dim=1).values
+    correct = logits.argmax(1) == y
+    margin = torch.where(correct, top2[:, 0] - top2[:, 1], torch.full_like(top2[:, 0], -1.0))
+
+    class FirstPass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first: torch.Tensor | None = None
+
+        def forward(self, t):
+            if self.first is None:
+                self.first = t.detach().clone()
+            return net(t)
+
+    model = FirstPass().eval()
+    build_attack("pgd", eps=0.0, steps=1, random_start=False).perturb(
+        model, x, y, clean_logits=logits, batch_size=16)
+    # the first pass holds exactly the 16 correct points of largest clean margin
+    expected = x[margin.argsort(descending=True)[:16]]
+    got = model.first
+    assert got.shape == expected.shape
+    assert torch.equal(got.flatten(1).sort(dim=0).values, expected.flatten(1).sort(dim=0).values)

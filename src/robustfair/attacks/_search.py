@@ -95,6 +95,12 @@ class Search:
         self.pred = logits.argmax(dim=1)
         self.success = self.goal_met(self.pred, self.y, target)
         self.x_adv = x.clone()
+        # How far each clean point is from the goal (logit of its class, or of the best other
+        # class when targeted, minus the strongest rival): large means likely to hold out.
+        goal = self.y if target is None else target
+        rival = logits.float().scatter(1, goal.unsqueeze(1), float("-inf")).amax(dim=1)
+        own = logits.float().gather(1, goal.unsqueeze(1)).squeeze(1)
+        self.clean_margin = own - rival if target is None else rival - own
 
     @staticmethod
     def goal_met(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -104,6 +110,18 @@ class Search:
     def remaining(self) -> torch.Tensor:
         """Indices of the points not fooled yet (one host sync; called once per restart)."""
         return (~self.success).nonzero().squeeze(1)
+
+    def remaining_hardest_first(self) -> torch.Tensor:
+        """:meth:`remaining`, the points farthest from the goal (clean margin) first.
+
+        A refilling attack admits them in this order: the points likely to hold out through
+        every step run while the batch is being refilled, and those likely to fall in a few
+        steps come last, so the final stretch, where nobody is left to fill the places of
+        leaving points and passes run part-empty, is short. Longest job first: the order
+        changes which points share a pass, not what any point's attack finds.
+        """
+        idx = self.remaining()
+        return idx[self.clean_margin[idx].argsort(descending=True, stable=True)]
 
     def pieces(self) -> tuple[torch.Tensor, ...]:
         """The points not fooled yet, in consecutive pieces of at most ``capacity``."""

@@ -90,7 +90,7 @@ class PGD(GradientAttack):
             alpha = per_sample(self.alpha, len(eps), eps)
         generator = make_generator(self.seed, eps.device)
         for _ in range(self.restarts):
-            waiting = search.remaining()
+            waiting = search.remaining_hardest_first()
             if waiting.numel() == 0:
                 return
             self._run(search, waiting, eps, alpha, generator)
