@@ -8,19 +8,9 @@ from torch import nn
 from robustfair.errors import ModelError
 from robustfair.models import AttackView, attack_view, build_model, list_models
 
-# Small variants (as in test_models.py) on 16×16 RGB images: every architecture runs there.
-CHEAP = {
-    "mlp": {"hidden": [32]},
-    "small_cnn": {"width": 8},
-    "lenet": {},
-    "resnet18": {"width": 8},
-    "preact_resnet18": {"width": 8},
-    "resnet56": {"depth": 8},
-    "wide_resnet": {"depth": 10, "widen_factor": 1},
-    "vgg19_bn": {"width": 4},
-    "resnext29": {"cardinality": 2, "bottleneck_width": 4, "widen_factor": 1},
-    "densenet121": {"growth_rate": 4},
-}
+from cheap_models import CHEAP
+
+# CHEAP's small variants on 16×16 RGB images: every architecture runs there.
 SIZE = 16
 # Convolutions whose output feeds only a batch norm, per architecture. Pre-activation nets
 # (preact_resnet18, wide_resnet, densenet121) put batch norm *before* most convolutions, so

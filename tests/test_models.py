@@ -8,20 +8,9 @@ import robustfair as rf
 from robustfair.errors import ModelError
 from robustfair.models import build_model, list_models
 
-# Small variants (via each model's own width/depth arguments) so forward passes stay cheap;
-# the full-size models are counted on the meta device below, without allocating weights.
-CHEAP = {
-    "mlp": {"hidden": [32]},
-    "small_cnn": {"width": 8},
-    "lenet": {},
-    "resnet18": {"width": 8},
-    "preact_resnet18": {"width": 8},
-    "resnet56": {"depth": 8},
-    "wide_resnet": {"depth": 10, "widen_factor": 1},
-    "vgg19_bn": {"width": 4},
-    "resnext29": {"cardinality": 2, "bottleneck_width": 4, "widen_factor": 1},
-    "densenet121": {"growth_rate": 4},
-}
+from cheap_models import CHEAP  # small variants, so that forward passes stay cheap
+
+# The full-size models are counted on the meta device below, without allocating weights.
 GEOMETRIES = [(1, 8, 10), (3, 32, 10), (3, 32, 100)]
 
 
