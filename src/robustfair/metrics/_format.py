@@ -125,6 +125,12 @@ def _meta_line(report: "ClassReport") -> str:
             value = meta[key]
             parts.append(f"{key}={value:.1f}s" if key == "time_seconds" and isinstance(value, float)
                          else f"{key}={value}")
+    if meta.get("batch_size") is not None:
+        parts.append(f"batch_size={meta['batch_size']}")
+    if meta.get("amp"):
+        parts.append("amp")
+    if "model_optimizations" in meta:  # how the model was run: the numbers depend on it
+        parts.append("model run " + (" + ".join(meta["model_optimizations"]) or "as is"))
     if report.targeted:
         target = int(report.predictions["target"].iloc[0]) if len(report.predictions) else None
         if target is not None:
