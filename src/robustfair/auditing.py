@@ -193,13 +193,14 @@ def _perturb(attack, model, x, y, target, logits, batch_size: int):
     from them); any other gets them in pieces. Attacks that take ``clean_logits`` reuse the
     audit's clean pass.
     """
-    extra = {"clean_logits": logits} if _accepts(attack, "clean_logits") else {}
+    reuse = _accepts(attack, "clean_logits")
     if _accepts(attack, "batch_size"):
+        extra = {"clean_logits": logits} if reuse else {}
         return attack.perturb(model, x, y, target, batch_size=batch_size, **extra).pred
     preds = []
     for s in range(0, len(x), batch_size):
         piece = slice(s, s + batch_size)
-        extra = {k: v[piece] for k, v in extra.items()}
+        extra = {"clean_logits": logits[piece]} if reuse else {}
         preds.append(attack.perturb(model, x[piece], y[piece],
                                     None if target is None else target[piece], **extra).pred)
     return torch.cat(preds)
