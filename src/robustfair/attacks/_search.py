@@ -28,7 +28,7 @@ from torch import nn
 from .._tensor_checks import check_labels, check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, per_sample
-from .losses import check_classes, check_loss, objective
+from .losses import check_classes, check_loss, cw_margin, objective
 
 
 def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -95,12 +95,7 @@ class Search:
         self.pred = logits.argmax(dim=1)
         self.success = self.goal_met(self.pred, self.y, target)
         self.x_adv = x.clone()
-        # How far each clean point is from the goal (logit of its class, or of the best other
-        # class when targeted, minus the strongest rival): large means likely to hold out.
-        goal = self.y if target is None else target
-        rival = logits.float().scatter(1, goal.unsqueeze(1), float("-inf")).amax(dim=1)
-        own = logits.float().gather(1, goal.unsqueeze(1)).squeeze(1)
-        self.clean_margin = own - rival if target is None else rival - own
+        self.clean_logits = logits
 
     @staticmethod
     def goal_met(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -121,7 +116,14 @@ class Search:
         changes which points share a pass, not what any point's attack finds.
         """
         idx = self.remaining()
-        return idx[self.clean_margin[idx].argsort(descending=True, stable=True)]
+        logits = self.clean_logits[idx].float()
+        # how far from the goal: untargeted, by how much class y still wins (-CW margin of y);
+        # targeted, by how much the best other class still beats the target (CW margin of t)
+        if self.target is None:
+            distance = -cw_margin(logits, self.y[idx])
+        else:
+            distance = cw_margin(logits, self.target[idx])
+        return idx[distance.argsort(descending=True, stable=True)]
 
     def pieces(self) -> tuple[torch.Tensor, ...]:
         """The points not fooled yet, in consecutive pieces of at most ``capacity``."""
