@@ -139,21 +139,12 @@ def config_from_args(args: argparse.Namespace):
     if args.milestones is not None:
         overrides["milestones"] = [m for m in args.milestones.split(",") if m.strip()]
     if args.model_arg:
-        kwargs = {}
-        for item in args.model_arg:
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise ConfigError(f"--model-arg {item!r} must look like KEY=VALUE")
-            kwargs[key.strip()] = parse_value(value)
-        overrides["model_kwargs"] = kwargs
+        pairs = [_key_value(item, "--model-arg", "KEY=VALUE") for item in args.model_arg]
+        overrides["model_kwargs"] = {key: parse_value(value) for key, value in pairs}
     mitigations = [parse_mitigation(m) for m in args.mitigation or []]
     if args.class_weight:
-        weights = {}
-        for item in args.class_weight:
-            cls, eq, w = item.partition("=")
-            if not eq or not cls.strip():
-                raise ConfigError(f"--class-weight {item!r} must look like CLASS=WEIGHT")
-            weights[cls.strip()] = parse_number(w, what=f"--class-weight {cls.strip()}")
+        pairs = [_key_value(item, "--class-weight", "CLASS=WEIGHT") for item in args.class_weight]
+        weights = {cls: parse_number(w, what=f"--class-weight {cls}") for cls, w in pairs}
         mitigations.append({"name": "class_weight", "weights": weights})
     if mitigations:
         overrides["mitigations"] = mitigations
@@ -200,3 +191,11 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print(f"model: {result.paths.get('model.safetensors')}   log: {result.paths.get('epochs.csv')}")
     return 0
+
+
+def _key_value(item: str, flag: str, form: str) -> tuple[str, str]:
+    """``"key=value"`` -> ``("key", "value")``; a one-line error naming ``flag`` otherwise."""
+    key, eq, value = item.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"{flag} {item!r} must look like {form}")
+    return key.strip(), value
