@@ -188,12 +188,12 @@ def batches(n: int, batch_size: int):
 
 
 def robustfair_audit(model, x, y, attack, batch_size: int, independent: bool = True,
-                     optimize: bool = True):
+                     optimize: bool = True, seed: int = 0):
     """robustfair: ``audit`` with one attack; returns (clean_acc, robust_acc)."""
     from robustfair.auditing import audit
 
     report = audit(model, x, y, attacks=[attack], batch_size=batch_size, progress=False,
-                   independent=independent, optimize=optimize)
+                   independent=independent, optimize=optimize, seed=seed)
     p = report.predictions
     return float((p["clean_pred"] == p["y_true"]).mean()), float((p["worst_pred"] == p["y_true"]).mean())
 
