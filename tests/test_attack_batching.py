@@ -14,6 +14,8 @@ from torch import nn
 
 import robustfair as rf
 from robustfair.attacks import build_attack
+from robustfair.attacks import _search
+from robustfair.attacks._search import PASS_SIZES
 from robustfair.errors import AttackError
 
 from digits_model import train_small_cnn
@@ -59,9 +61,12 @@ def test_pgd_passes_stay_within_batch_size_and_survivors_get_every_step(net, dig
     res = build_attack("pgd", eps=0.0, steps=steps).perturb(model, x, y, clean_logits=logits,
                                                             batch_size=batch)
     assert max(model.sizes) == batch
-    assert sum(model.sizes) == correct * (steps + 1)
+    # passes are padded up to a multiple of batch / PASS_SIZES: at most that many idle rows each
+    quantum = batch // PASS_SIZES
+    points = correct * (steps + 1)
+    assert points <= sum(model.sizes) <= points + (quantum - 1) * len(model.sizes)
     full = sum(1 for s in model.sizes if s == batch)
-    assert full >= (correct * (steps + 1)) // batch - 1  # only the drain at the end is partial
+    assert full >= points // batch - 1  # only the drain at the end is partial
     assert int(res.success.sum()) == len(y) - correct
 
 
@@ -186,3 +191,26 @@ def test_audit_gives_an_attack_without_batch_size_its_own_clean_logits_piece_by_
     assert len(seen) > 1 and all(n == m for n, m in seen), seen
     direct = rf.audit(net, x[:100], y[:100], attacks=[inner], batch_size=16, progress=False)
     assert (report.predictions["fgsm_pieces_pred"] == direct.predictions["fgsm_pred"]).all()
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd-ce", "fgsm"])
+def test_passes_run_on_a_few_fixed_sizes_and_the_padding_changes_nothing(net, digits, name,
+                                                                          monkeypatch):
+    # A shrinking batch is padded up to a multiple of batch / PASS_SIZES (for the allocator);
+    # the padded rows must not touch any real point's gradient, step or result.
+    _, x, y = digits
+    x, y = x[:200], y[:200]
+    attack = build_attack(name, eps=0.1, **({"steps": 10} if name != "fgsm" else {}))
+    batch = 64
+    padded = _Recording(net).eval()
+    res = attack.perturb(padded, x, y, batch_size=batch)
+    sizes = set(padded.sizes)
+    assert sizes <= set(range(batch // PASS_SIZES, batch + 1, batch // PASS_SIZES))
+    assert len(sizes) > 1  # the batch did shrink
+    monkeypatch.setattr(_search, "PASS_SIZES", batch)  # quantum 1: no padding
+    exact = _Recording(net).eval()
+    plain = attack.perturb(exact, x, y, batch_size=batch)
+    assert len(set(exact.sizes)) > len(sizes)  # without it, more distinct sizes
+    assert torch.equal(plain.success, res.success)
+    assert torch.equal(plain.pred, res.pred)
+    assert torch.allclose(plain.x_adv, res.x_adv, atol=1e-6)
