@@ -4,8 +4,9 @@ Attacks (and adversarial training's inner attack) run many forward and backward 
 need gradients with respect to the *input* only, always in eval mode. Two things make those
 passes cheaper on a CPU without changing the function: in eval mode a batch norm right after
 a convolution is a fixed per-channel affine map, so it can be folded into the convolution's
-weight and bias; and convolutions and max pooling run faster in channels_last memory format
-(pooling about 4x). On the digits SmallCNN (batch 128, one thread) forward+backward took
+weight and bias; convolutions and max pooling run faster in channels_last memory format
+(pooling about 4x); and a ReLU whose only user is a max pooling can run after it, on a
+quarter of the values (``maxpool(relu(x)) == relu(maxpool(x))``, gradients included). On the digits SmallCNN (batch 128, one thread) forward+backward took
 4.58 ms as is and 3.59 ms with both.
 
 The view never changes the model. It is an fx re-write of the traced model that reads the
@@ -342,14 +343,40 @@ def _foldable_bn(node: fx.Node, conv: nn.Module, traced: fx.GraphModule) -> fx.N
     return user
 
 
-def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool,
-             channels_last: bool) -> tuple[fx.GraphModule, list[_DerivedConv]]:
-    """Copy the traced graph, node by node, into the view's graph of live, detached pieces."""
+def _pool_after_relu(node: fx.Node, traced: fx.GraphModule) -> fx.Node | None:
+    """The max-pool node that is the only user of this ReLU node, if the two can swap.
+
+    ``maxpool(relu(x)) == relu(maxpool(x))`` exactly, since relu never reorders values, and
+    the input gradients agree too (both route each window's gradient to its largest input,
+    or give 0 where that is <= 0). Relu after the pooling touches a quarter of the values
+    (2x2 pools), forward and backward.
+    """
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs or len(node.users) != 1:
+        return None
+    relu = traced.get_submodule(node.target)
+    if type(relu) is not nn.ReLU or _has_hooks(relu):
+        return None
+    user = next(iter(node.users))
+    if user.op != "call_module" or user.kwargs or len(user.args) != 1 or user.args[0] is not node:
+        return None
+    pool = traced.get_submodule(user.target)
+    if type(pool) is not nn.MaxPool2d or pool.return_indices or _has_hooks(pool):
+        return None
+    return user
+
+
+def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool, channels_last: bool
+             ) -> tuple[fx.GraphModule, list[_DerivedConv], int]:
+    """Copy the traced graph, node by node, into the view's graph of live, detached pieces.
+
+    Also returns how many relus were moved after the max pooling that followed them.
+    """
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     modules: dict[str, nn.Module] = {}
     derived: dict[tuple[int, int, bool], _DerivedConv] = {}
     folded: set[fx.Node] = set()
+    moved = 0
 
     def add(module: nn.Module, hint: str) -> str:
         name = f"{hint}_{len(modules)}"
@@ -368,6 +395,14 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool,
             continue
         if node.op != "call_module":
             env[node] = graph.node_copy(node, lambda n: env[n])
+            continue
+        pool_node = _pool_after_relu(node, traced)
+        if pool_node is not None:  # relu(x) -> pool  becomes  pool(x) -> relu
+            pool = traced.get_submodule(pool_node.target)
+            pooled = graph.call_module(add(pool, "maxpool2d"), (env[node.args[0]],))
+            env[pool_node] = graph.call_function(torch.relu, (pooled,))
+            folded.add(pool_node)
+            moved += 1
             continue
         module = traced.get_submodule(node.target)
         simple = len(node.args) == 1 and not node.kwargs
@@ -401,16 +436,23 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool,
             env[bn_node] = env[node]
             folded.add(bn_node)
     graph.lint()
-    return fx.GraphModule(modules, graph, class_name="AttackViewGraph"), list(derived.values())
+    return (fx.GraphModule(modules, graph, class_name="AttackViewGraph"),
+            list(derived.values()), moved)
 
 
-def _describe(derived: Sequence[_DerivedConv]) -> list[str]:
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _describe(derived: Sequence[_DerivedConv], moved_relus: int) -> list[str]:
     applied = []
     folds = sum(d.bn is not None for d in derived)
     if folds:
-        applied.append(f"batchnorm folded into {folds} convolution{'s' if folds != 1 else ''}")
+        applied.append(f"batchnorm folded into {_plural(folds, 'convolution')}")
     if any(d.channels_last for d in derived):
         applied.append("channels_last")
+    if moved_relus:
+        applied.append(f"{_plural(moved_relus, 'relu')} after max pooling")
     return applied
 
 
@@ -511,7 +553,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
     >>> x = torch.rand(4, 1, 8, 8)
     >>> view = attack_view(model, x)
     >>> view.applied
-    ['batchnorm folded into 4 convolutions', 'channels_last']
+    ['batchnorm folded into 4 convolutions', 'channels_last', '2 relus after max pooling']
     >>> model.training  # the model keeps its mode; the view always computes eval mode
     True
     >>> torch.allclose(view(x), model.eval()(x), atol=1e-5)
@@ -546,11 +588,11 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
     for fold, cl in ((fold_batchnorm, use_cl), (False, use_cl), (fold_batchnorm, False),
                      (False, False)):
         try:
-            graph, derived = _rewrite(traced, model, fold=fold, channels_last=cl)
+            graph, derived, moved = _rewrite(traced, model, fold=fold, channels_last=cl)
         except Exception as exc:  # noqa: BLE001  (an odd graph: try the next, simpler form)
             reasons.append(f"rewrite: {_short(exc)}")
             continue
-        applied = _describe(derived)
+        applied = _describe(derived, moved)
         if tuple(applied) in tried:
             continue  # e.g. nothing to fold: the same view as one already checked
         tried.add(tuple(applied))
