@@ -201,6 +201,7 @@ class _Capacity:
 
 @pytest.mark.parametrize("capacity", [1, 7, 32, 128, 256, 1000])
 def test_pass_sizes_are_few_and_waste_under_an_eighth(capacity):
+    assert _search.Search.pass_rows(_Capacity(capacity), 0) == 0  # an empty pass stays empty
     rows = [_search.Search.pass_rows(_Capacity(capacity), n) for n in range(1, capacity + 1)]
     assert rows[-1] == capacity
     assert all(n <= r <= capacity for n, r in zip(range(1, capacity + 1), rows))

@@ -152,7 +152,7 @@ class Search:
         on 32-image batches 9%; this, about 1%). The allocator reuses its blocks, and oneDNN
         and cuDNN their per-shape kernels.
         """
-        if n >= self.capacity:
+        if n >= self.capacity or n == 0:
             return n
         quantum = max(1, (1 << (n.bit_length() - 1)) // PASS_SIZES)
         return min(self.capacity, -(-n // quantum) * quantum)
