@@ -50,31 +50,3 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _load_malloc_trim():
-    """glibc's ``malloc_trim``, or None where there is no glibc (macOS, Windows, musl)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-        return trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def release_host_memory() -> None:
-    """Hand memory freed on the heap back to the OS (glibc's ``malloc_trim(0)``; else nothing).
-
-    Attack passes allocate many tensors of changing sizes; glibc keeps the freed blocks on a
-    fragmented heap, so a long CPU audit's resident memory creeps up with the number of
-    batches although no tensor outlives its batch. Trimming between batches keeps the peak
-    flat. Takes well under a millisecond.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

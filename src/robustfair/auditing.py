@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
-from ._device import model_device, release_host_memory, resolve_device
+from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits
 from .attacks._base import eval_mode
 from .errors import AttackError, ModelError, RobustfairError
@@ -352,8 +352,6 @@ def audit(
                         long.append((start, host[rows.numel():].view(len(pairs), k, len(yb))))
                     bar.update(len(yb))
                     del xb, logits, b, rows, flat
-                    if dev.type == "cpu":
-                        release_host_memory()  # the pool's freed blocks, back to the OS
     finally:
         if dev != home:
             model.to(home)
