@@ -145,8 +145,7 @@ class _Batch:
 # ever smaller passes. A pool holds images only (activations scale with batch_size) and is
 # capped in bytes of float images. On a GPU the cap is generous: a shrinking batch leaves it
 # idle. On a CPU it is small: there the refill matters for small images, where the fixed cost
-# of a pass dominates, and large pool-sized blocks, freed and allocated again at other sizes
-# pool after pool, fragment glibc's heap (peak memory then creeps up with the number of pools).
+# of a pass dominates, and a large pool only adds resident memory.
 POOL_BATCHES = 8
 POOL_BYTES = {"cuda": 256 * 2**20, "other": 4 * 2**20}
 
