@@ -130,6 +130,29 @@ def test_apgd_ce_at_least_as_strong_as_pgd100_and_torchattacks(model, digits):
     assert rob_apgd <= rob_theirs + 0.01
 
 
+def test_untargeted_apgd_t_is_autoattacks_and_as_strong_as_torchattacks(model, digits):
+    # AutoAttack's APGD-T: the targeted DLR loss toward each of the 9 runner-up classes in
+    # turn, any misclassification counts. torchattacks' APGDT is the same algorithm.
+    x, y, _, test_idx = digits
+    x, y, eps = x[test_idx[:400]], y[test_idx[:400]], 0.15
+    ours = build_attack("apgd-t", eps=eps, steps=30, targeted=False)
+    assert ours.settings()["top_k"] == 9 and not ours.targeted
+    res = ours.perturb(model, x, y)
+    theirs = torchattacks.APGDT(model, eps=eps, steps=30, n_restarts=1, n_classes=10, seed=0)(x, y)
+    rob_ours = 1.0 - float(res.success.double().mean())
+    rob_theirs = 1.0 - float(_fooled(model, theirs, y).double().mean())
+    assert 0.02 < rob_ours < 0.9
+    assert rob_ours <= rob_theirs + 0.01
+    # its successes are misclassifications, not necessarily the runner-up class
+    with torch.no_grad():
+        pred = model(res.x_adv).argmax(1)
+    assert bool((pred[res.success] != y[res.success]).all())
+    # more target classes never find fewer adversarial examples (the first runs are the same)
+    one = build_attack("apgd-t", eps=eps, steps=30, targeted=False, top_k=1).perturb(model, x, y)
+    assert bool((res.success | ~one.success).all())
+    assert int(res.success.sum()) > int(one.success.sum())
+
+
 # ---------------------------------------------------------------- losses and schedule
 
 def test_losses_match_direct_formulas():
@@ -166,7 +189,7 @@ def test_apgd_checkpoints_follow_the_paper_schedule():
 
 # ---------------------------------------------------------------- contract
 
-ALL_UNTARGETED = ["fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr"]
+ALL_UNTARGETED = ["fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr"]  # apgd-t: targeted by default
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.6)])

@@ -77,6 +77,17 @@ def test_cli_audit_targeted_runs(checkpoints, tmp_path, capsys):
     assert len(data["target_predictions"]["index"]) == 20 * 9
 
 
+def test_cli_audit_runs_apgd_t_as_autoattacks_untargeted_attack(checkpoints, tmp_path, capsys):
+    out = tmp_path / "aa"
+    assert main(_args(checkpoints["good"], out, "--attack", "apgd-ce,apgd-t", "--eps", "0.2",
+                      "--steps", "5", "--limit", "40")) == 0
+    report = ClassReport.from_json(out / "report.json")
+    assert not report.targeted
+    (apgd_t,) = [a for a in report.attacks if a["attack"] == "apgd-t"]
+    assert apgd_t["targeted"] is False and apgd_t["top_k"] == 9
+    assert "top_k=9" in capsys.readouterr().out  # the settings are printed with the result
+
+
 @pytest.mark.parametrize(
     "change,match",
     [
@@ -87,7 +98,6 @@ def test_cli_audit_targeted_runs(checkpoints, tmp_path, capsys):
         (["--checkpoint", "CORRUPT"], "corrupt.safetensors"),
         (["--checkpoint", "FIVE"], "has 5 classes but dataset 'digits' has 10"),
         (["--targeted-to", "eleven"], "unknown class 'eleven'"),
-        (["--attack", "apgd-t"], "apgd-t' is targeted"),
         (["--limit", "0"], "--limit must be at least 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],

@@ -99,6 +99,9 @@ class Search:
         check_classes(loss, num_classes, targeted=target is not None)
         self.pred = logits.argmax(dim=1)
         self.success = self.goal_met(self.pred, self.y, target)
+        # True while an untargeted attack steers toward chosen classes (AutoAttack's APGD-T):
+        # ``target`` then feeds the loss only, and any misclassification is a success
+        self.any_misclassification = False
         self.x_adv = x.clone()
         self.clean_logits = logits
 
@@ -200,6 +203,8 @@ class Search:
         positions *within the candidates* of the points still to attack.
         """
         pred = logits.argmax(dim=1)
+        if self.any_misclassification:
+            target = None
         hit = self.goal_met(pred, y, target)
         hits = hit.nonzero().squeeze(1)  # the one host sync per step; it lets the batch shrink
         if hits.numel() == 0:

@@ -13,8 +13,10 @@ PGD without a step size to tune:
 
 Losses: ``"ce"``, ``"dlr"`` (shift- and scale-invariant; needs >= 3 classes) and, targeted,
 ``-CE`` to the target or the targeted DLR (needs >= 4 classes). Registered as ``apgd`` (any
-loss), ``apgd-ce``, ``apgd-dlr`` and ``apgd-t`` (targeted DLR; the caller picks the target
-per point, e.g. each of the top-k other classes in turn).
+loss), ``apgd-ce``, ``apgd-dlr`` and ``apgd-t`` (targeted DLR). ``apgd-t`` is targeted by
+default (the caller picks the target per point); with ``targeted=False`` it is AutoAttack's
+APGD-T, an untargeted attack: it steers each point in turn toward the ``top_k`` classes the
+model ranks highest after the label, and any misclassification found on the way counts.
 
 >>> checkpoints(100)
 [22, 41, 57, 70, 80, 87, 93, 99]
@@ -25,6 +27,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import ascent_direction, make_generator, project, random_start
 from ._search import GradientAttack, Search, check_fraction, check_positive_int
@@ -203,12 +206,46 @@ class APGDDLR(APGD):
 
 @register_attack("apgd-t")
 class APGDTargeted(APGD):
-    """APGD on the targeted DLR loss; always targeted (give a target per point); >= 4 classes."""
+    """APGD on the targeted DLR loss (>= 4 classes).
+
+    ``targeted=True`` (the default): give a target per point; success is reaching it.
+    ``targeted=False``: AutoAttack's APGD-T (Croce & Hein 2020), an untargeted attack. For
+    the 2nd, 3rd, ... most likely class of the clean logits in turn (``top_k`` of them, 9 in
+    AutoAttack), it runs APGD toward that class on the points still robust; a point is done
+    as soon as it is misclassified as anything. Each target class costs ``steps`` iterations,
+    so it is up to ``top_k`` times APGD-CE's work on the most robust points.
+    """
 
     name = "apgd-t"
 
     def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 amp: bool = False, seed: int | None = 0) -> None:
+                 targeted: bool = True, top_k: int = 9, amp: bool = False,
+                 seed: int | None = 0) -> None:
         super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="dlr", rho=rho,
-                         momentum=momentum, targeted=True, amp=amp, seed=seed)
+                         momentum=momentum, targeted=targeted, amp=amp, seed=seed)
+        self.top_k = check_positive_int("top_k", top_k)
+
+    def settings(self) -> dict:
+        settings = super().settings()
+        if not self.targeted:
+            settings["top_k"] = self.top_k
+        return settings
+
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        if self.targeted:
+            super()._attack(search, eps)
+            return
+        num_classes = search.clean_logits.shape[1]
+        if num_classes < 4:
+            raise AttackError(f"apgd-t uses the targeted DLR loss, which needs at least 4 "
+                              f"classes; the model has {num_classes}")
+        # column r: the class the clean logits rank r-th (0: the top one, the label if correct)
+        ranked = search.clean_logits.argsort(dim=1, descending=True)
+        search.any_misclassification = True
+        try:
+            for rank in range(1, min(self.top_k, num_classes - 1) + 1):
+                search.target = ranked[:, rank]
+                super()._attack(search, eps)  # on the points no earlier class fooled
+        finally:
+            search.target, search.any_misclassification = None, False

@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "train"], default="test", help="split to audit (default: test)")
     p.add_argument("--limit", type=int, metavar="N", help="audit only the first N points of the split")
     p.add_argument("--attack", action="append", metavar="NAME",
-                   help="attack(s) to run in order, repeatable or comma-separated (default: pgd)")
+                   help="attack(s) to run in order, repeatable or comma-separated (default: pgd); "
+                        "apgd-ce,apgd-t is AutoAttack's APGD pair")
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
     p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS} for pgd and cw, "
                         "each attack's own for the others, e.g. 100 for APGD)")
@@ -108,8 +109,11 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
                 settings[key] = value
             elif key != "steps" or args.steps is not None:
                 notes.append(f"{name} has no {key} setting; --{key} does not apply to it")
-        if targeted and (accepted is None or "targeted" in accepted):
+        if targeted and accepted is None:
             settings["targeted"] = True
+        elif accepted is not None and "targeted" in accepted:
+            # said both ways: apgd-t is targeted by default, AutoAttack's APGD-T untargeted
+            settings["targeted"] = targeted
         attack = build_attack(name, **settings)
         if bool(getattr(attack, "targeted", False)) != targeted:
             if targeted:
