@@ -81,6 +81,11 @@ def test_cifar100_binary_fine_and_coarse(tmp_path):
     assert ds.num_classes == 20 and ds.classes[19] == "coarse19"
     with pytest.raises(DataError, match="'fine' or 'coarse'"):
         load_dataset("cifar100", data_dir=tmp_path, download=False, labels="both")
+    # the 20 super-classes under a name of their own (what configs, studies and audits carry)
+    ds = load_dataset("cifar100_coarse", data_dir=tmp_path, download=False)
+    assert ds.name == "cifar100_coarse" and ds.info["labels"] == "coarse"
+    assert ds.train.y.tolist() == coarse and ds.num_classes == 20
+    assert np.array_equal(ds.train.x.numpy(), x)
 
 
 @pytest.mark.parametrize("protocol,bytes_keys", [(2, True), (4, False), (5, False)])

@@ -1,7 +1,7 @@
 """Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders.
 
 Importing this package registers every built-in loader: digits, gaussian, mnist,
-fashion_mnist, svhn, cifar10, cifar100, stl10, tiny_imagenet and image_folder.
+fashion_mnist, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet and image_folder.
 """
 from ._base import (
     Dataset,
