@@ -168,7 +168,7 @@ def test_evaluation_points_are_balanced_and_fixed():
 
 # ------------------------------------------------------------------------------ presets
 EXPECTED_RUNS = {"digits-quick": 4, "digits-universality": 16, "paper-cifar10": 6,
-                 "paper-universality": 34, "paper-hparams": 16, "paper-mitigation": 24,
+                 "paper-universality": 44, "paper-hparams": 16, "paper-mitigation": 24,
                  "fair-at-benchmark": 18}
 
 
@@ -200,3 +200,5 @@ def test_paper_presets_use_the_stated_settings():
     assert weights == [10, 20, 50, 100]
     assert any(r.config["train"]["mitigations"] == [{"name": "adaptive_weight", "step": 0.05}]
                for r in mitigation)
+    datasets = {r.config["train"]["dataset"] for r in expand(load_preset("paper-universality"))}
+    assert datasets == {"mnist", "svhn", "cifar10", "cifar100", "cifar100_coarse"}
