@@ -218,9 +218,12 @@ class _Run:
         # The inner attack (eval mode, input gradients only) runs on a view of the live model
         # with BatchNorm folded into the convolutions; it follows every optimizer step. Not
         # with compile: the view's live-weight checks would make torch.compile recompile.
-        example = to_float(self.train_x[:8]).contiguous(memory_format=self.memory_format)
-        view = attack_view(self.model, example, channels_last=self.channels_last)
-        self.attack_model = fast if cfg.compile else view
+        if cfg.compile:
+            self.attack_model, attack_model_applied = fast, "torch.compile"
+        else:
+            example = to_float(self.train_x[:8]).contiguous(memory_format=self.memory_format)
+            view = attack_view(self.model, example, channels_last=self.channels_last)
+            self.attack_model, attack_model_applied = view, list(view.applied) or "as is"
         self.train_model: nn.Module = fast
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -238,8 +241,7 @@ class _Run:
                          "val_size": len(self.val_y), "steps_per_epoch": self.batches_per_epoch,
                          "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype
                          else "off", "world_size": self.info.world_size, "device": str(device),
-                         "attack_model": "torch.compile" if cfg.compile
-                         else (list(view.applied) or "as is")}
+                         "attack_model": attack_model_applied}
 
     def _eval_net(self) -> nn.Module:
         """The weights that are evaluated and saved: a mitigation's, else the EMA's, else the model."""
