@@ -272,9 +272,9 @@ def audit(
     CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
     :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last,
     ReLUs moved after max pooling; the same function up to float rounding, checked on the
-    first batch, and what was applied is recorded in ``report.meta["model_optimizations"]``). ``compile`` runs ``torch.compile``
-    on the model instead (worth it on a GPU for long audits; the first batches pay for the
-    compilation; on a CPU it was slower here).
+    first batch, and what was applied is recorded in ``report.meta["model_optimizations"]``).
+    ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
+    audits; the first batches pay for the compilation; on a CPU it was slower here).
 
     >>> import robustfair as rf
     >>> ds = rf.load_dataset("digits")
@@ -392,8 +392,7 @@ def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
 
 
 def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, independent,
-          started, seconds,
-          target, targeted_all) -> dict:
+          started, seconds, target, targeted_all) -> dict:
     import robustfair
 
     metadata = getattr(model, "robustfair_metadata", None) or {}

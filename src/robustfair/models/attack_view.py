@@ -375,7 +375,8 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool, channels_l
     env: dict[fx.Node, fx.Node] = {}
     modules: dict[str, nn.Module] = {}
     derived: dict[tuple[int, int, bool], _DerivedConv] = {}
-    folded: set[fx.Node] = set()
+    # nodes already written by an earlier node: a folded batch norm, a pool moved before its relu
+    done: set[fx.Node] = set()
     moved = 0
 
     def add(module: nn.Module, hint: str) -> str:
@@ -387,8 +388,8 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool, channels_l
         return fx.map_arg(a, lambda n: env[n])
 
     for node in traced.graph.nodes:
-        if node in folded:
-            continue  # its conv node already stands for both
+        if node in done:
+            continue
         if node.op == "get_attr":
             owner, name = _attr_owner(model, traced, node.target)
             env[node] = graph.call_module(add(_LiveAttr(owner, name), "attr"))
@@ -401,7 +402,7 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool, channels_l
             pool = traced.get_submodule(pool_node.target)
             pooled = graph.call_module(add(pool, "maxpool2d"), (env[node.args[0]],))
             env[pool_node] = graph.call_function(torch.relu, (pooled,))
-            folded.add(pool_node)
+            done.add(pool_node)
             moved += 1
             continue
         module = traced.get_submodule(node.target)
@@ -434,7 +435,7 @@ def _rewrite(traced: fx.GraphModule, model: nn.Module, *, fold: bool, channels_l
                                       mapped(node.args), mapped(node.kwargs))
         if bn_node is not None:  # the batch norm's users now read the folded convolution
             env[bn_node] = env[node]
-            folded.add(bn_node)
+            done.add(bn_node)
     graph.lint()
     return (fx.GraphModule(modules, graph, class_name="AttackViewGraph"),
             list(derived.values()), moved)
