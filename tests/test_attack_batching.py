@@ -215,11 +215,11 @@ def test_pass_sizes_are_few_and_waste_under_an_eighth(capacity):
 @pytest.mark.parametrize("name", ["pgd", "apgd-ce"])
 def test_passes_run_on_a_few_fixed_sizes_and_the_padding_changes_nothing(net, digits, name,
                                                                           monkeypatch):
-    # A shrinking batch is padded up to a multiple of batch / PASS_SIZES (for the allocator);
-    # the padded rows must not touch any real point's gradient, step or result.
+    # A shrinking batch is padded up to one of a few sizes (Search.pass_rows, for the
+    # allocator); the padded rows must not touch any real point's gradient, step or result.
     _, x, y = digits
     x, y = x[:200], y[:200]
-    attack = build_attack(name, eps=0.1, **({"steps": 10} if name != "fgsm" else {}))
+    attack = build_attack(name, eps=0.1, steps=10)
     batch = 64
     padded = _Recording(net).eval()
     res = attack.perturb(padded, x, y, batch_size=batch)
