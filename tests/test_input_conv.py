@@ -81,3 +81,20 @@ def test_attack_view_input_gradients_match_the_model_on_a_full_batch(arch, chann
     (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xb), torch.arange(64) % 10), xb)
     scale = want.norm()
     assert float((got - want).norm() / scale) < 1e-3
+
+
+def test_function_under_cpu_autocast_returns_the_inputs_dtype():
+    """amp=True attacks run the view under bfloat16 autocast: the gradient comes back float32
+    and agrees with the float32 one to bfloat16 precision."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(80, 1, 8, 8, generator=gen)
+    weight = torch.randn(16, 1, 3, 3, generator=gen)
+    g = torch.randn(80, 16, 8, 8, generator=gen)
+    xa = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = few.FewChannelConv2d.apply(xa, weight, None, (1, 1))
+    assert out.dtype == torch.bfloat16
+    (got,) = torch.autograd.grad(out, xa, g.to(out.dtype))
+    want = torch.nn.grad.conv2d_input(x.shape, weight, g, padding=1)
+    assert got.dtype == torch.float32
+    assert float((got - want).norm() / want.norm()) < 2e-2
