@@ -98,3 +98,17 @@ def test_function_under_cpu_autocast_returns_the_inputs_dtype():
     want = torch.nn.grad.conv2d_input(x.shape, weight, g, padding=1)
     assert got.dtype == torch.float32
     assert float((got - want).norm() / want.norm()) < 2e-2
+
+
+def test_the_views_check_runs_the_product_form(monkeypatch):
+    """The view checks itself on 8 rows, below MIN_POSITIONS; the check must still run the
+    product form that full batches use, so a wrong one is caught and the view falls back."""
+    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8).eval()
+    x = torch.rand(8, 1, 8, 8)
+    assert 8 * 8 * 8 < few.MIN_POSITIONS
+    right = few.input_gradient
+    monkeypatch.setattr(few, "input_gradient", lambda *args: 2 * right(*args))
+    view = attack_view(model, x)
+    assert view.applied == [] and "input gradients differ" in view.fallback_reason
+    monkeypatch.setattr(few, "input_gradient", right)
+    assert "input gradient of 1 few-channel convolution as a product" in attack_view(model, x).applied

@@ -32,6 +32,9 @@ True
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -47,6 +50,21 @@ MAX_TAP_ROWS = 27
 # fixed cost (a few microseconds each) to pay: 16x3x9x9 took 0.14 ms this way, 0.10 ms in
 # oneDNN; 64x1x8x8 took 0.16 ms, 0.25 ms in oneDNN.
 MIN_POSITIONS = 4096
+
+# On while the attack view checks itself on a few rows (below MIN_POSITIONS): the product form
+# it will use on full batches must be the form that is checked against the model.
+_ALWAYS_PRODUCT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "robustfair_always_product", default=False)
+
+
+@contextlib.contextmanager
+def always_product() -> Iterator[None]:
+    """Within this block, :class:`FewChannelConv2d` uses the product form on CPU at any size."""
+    token = _ALWAYS_PRODUCT.set(True)
+    try:
+        yield
+    finally:
+        _ALWAYS_PRODUCT.reset(token)
 
 
 def applies_to(conv: nn.Module) -> bool:
@@ -106,6 +124,7 @@ class FewChannelConv2d(torch.autograd.Function):
         ctx.padding, ctx.input_size = padding, tuple(x.shape[-2:])
         ctx.input_dtype = x.dtype
         ctx.channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        ctx.always_product = _ALWAYS_PRODUCT.get()  # read here: backward may run elsewhere
         return F.conv2d(x, weight, bias, padding=padding)
 
     @staticmethod
@@ -117,7 +136,8 @@ class FewChannelConv2d(torch.autograd.Function):
             return None, None, None, None
         (weight,) = ctx.saved_tensors
         n, _, h_out, w_out = grad.shape
-        if grad.device.type != "cpu" or n * h_out * w_out < MIN_POSITIONS:
+        small = n * h_out * w_out < MIN_POSITIONS and not ctx.always_product
+        if grad.device.type != "cpu" or small:
             # on a GPU cuDNN's own backward is the fast one; tiny gradients: see MIN_POSITIONS
             shape = (grad.shape[0], weight.shape[1], *ctx.input_size)
             dx = torch.nn.grad.conv2d_input(shape, weight.to(grad.dtype), grad,

@@ -520,7 +520,8 @@ def _problem(view: AttackView, rows: torch.Tensor, reference: tuple[Any, torch.T
              ) -> str | None:
     """Why the view cannot stand in for the model on ``rows`` (``None``: it can)."""
     try:
-        out, grad = _outputs(view, rows)
+        with few_channels_input.always_product():  # the form full batches will use
+            out, grad = _outputs(view, rows)
     except Exception as exc:  # noqa: BLE001  (any failure just means: use a simpler view)
         return _short(exc)
     want_out, want_grad = reference
