@@ -402,3 +402,25 @@ def test_relu_moves_after_max_pooling_only_when_the_pool_is_its_one_user_and_gra
     assert_close(logits, want_logits, rel=1e-5)
     assert_close(grad, want_grad, rel=1e-5)
     assert not any("relu" in a for a in attack_view(_ReluTwice().eval(), x).applied)
+
+
+def test_tracing_leaves_no_attribute_on_the_model():
+    """fx stores a tensor made in forward on the module it traces; the view takes it back off
+    the model and still computes the same function with it."""
+
+    class Doubling(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc((self.conv(x) * torch.tensor(2.0)).flatten(1))
+
+    model = Doubling().eval()
+    names = set(vars(model))
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    view = attack_view(model, x)
+    assert set(vars(model)) == names
+    assert view.applied == ["channels_last"] and view.fallback_reason is None
+    assert_same_function(view, model, x, y)

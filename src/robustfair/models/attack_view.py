@@ -541,6 +541,21 @@ def _all_eval(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def _trace(model: nn.Module) -> fx.GraphModule:
+    """``fx.symbolic_trace(model)``, leaving no attribute behind on ``model``.
+
+    fx stores a tensor made inside ``forward`` (``x * torch.tensor(2.0)``) as an attribute
+    ``_tensor_constant0`` of the module it traces, the model itself; the traced module keeps
+    its own reference, where the view's rewrite finds it (``_attr_owner``).
+    """
+    before = set(vars(model))
+    try:
+        return fx.symbolic_trace(model)
+    finally:
+        for name in set(vars(model)) - before:
+            delattr(model, name)
+
+
 def _plain_view(model: nn.Module, rows: torch.Tensor,
                 reference: tuple[Any, torch.Tensor | None], reason: str | None
                 ) -> AttackView:
@@ -598,7 +613,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
     try:
         # traced in eval mode: Python `if self.training` branches are fixed at trace time
         with _all_eval(model):
-            traced = fx.symbolic_trace(model)
+            traced = _trace(model)
     except Exception as exc:  # noqa: BLE001  (fx raises many types on untraceable code)
         return _plain_view(model, rows, reference, f"fx cannot trace the model: {_short(exc)}")
 
