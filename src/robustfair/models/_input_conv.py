@@ -14,7 +14,7 @@ Only input gradients: the weight and bias are the attack view's detached copies,
 never take a gradient. Used for 2-D convolutions with stride 1, no dilation, one group and
 zero padding, where it measured faster (one thread, ``python`` timing of both on gradients
 of 128x8x8, 32x16x16 and 32x32x32 positions with 8-64 output channels): every one-channel
-input (1.6-30x), and an input of at most :data:`MAX_TAP_ROWS` rows ``C_in*kh*kw`` under a
+input (1.6-32x), and an input of at most :data:`MAX_TAP_ROWS` rows ``C_in*kh*kw`` under a
 kernel wider than 1x1 with at least 16 output channels (1.15-2.4x; with 8 output channels
 or a 1x1 kernel on 3 channels it was up to 2x slower). On other devices, and for gradients
 under :data:`MIN_POSITIONS` positions, the ordinary convolution backward runs.
