@@ -139,7 +139,7 @@ class FewChannelConv2d(torch.autograd.Function):
         small = n * h_out * w_out < MIN_POSITIONS and not ctx.always_product
         if grad.device.type != "cpu" or small:
             # on a GPU cuDNN's own backward is the fast one; tiny gradients: see MIN_POSITIONS
-            shape = (grad.shape[0], weight.shape[1], *ctx.input_size)
+            shape = (n, weight.shape[1], *ctx.input_size)
             dx = torch.nn.grad.conv2d_input(shape, weight.to(grad.dtype), grad,
                                             padding=ctx.padding)
         else:

@@ -119,7 +119,8 @@ class _DerivedConv(nn.Module):
         object.__setattr__(self, "conv", conv)
         object.__setattr__(self, "bn", bn)
         self.channels_last = channels_last
-        # the layer reads the image itself (few channels): its input gradient has a faster form
+        # few input channels (in practice: the layer that reads the image): on a CPU its input
+        # gradient has a faster form
         self.few_channels = few_channels_input.applies_to(conv)
         self.recomputations = 0
         self._stamp: tuple | None = None
