@@ -1,7 +1,8 @@
 """Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders.
 
 Importing this package registers every built-in loader: digits, gaussian, mnist,
-fashion_mnist, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet and image_folder.
+fashion_mnist, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet, image_folder and
+npz (a test set in one .npz file).
 """
 from ._base import (
     Dataset,
@@ -18,6 +19,7 @@ from ._base import (
 from . import cifar, digits, gaussian, mnist, stl10, svhn, tiny_imagenet  # noqa: E402,F401
 from .from_tensors import from_tensors  # noqa: E402
 from .image_folder import image_folder  # noqa: E402
+from .npz import load_npz  # noqa: E402
 
 __all__ = [
     "Dataset",
@@ -27,6 +29,7 @@ __all__ = [
     "from_tensors",
     "image_folder",
     "list_datasets",
+    "load_npz",
     "load_dataset",
     "register_dataset",
     "to_float",

@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (isort: skip)
 )
 from .attack_view import AttackView, attack_view
 from .checkpoint import load_model, read_checkpoint_metadata, save_model
+from .external import SelectOutput
 
 __all__ = [
     "AttackView",
@@ -31,4 +32,5 @@ __all__ = [
     "read_checkpoint_metadata",
     "register_model",
     "save_model",
+    "SelectOutput",
 ]
