@@ -1,12 +1,15 @@
-"""``robustfair audit``: per-class clean and robust accuracy of a checkpoint on a data set.
+"""``robustfair audit``: per-class clean and robust accuracy of a model on a data set.
 
     robustfair audit --checkpoint model.safetensors --dataset cifar10 \\
         --attack pgd,apgd-ce --eps 8/255 --steps 20 --out runs/audit
+    robustfair audit --model my_net.py:build --weights net.pt --normalize cifar10 \\
+        --dataset cifar10 --out runs/audit
 
 Everything is checked before any work starts (data set, attack names and settings, eps, the
-checkpoint and whether its classes fit the data set); the output directory is only created
-after the audit succeeded, and its files (``report.json``, ``by_class.csv``, ``report.md``)
-are written under temporary names and renamed once all of them are complete.
+model and whether it fits the data set, with one forward pass for a ``--model``); the output
+directory is only created after the audit succeeded, and its files (``report.json``,
+``by_class.csv``, ``confusion.csv``, ``report.md``) are written under temporary names and
+renamed once all of them are complete.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from pathlib import Path
 
 from .._parse import parse_number
 from ..errors import AttackError, ConfigError
-from ._checks import check_int, check_model_fits
+from ._checks import check_int
+from ._sources import add_data_arguments, add_model_arguments, check_source_options, load_sources
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
@@ -29,15 +33,22 @@ PGD_FAMILY = ("pgd", "cw")
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "audit",
-        help="per-class clean and robust accuracy of a checkpoint",
-        description="Attack a saved model on a data set and report accuracy per class, with "
-                    "95%% confidence intervals and class-discrepancy measures.",
+        help="per-class clean and robust accuracy of a model",
+        description="Attack a model (a robustfair checkpoint, or any PyTorch classifier with "
+                    "--model) on a data set and report accuracy per class, with 95%% "
+                    "confidence intervals and class-discrepancy measures.",
     )
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .safetensors file saved by robustfair")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="data set name, e.g. cifar10 or digits")
-    p.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
-    p.add_argument("--split", choices=["test", "train"], default="test", help="split to audit (default: test)")
-    p.add_argument("--limit", type=int, metavar="N", help="audit only the first N points of the split")
+    add_audit_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for report.json, by_class.csv, confusion.csv, report.md")
+    p.set_defaults(run=run)
+    return p
+
+
+def add_audit_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, data and attack options (shared with ``robustfair card``)."""
+    add_model_arguments(p)
+    add_data_arguments(p)
     p.add_argument("--attack", action="append", metavar="NAME",
                    help="attack(s) to run in order, repeatable or comma-separated (default: pgd); "
                         "apgd-ce,apgd-t is AutoAttack's APGD pair")
@@ -64,9 +75,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory for report.json, by_class.csv, report.md")
-    p.set_defaults(run=run)
-    return p
 
 
 def _attack_names(values: list[str] | None) -> list[str]:
@@ -127,10 +135,37 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..auditing import audit
-    from ..data import class_index, load_dataset
     from .._atomic import write_files_atomically
-    from ..models import load_model
+    from ..card import confusion_markdown
+
+    report = run_audit(args)
+    out = Path(args.out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        out / "report.json": report.to_json_text(),
+        out / "by_class.csv": report.by_class.to_csv(),
+        out / "confusion.csv": report.confusion("worst").to_csv(),
+        out / "report.md": report.to_markdown() + "\n" + confusion_markdown(report),
+    }
+    try:
+        write_files_atomically(files)
+    except OSError as exc:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise ConfigError(f"cannot write to {out}: {exc}") from None
+    print("wrote " + ", ".join(str(p) for p in files))
+    return 0
+
+
+def run_audit(args: argparse.Namespace):
+    """Check every option, load the model and data, run the audit and print its summary.
+
+    Returns the :class:`~robustfair.metrics.ClassReport`, with where the model and data came
+    from (spec, weights, SHA-256 fingerprints) in ``report.meta``. Writes nothing.
+    """
+    from ..auditing import audit
+    from ..data import class_index
 
     # 1. everything that can be checked without the data or the model
     eps = parse_number(args.eps, what="--eps")
@@ -150,49 +185,28 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
 
-    # 2. the data and the checkpoint, and whether they fit together
-    ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    model = load_model(args.checkpoint, device=args.device)
-    check_model_fits(model, ds, args.checkpoint, args.dataset)
-    saved = (getattr(model, "robustfair_metadata", None) or {})
-    if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
-        print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "
-              f"reporting with the data set's names", file=sys.stderr)
-    target = class_index(ds.classes, args.targeted_to) if args.targeted_to is not None else None
-    split = getattr(ds, args.split)
-    n = len(split) if args.limit is None else min(args.limit, len(split))
-    if n == 0:
-        raise ConfigError(f"the {args.split} split of {args.dataset!r} is empty")
+    check_source_options(args)
 
-    # 3. the audit, then the files
-    report = audit(model, split.x[:n], split.y[:n], attacks=attacks, classes=ds.classes,
+    # 2. the data and the model, and whether they fit together
+    sources = load_sources(args)
+    target = class_index(sources.classes, args.targeted_to) if args.targeted_to is not None else None
+    n = len(sources.y)
+
+    # 3. the audit
+    report = audit(sources.model, sources.x, sources.y, attacks=attacks, classes=sources.classes,
                    batch_size=args.batch_size, seed=args.seed, target=target,
                    targeted_all=args.targeted_all, progress=sys.stderr.isatty(), amp=args.amp,
                    optimize=args.optimize, compile=args.compile)
     report.meta.update(dataset=args.dataset, split=args.split, limit=args.limit,
-                       checkpoint=str(args.checkpoint), eps_text=args.eps)
+                       checkpoint=str(args.checkpoint) if args.checkpoint else None,
+                       eps_text=args.eps, **sources.provenance)
 
     for note in notes:
         print(f"note: {note}")
-    print(f"robustfair audit: {args.checkpoint} on {args.dataset} ({args.split}, {n} points), "
+    print(f"robustfair {args.command}: {sources.model_label} on {sources.data_label} ({args.split}, {n} points), "
           f"eps {args.eps} = {eps:.6g} ({args.norm})")
     print(report.summary())
-
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        out / "report.json": report.to_json_text(),
-        out / "by_class.csv": report.by_class.to_csv(),
-        out / "report.md": report.to_markdown(),
-    }
-    try:
-        write_files_atomically(files)
-    except OSError as exc:
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise ConfigError(f"cannot write to {out}: {exc}") from None
-    print("wrote " + ", ".join(str(p) for p in files))
-    return 0
+    return report
 
 
 def _batch_size(text: str) -> int | str:

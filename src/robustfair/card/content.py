@@ -1,0 +1,190 @@
+"""What the audit card says, as plain data for its template: every number comes from the
+:class:`~robustfair.metrics.ClassReport` (no recomputation of accuracy here).
+
+>>> import pandas as pd
+>>> from robustfair.metrics import ClassReport
+>>> preds = pd.DataFrame({"y_true": [0, 0, 1, 1], "clean_pred": [0, 0, 1, 0],
+...                       "pgd_pred": [1, 0, 1, 0], "worst_pred": [1, 0, 1, 0]})
+>>> r = ClassReport(predictions=preds, classes=["a", "b"], attacks=[{"attack": "pgd"}])
+>>> print(confusion_markdown(r).splitlines()[2])
+| true \\ predicted | a | b |
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..errors import RobustfairError
+from ..metrics._format import _markdown_table, describe_attack
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..metrics import ClassReport
+
+__all__ = ["broken_by", "card_context", "confusion_markdown", "sanity_flags", "top_confusions"]
+
+UNITLESS = ("ratio", "normalized_std")  # discrepancy measures that are not in accuracy units
+
+
+def confusion_markdown(report: "ClassReport", attack: str = "worst") -> str:
+    """The confusion matrix under ``attack`` as a markdown section (counts)."""
+    matrix = report.confusion(attack)
+    header = ["true \\ predicted"] + [str(c) for c in matrix.columns]
+    rows = [[str(name)] + [str(int(v)) for v in row] for name, row in matrix.iterrows()]
+    what = "the worst case over the attacks" if attack == "worst" else attack
+    return (f"## Confusion under attack ({what}): true class × predicted class, counts\n\n"
+            + _markdown_table(header, rows) + "\n")
+
+
+def broken_by(report: "ClassReport") -> pd.DataFrame:
+    """Per class: how many points each attack broke first, and how many stayed ``robust``."""
+    return report.broken_by()
+
+
+def sanity_flags(report: "ClassReport") -> list[dict]:
+    """The report's sanity flags (``{"code", "message", "classes"}`` each)."""
+    return list(report.flags)
+
+
+def top_confusions(report: "ClassReport", n: int = 5) -> list[dict]:
+    """The ``n`` largest off-diagonal cells of the worst-case confusion matrix."""
+    counts = report.confusion("worst")
+    values = counts.to_numpy().astype(float)
+    np.fill_diagonal(values, 0)
+    totals = counts.sum(axis=1).to_numpy()
+    out = []
+    for flat in np.argsort(-values, axis=None, kind="stable")[:n]:
+        i, j = np.unravel_index(flat, values.shape)
+        if values[i, j] <= 0:
+            break
+        out.append({"true": counts.index[i], "pred": counts.columns[j], "count": int(values[i, j]),
+                    "share": _pct(values[i, j] / totals[i]) if totals[i] else "n/a"})
+    return out
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or not math.isfinite(float(value)) else f"{100 * float(value):.1f}"
+
+
+def _interval(row, metric: str) -> str:
+    value = row[metric]
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{_pct(value)} [{_pct(row[f'{metric}_lo'])}, {_pct(row[f'{metric}_hi'])}]"
+
+
+def _number(value) -> str:
+    """A discrepancy-table cell: whatever type the column holds, shown compactly."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.3f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2g}"
+    return str(value)
+
+
+def _discrepancy(report: "ClassReport", metric: str, n_boot: int, seed: int) -> dict | None:
+    """``report.discrepancy(metric)`` as a header and rows, every column it returns."""
+    try:
+        frame = report.discrepancy(metric, n_boot=n_boot, seed=seed)
+    except RobustfairError:  # no class has a value for this metric
+        return None
+    header = [frame.index.name or "measure"] + [str(c) for c in frame.columns]
+    rows = [[str(name)] + [_number(v) for v in row] for name, row in frame.iterrows()]
+    return {"metric": metric, "header": header, "rows": rows}
+
+
+def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) -> tuple[list[str], list[dict]]:
+    by_class = report.by_class
+    attack_metrics = [f"{a}_acc" for a in report.attack_names]
+    header = (["class", "n", "clean %", "robust %"] + [f"{a} %" for a in report.attack_names]
+              + [f"broken by {c}" if c != "robust" else "robust" for c in broken.columns])
+    rows = []
+    for name, row in by_class.iterrows():
+        cells = [str(name), str(int(row["n"])), _interval(row, "clean_acc"), _interval(row, "robust_acc")]
+        cells += [_interval(row, m) for m in attack_metrics]
+        cells += [str(int(v)) for v in broken.loc[name]]
+        rows.append({"cells": cells, "worst": name == worst})
+    overall = report.overall
+    cells = ["overall", str(int(overall["n"])), _interval(overall, "clean_acc"),
+             _interval(overall, "robust_acc")]
+    cells += [_interval(overall, m) for m in attack_metrics]
+    cells += [str(int(v)) for v in broken.sum(axis=0)]
+    rows.append({"cells": cells, "worst": False, "overall": True})
+    return header, rows
+
+
+def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
+                 n_boot: int = 1000, seed: int = 0) -> dict:
+    """Everything the card template shows. ``figures`` maps a figure name to its data URI."""
+    meta = report.meta
+    broken = broken_by(report)
+    try:
+        worst_name, worst_value = report.worst_class("robust_acc")
+    except RobustfairError:
+        worst_name, worst_value = None, math.nan
+    header, rows = _class_rows(report, broken, worst_name)
+    overall = report.overall
+    headline = {
+        "clean": _interval(overall, "clean_acc"),
+        "robust": _interval(overall, "robust_acc"),
+        "worst_class": worst_name,
+        "worst": _interval(report.by_class.loc[worst_name], "robust_acc") if worst_name else "n/a",
+        "n": int(overall["n"]),
+    }
+    discrepancy = [d for d in (_discrepancy(report, m, n_boot, seed) for m in ("robust_acc", "clean_acc"))
+                   if d is not None]
+    gap = next((r for d in discrepancy[:1] for r in d["rows"] if r[0] == "difference"), None)
+    if gap is not None and report.metrics:
+        headline["gap"] = gap
+    attacks = [{"name": name, "settings": [(k, v) for k, v in settings.items()],
+                "line": describe_attack(name, settings)}
+               for name, settings in zip(report.attack_names, report.attacks)]
+    provenance = [
+        ("model", meta.get("model") if isinstance(meta.get("model"), str) else meta.get("checkpoint")),
+        ("weights", meta.get("weights") or meta.get("checkpoint")),
+        ("weights SHA-256", meta.get("weights_sha256")),
+        ("input normalisation", _normalize_text(meta.get("normalize"))),
+        ("output index", meta.get("output_index")),
+        ("data", meta.get("dataset")),
+        ("split", meta.get("split")),
+        ("points audited", len(report.predictions)),
+        ("data SHA-256 (audited images and labels)", meta.get("data_sha256")),
+        ("device", meta.get("device")),
+        ("started (UTC)", meta.get("started")),
+        ("audit time", f"{meta['time_seconds']:.1f} s" if isinstance(meta.get("time_seconds"), (int, float)) else None),
+        ("batch size", meta.get("batch_size")),
+        ("seed", meta.get("seed")),
+        ("mixed precision", "yes" if meta.get("amp") else "no"),
+        ("model run", " + ".join(meta.get("model_optimizations") or []) or "as is"),
+        ("attacks independent", "yes" if meta.get("independent", True) else "no (skip fooled points)"),
+    ]
+    versions = sorted((meta.get("versions") or {}).items())
+    return {
+        "title": title,
+        "headline": headline,
+        "eps_text": meta.get("eps_text"),
+        "class_header": header,
+        "class_rows": rows,
+        "broken_columns": list(broken.columns),
+        "discrepancy": discrepancy,
+        "top_confusions": top_confusions(report),
+        "flags": sanity_flags(report),
+        "attacks": attacks,
+        "provenance": [(k, v) for k, v in provenance if v is not None and v != ""],
+        "versions": versions,
+        "figures": figures,
+        "n_boot": n_boot,
+    }
+
+
+def _normalize_text(value) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    fmt = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
+    return f"{value.get('spec')}: mean ({fmt(value['mean'])}), std ({fmt(value['std'])})"

@@ -1,0 +1,209 @@
+"""The model and the data of ``robustfair audit`` and ``robustfair card``: their options and
+their loading.
+
+A model is a robustfair checkpoint (``--checkpoint``) or any PyTorch classifier
+(``--model SPEC [--weights PATH]``, see :mod:`robustfair.models.external`); data is a named
+data set, a folder of images (``--dataset image_folder --data-dir FOLDER``) or a test set in
+one file (``--dataset npz:PATH``). Input size and class count come from the data; one forward
+pass checks that the model fits them before any attack runs.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, DataError, ModelError
+from ._checks import check_model_fits
+
+MODEL_HELP = (
+    "the network: a robustfair model name (e.g. preact_resnet18, needs --weights), timm:NAME "
+    "(needs timm: pip install 'robustfair[timm]'; without --weights, timm's pretrained weights), "
+    "or path/to/file.py:factory / package.module:factory, a function returning an nn.Module "
+    "(it gets num_classes, in_channels, image_size if it names them). Naming a file or module "
+    "IMPORTS AND RUNS THAT CODE: only name code you trust"
+)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", metavar="PATH", help="a .safetensors file saved by robustfair")
+    which.add_argument("--model", metavar="SPEC", help=MODEL_HELP)
+    p.add_argument("--weights", metavar="PATH",
+                   help="weights for --model: .safetensors, or a PyTorch state dict .pt/.pth "
+                        "(read with torch.load(weights_only=True), never a full pickle; a "
+                        "'state_dict'/'model' key and DDP's 'module.' prefix are unwrapped)")
+    p.add_argument("--normalize", metavar="STATS",
+                   help="for --model trained on normalised inputs: cifar10, cifar100, imagenet "
+                        "or MEAN/STD (e.g. 0.5/0.25, or per channel 0.49,0.48,0.45/0.25,0.24,0.26); "
+                        "inputs stay in [0, 1] and the model gets (x - mean) / std")
+    p.add_argument("--output-index", metavar="N",
+                   help="for --model returning several outputs, e.g. (logits, features): the "
+                        "position (or key) of the logits")
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, metavar="NAME",
+                   help="a data set name (e.g. cifar10 or digits), image_folder (a folder of "
+                        "class sub-folders given by --data-dir) or npz:PATH (arrays x, uint8 "
+                        "N×C×H×W or N×H×W×C, and y; optional classes)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where data sets are stored; for image_folder, the folder itself")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="split to audit (default: test)")
+    p.add_argument("--limit", type=int, metavar="N", help="audit only the first N points of the split")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="image_folder: resize every image to N×N (default: all must share one size)")
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument("--grey", dest="channels", action="store_const", const=1,
+                        help="image_folder: read images as 1-channel grey")
+    colour.add_argument("--rgb", dest="channels", action="store_const", const=3,
+                        help="image_folder: read images as 3-channel RGB (default: grey only if all are)")
+
+
+@dataclass
+class Sources:
+    """What an audit runs on: the model, the points, and where both came from."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    data_label: str
+    model_label: str
+    provenance: dict = field(default_factory=dict)
+
+
+def check_source_options(args: argparse.Namespace) -> None:
+    """Option combinations that are wrong before anything is loaded."""
+    if args.model is None:
+        for flag, value in (("--weights", args.weights), ("--normalize", args.normalize),
+                            ("--output-index", args.output_index)):
+            if value is not None:
+                raise ConfigError(f"{flag} goes with --model SPEC; a --checkpoint carries its own")
+    if args.dataset != "image_folder" and (args.image_size is not None or args.channels is not None):
+        raise ConfigError("--image-size, --grey and --rgb apply to --dataset image_folder")
+    if args.dataset == "image_folder" and not args.data_dir:
+        raise ConfigError("--dataset image_folder needs its folder: --data-dir FOLDER")
+    if args.dataset.startswith("npz:") and args.split != "test":
+        raise ConfigError("an npz:PATH data set is a test set only; drop --split train")
+
+
+def load_sources(args: argparse.Namespace) -> Sources:
+    """Load the data, then the model built for it, and check they fit with one forward pass."""
+    from .._device import resolve_device
+
+    ds, x, y, label = _load_data(args)
+    n = len(y) if args.limit is None else min(args.limit, len(y))
+    if n == 0:
+        raise ConfigError(f"the {args.split} split of {label} is empty")
+    x, y = x[:n], y[:n]
+    device = resolve_device(args.device)
+    if args.checkpoint is not None:
+        model, provenance, model_label = _load_checkpoint(args, ds, device)
+    else:
+        model, provenance = _load_external(args, ds, x, device, label)
+        model_label = args.model + (f" + {args.weights}" if args.weights else "")
+    provenance["data_sha256"] = data_sha256(x, y)
+    return Sources(model=model, x=x, y=y, classes=list(ds.classes), data_label=label,
+                   model_label=model_label, provenance=provenance)
+
+
+def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the audited images and labels (uint8 pixels, then int64 labels, in order):
+    the same points give the same digest whatever file format they came from."""
+    h = hashlib.sha256()
+    h.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
+    for part in x.split(4096):  # chunks: no second copy of a large test set
+        h.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    h.update(y.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_data(args):
+    """The data set, the images and labels to audit (before --limit), and a label for output."""
+    from ..data import load_dataset
+    from ..data.npz import load_npz
+
+    if args.dataset.startswith("npz:"):
+        path = args.dataset[len("npz:"):]
+        if not path:
+            raise ConfigError("--dataset npz:PATH needs a file path after 'npz:'")
+        ds = load_npz(path)
+        return ds, ds.test.x, ds.test.y, args.dataset
+    if args.dataset == "image_folder":
+        root = Path(args.data_dir).expanduser()
+        ds = load_dataset("image_folder", path=root, image_size=args.image_size,
+                          channels=args.channels, progress=sys.stderr.isatty())
+        presplit = (root / "train").is_dir() and any((root / t).is_dir() for t in ("test", "val"))
+        if not presplit:  # a plain folder of class folders is the user's test set: audit all of it
+            return (ds, torch.cat([ds.train.x, ds.test.x]), torch.cat([ds.train.y, ds.test.y]),
+                    f"image_folder {root}")
+        split = getattr(ds, args.split)
+        return ds, split.x, split.y, f"image_folder {root} ({args.split})"
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
+    split = getattr(ds, args.split)
+    return ds, split.x, split.y, args.dataset
+
+
+def _load_checkpoint(args, ds, device):
+    from ..models import load_model
+    from ..models.external import file_sha256
+
+    model = load_model(args.checkpoint, device=device)
+    check_model_fits(model, ds, args.checkpoint, args.dataset)
+    saved = (getattr(model, "robustfair_metadata", None) or {})
+    if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
+        print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "
+              f"reporting with the data set's names", file=sys.stderr)
+    provenance = {"checkpoint": str(args.checkpoint), "weights_sha256": file_sha256(args.checkpoint)}
+    return model, provenance, str(args.checkpoint)
+
+
+def _output_index(text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        if not text.isidentifier():
+            raise ConfigError(f"--output-index must be a position (0, 1, ...) or a key name, got {text!r}") from None
+        return text
+
+
+def _load_external(args, ds, x, device, data_label):
+    from .._tensor_checks import as_float_images
+    from ..models.external import (SelectOutput, build_from_spec, check_forward, load_weights,
+                                   normalization, with_normalization)
+    from ..models import list_models
+
+    index = _output_index(args.output_index)
+    stats = normalization(args.normalize, channels=ds.channels) if args.normalize else None
+    spec = args.model.strip()
+    if spec in list_models() and args.weights is None:
+        raise ModelError(f"--model {spec} builds an untrained network: give its --weights "
+                         f"(or use --checkpoint for a file saved by robustfair)")
+    pretrained = spec.startswith("timm:") and args.weights is None
+    model = build_from_spec(spec, num_classes=ds.num_classes, in_channels=ds.channels,
+                            image_size=ds.image_size, pretrained=pretrained)
+    provenance: dict = {"model": spec, "weights": None, "weights_sha256": None}
+    if args.weights is not None:
+        loaded = load_weights(model, args.weights)
+        provenance.update(weights=loaded["path"], weights_sha256=loaded["sha256"],
+                          weights_container_key=loaded["container_key"],
+                          weights_stripped_prefixes=loaded["stripped_prefixes"])
+    elif pretrained:
+        provenance["weights"] = "timm pretrained"
+    if index is not None:
+        model = SelectOutput(model, index)
+        provenance["output_index"] = index
+    if stats is not None:
+        model = with_normalization(model, *stats)
+        provenance["normalize"] = {"spec": args.normalize, "mean": stats[0], "std": stats[1]}
+    model = model.to(device).eval()
+    check_forward(model, as_float_images(x[:2].to(device)), ds.num_classes, data_label)
+    return model, provenance
