@@ -56,6 +56,12 @@ def check_labels(y: torch.Tensor, num_classes: int, n: int | None = None) -> tor
 
 def check_logits(logits: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
     """Check a model's output: N×K, finite, and K equal to ``num_classes`` when given."""
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(
+            f"the model returned a {type(logits).__name__}, not a logits tensor; wrap it so that "
+            f"it returns the logits: robustfair.models.SelectOutput(model, index) in Python, "
+            f"--output-index N on the command line"
+        )
     if logits.dim() != 2:
         raise ModelError(f"model output must be N×classes, got shape {tuple(logits.shape)}")
     if num_classes is not None and logits.shape[1] != num_classes:

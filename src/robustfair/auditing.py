@@ -4,9 +4,8 @@ Points are streamed: one pool of a few batches (``POOL_BATCHES``, at most ``POOL
 float images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
 peak memory does not grow with the number of points. Per pool:
 
-1. the clean logits, once (``inference_mode``), checked for width and NaN; attacks that accept
-   them (``perturb(..., clean_logits=...)``, every gradient attack) reuse them instead of
-   running their own clean pass;
+1. the clean logits, once (``inference_mode``), checked for width and NaN; every attack gets
+   them (``perturb(..., clean_logits=...)``) instead of running its own clean pass;
 2. each attack, in order, on the pool's clean-correct points. With ``independent=True`` (the
    default) every attack runs on *all* clean-correct points, so each attack's own column is its
    honest accuracy; the robust column is the pointwise combination (a point is robust only if no
@@ -16,6 +15,12 @@ peak memory does not grow with the number of points. Per pool:
    (NaN). The robust column is the same in both modes up to the attacks' randomness;
 3. all per-point bookkeeping stays on the device; one transfer to the host per pool.
 
+The caller's attack objects are never changed: the i-th attack runs as a copy with seed
+``seed + i`` (and ``amp`` if asked). Before the attacks, cheap sanity checks look at the model
+(randomness, probabilities for logits, zero input gradients, eps 0), and after them at the
+results (a black-box attack breaking points every gradient attack left robust); what they find
+is ``report.flags`` (see :mod:`robustfair.sanity`).
+
 Targeted audits: ``target=c`` aims every attack at class ``c`` (points of class ``c`` are not
 attacked and do not count in target-success rates); ``targeted_all=True`` aims at every other
 class in turn and records a source × target success matrix (``report.target_success``); in
@@ -24,12 +29,10 @@ targets, as soon as one run fools it.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import platform
 import time
 from datetime import datetime, timezone
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,10 +43,11 @@ from tqdm.auto import tqdm
 from ._batch_size import attack_pass, fit_batch_size
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits
-from .attacks._base import eval_mode
+from .attacks._base import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
 from .metrics.report import _RESERVED, MISSING, ClassReport
 from .models.attack_view import attack_view
+from .sanity import model_flags, result_flags
 
 __all__ = ["audit"]
 
@@ -63,8 +67,9 @@ def _name_attacks(attacks) -> list[tuple[str, object]]:
     if not pairs:
         raise AttackError("give at least one attack to audit with")
     for name, a in pairs:
-        if not (callable(getattr(a, "perturb", None)) and callable(getattr(a, "settings", None))):
-            raise AttackError(f"attack {name!r} is not an attack (it needs perturb() and settings())")
+        if not isinstance(a, Attack):
+            raise AttackError(f"attack {name!r} is not an attack (build one with "
+                              f"robustfair.build_attack, or subclass robustfair.attacks.Attack)")
         if not name or name in _RESERVED:
             raise AttackError(f"attack name {name!r} is reserved; choose another name")
     if len({n for n, _ in pairs}) != len(pairs):
@@ -96,26 +101,17 @@ def _resolve_target(target: int | str | None, classes: list[str]) -> int | None:
     return int(target)
 
 
-@contextlib.contextmanager
-def _audit_settings(pairs: list[tuple[str, object]], seed: int, amp: bool) -> Iterator[None]:
-    """Give the i-th attack seed ``seed + i`` (and amp if asked) for the audit, then restore.
-
-    Different seeds per attack, so that the same attack listed twice draws different random
-    starts and adds something.
-    """
-    saved = []
-    for i, (_, a) in enumerate(pairs):
-        saved.append((a, {k: getattr(a, k) for k in ("seed", "amp") if hasattr(a, k)}))
-        if hasattr(a, "seed"):
-            a.seed = seed + i
+def _audit_attacks(pairs: list[tuple[str, Attack]], seed: int, amp: bool) -> list[tuple[str, Attack]]:
+    """Copies of the attacks as the audit runs them: the i-th with seed ``seed + i`` (so the
+    same attack listed twice draws different random starts and adds something), and amp if
+    asked. The caller's objects stay as they are."""
+    run = []
+    for i, (name, a) in enumerate(pairs):
+        changes = {"seed": seed + i}
         if amp and hasattr(a, "amp"):
-            a.amp = True
-    try:
-        yield
-    finally:
-        for a, values in saved:
-            for k, v in values.items():
-                setattr(a, k, v)
+            changes["amp"] = True
+        run.append((name, a.with_options(**changes)))
+    return run
 
 
 class _Batch:
@@ -130,6 +126,7 @@ class _Batch:
         self.alive = self.correct.clone()  # clean-correct and not fooled by any attack so far
         self.worst = clean.clone()
         self.columns: list[torch.Tensor] = []
+        self.broken_by: dict[int, torch.Tensor] = {}  # composite attack's column -> part index
         self.per_target: list[torch.Tensor] = []  # targeted_all: K × B predictions per attack
 
     def record(self, pred: torch.Tensor) -> torch.Tensor:
@@ -177,34 +174,6 @@ def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
     return net, applied
 
 
-def _accepts(attack, keyword: str) -> bool:
-    """Whether ``attack.perturb`` takes ``keyword`` (``clean_logits``, ``batch_size``)."""
-    try:
-        return keyword in inspect.signature(attack.perturb).parameters
-    except (TypeError, ValueError):  # a callable without a readable signature
-        return False
-
-
-def _perturb(attack, model, x, y, target, logits, batch_size: int):
-    """Predictions of ``attack`` on the points ``x``, at most ``batch_size`` per pass.
-
-    An attack that takes ``batch_size`` gets all the points at once (PGD keeps its passes full
-    from them); any other gets them in pieces. Attacks that take ``clean_logits`` reuse the
-    audit's clean pass.
-    """
-    reuse = _accepts(attack, "clean_logits")
-    if _accepts(attack, "batch_size"):
-        extra = {"clean_logits": logits} if reuse else {}
-        return attack.perturb(model, x, y, target, batch_size=batch_size, **extra).pred
-    preds = []
-    for s in range(0, len(x), batch_size):
-        piece = slice(s, s + batch_size)
-        extra = {"clean_logits": logits[piece]} if reuse else {}
-        preds.append(attack.perturb(model, x[piece], y[piece],
-                                    None if target is None else target[piece], **extra).pred)
-    return torch.cat(preds)
-
-
 def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool,
                 keep_per_target: bool, batch_size: int) -> None:
     """One attack over one pool of points, once per target in ``targets``; updates ``b`` in place.
@@ -227,8 +196,12 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
         run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
         if run.numel():
             target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
-            pred[run] = _perturb(attack, model, xb[run], b.y[run], target, b.logits[run],
-                                 batch_size).to(pred.dtype)
+            res = attack.perturb(model, xb[run], b.y[run], target=target,
+                                 clean_logits=b.logits[run], batch_size=batch_size)
+            pred[run] = res.pred.to(pred.dtype)
+            if res.broken_by is not None:  # which part of a composite attack broke each point
+                by = b.broken_by.setdefault(len(b.columns), torch.full_like(b.clean, -1))
+                by[run] = res.broken_by.to(by.dtype)
         fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
         column = torch.where(fooled_here, pred, column)
         not_fooled_yet &= ~fooled_here
@@ -256,6 +229,7 @@ def audit(
     amp: bool = False,
     optimize: bool = True,
     compile: bool = False,
+    sanity: bool = True,
 ) -> ClassReport:
     """Audit ``model`` on images ``x`` (uint8 or float in [0, 1], N×C×H×W) with labels ``y``.
 
@@ -276,6 +250,9 @@ def audit(
     applied is recorded in ``report.meta["model_optimizations"]``).
     ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
     audits; the first batches pay for the compilation; on a CPU it was slower here).
+
+    ``sanity`` (default on) runs the checks of :mod:`robustfair.sanity` and stores what they
+    find in ``report.flags`` (one line each: what it means and what to do).
 
     >>> import robustfair as rf
     >>> ds = rf.load_dataset("digits")
@@ -314,11 +291,13 @@ def audit(
     torch.manual_seed(seed)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     n = len(x)
-    small, long = [], []
+    small, long, flags = [], [], []
     try:
         if dev != home:
             model.to(dev)
-        with eval_mode(model), _audit_settings(pairs, seed, amp):
+        pairs = _audit_attacks(pairs, seed, amp)
+        composite = [j for j, (_, a) in enumerate(pairs) if a.part_names()]
+        with eval_mode(model):
             settings = [dict(a.settings()) for _, a in pairs]
             example = as_float_images(x[:8].to(dev))
             net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
@@ -341,10 +320,15 @@ def audit(
                         targets = list(range(k)) if targeted_all else [t_index]
                     yb = y[start:start + pool].to(dev, non_blocking=True)
                     b = _Batch(logits.argmax(dim=1), yb, logits)
+                    b.broken_by = {j: torch.full_like(b.clean, -1) for j in composite}
+                    if start == 0 and sanity:
+                        flags += model_flags(model, xb[:batch_size], yb[:batch_size],
+                                             logits[:batch_size], pairs[0][1])
                     for _, attack in pairs:
                         _run_attack(net, attack, xb, b, targets, independent, targeted_all,
                                     batch_size)
-                    rows = torch.stack([yb, b.clean, *b.columns, b.worst])
+                    rows = torch.stack([yb, b.clean, *b.columns, b.worst,
+                                        *(b.broken_by[j] for j in composite)])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
                     host = torch.cat(flat).cpu()  # the one device -> host transfer of the pool
                     small.append(host[: rows.numel()].view(rows.shape))
@@ -361,20 +345,26 @@ def audit(
     names = [name for name, _ in pairs]
     predictions = {"y_true": table[0], "clean_pred": table[1]}
     predictions.update({f"{name}_pred": table[2 + i] for i, name in enumerate(names)})
-    predictions["worst_pred"] = table[-1]
+    predictions["worst_pred"] = table[2 + len(names)]
+    for i, j in enumerate(composite):
+        predictions[f"{names[j]}_by"] = table[3 + len(names) + i]
     if target is not None:
         predictions["target"] = np.full(n, t_index, dtype=np.int64)
     meta = _meta(model, n=n, seed=seed, batch_size=batch_size, device=dev, amp=amp,
                  optimizations=applied,
                  independent=independent, started=started, seconds=seconds,
                  target=t_index, targeted_all=targeted_all)
-    return ClassReport(
+    report = ClassReport(
         predictions=pd.DataFrame(predictions),
         classes=class_names,
         attacks=settings,
         meta=meta,
         target_predictions=_long_form(long, table[0], names) if targeted_all else None,
+        flags=flags,
     )
+    if sanity:
+        report.flags.extend(result_flags(report))
+    return report
 
 
 def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:

@@ -1,6 +1,7 @@
-"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted)."""
-from ._base import Attack, AttackResult, build_attack, eval_mode, list_attacks, register_attack
+"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), and AutoAttack."""
+from ._base import Attack, AttackResult, CallOptions, build_attack, eval_mode, list_attacks, register_attack
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
+from .autoattack import AutoAttack
 from .fgsm import FGSM
 from .pgd import CW, PGD
 
@@ -10,7 +11,9 @@ __all__ = [
     "APGDDLR",
     "APGDTargeted",
     "Attack",
+    "AutoAttack",
     "AttackResult",
+    "CallOptions",
     "CW",
     "FGSM",
     "PGD",

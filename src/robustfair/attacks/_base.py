@@ -1,15 +1,25 @@
-"""The attack contract: ``attack.perturb(model, x, y, target=None) -> AttackResult``.
+"""The attack contract, explicit and the same for every attack::
+
+    attack.perturb(model, x, y, *, target=None, clean_logits=None, batch_size=None, seed=None)
+        -> AttackResult
 
 Images are in [0, 1] (normalisation is inside the model). ``eps`` is a float or a per-sample
 tensor. An attack puts the model in eval mode only for its own duration and restores the
 caller's mode afterwards. Within one attack, restarts keep the *first* adversarial example
 found for each point, and a point already fooled is not attacked further.
+
+The keyword arguments are the whole channel between a caller and an attack: ``clean_logits``
+(the model's full-precision logits on ``x``, if the caller has them: the attack then skips its
+clean pass), ``batch_size`` (the most points in one forward/backward pass) and ``seed`` (this
+call's random seed; default: the attack's own). Nothing travels through globals, and an attack
+object is never changed by a call: :meth:`Attack.with_options` returns a changed copy.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
 
 import torch
@@ -33,6 +43,19 @@ class AttackResult:
     x_adv: torch.Tensor
     pred: torch.Tensor
     success: torch.Tensor
+    # composite attacks (AutoAttack): the index in ``parts`` of the part that broke each point
+    # first, -1 where none did
+    broken_by: torch.Tensor | None = None
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """What one ``perturb`` call hands the attack besides the points (see the module docstring)."""
+
+    clean_logits: torch.Tensor | None = None
+    batch_size: int | None = None
+    seed: int | None = 0
 
 
 @contextlib.contextmanager
@@ -88,17 +111,37 @@ class Attack(ABC):
         return {"attack": self.name, "eps": eps, "norm": self.norm, "targeted": self.targeted,
                 "seed": self.seed}
 
+    def part_names(self) -> list[str]:
+        """A composite attack's parts, in order (its results say which part broke each point);
+        empty for a single attack."""
+        return []
+
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.settings().items())
+
+    def with_options(self, **changes) -> "Attack":
+        """A copy of this attack with some settings changed (``attack.with_options(amp=True)``);
+        the original is left as it is."""
+        clone = copy.copy(self)
+        for key, value in changes.items():
+            if not hasattr(self, key):
+                raise AttackError(f"{self.name} has no setting {key!r}")
+            setattr(clone, key, value)
+        return clone
 
     def perturb(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        target: torch.Tensor | None = None,
+        *,
+        target: torch.Tensor | int | None = None,
+        clean_logits: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
     ) -> AttackResult:
-        """Attack ``model`` at ``(x, y)``; ``target`` (class per point) for targeted attacks."""
+        """Attack ``model`` at ``(x, y)``; ``target`` (a class, or one per point) for targeted
+        attacks. ``clean_logits``, ``batch_size`` and ``seed``: see the module docstring."""
         x = as_float_images(x)
         y = y.to(x.device)
         if self.targeted:
@@ -113,19 +156,28 @@ class Attack(ABC):
             target = target.expand(len(x)).clone()
         elif target is not None:
             raise AttackError(f"{self.name} is untargeted: a target was given")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise AttackError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise AttackError(f"seed must be an integer or None, got {seed!r}")
+        if clean_logits is not None and clean_logits.shape[0] != len(x):
+            raise AttackError(f"clean_logits has {clean_logits.shape[0]} rows for {len(x)} images")
+        options = CallOptions(clean_logits=clean_logits, batch_size=batch_size,
+                              seed=self.seed if seed is None else seed)
         with eval_mode(model):
             if x.numel() == 0:
                 empty = torch.zeros(0, dtype=torch.long, device=x.device)
                 return AttackResult(x.clone(), empty, empty.bool())
-            return self._perturb(model, x, y, target)
+            return self._perturb(model, x, y, target, options)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None = None) -> torch.Tensor:
-        return self.perturb(model, x, y, target).x_adv
+        return self.perturb(model, x, y, target=target).x_adv
 
     @abstractmethod
     def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 target: torch.Tensor | None) -> AttackResult:
+                 target: torch.Tensor | None, options: CallOptions) -> AttackResult:
         """Subclasses implement the attack; the model is already in eval mode."""
 
 

@@ -9,16 +9,18 @@ forward/backward pass may hold (``perturb(..., batch_size=...)``; default: all o
 keeps its working batch that full by admitting waiting points as others leave, the other
 attacks take the points in consecutive pieces of that size.
 
+A success found in mixed precision (``amp``) or on a randomised model (``eot`` > 1) is only
+kept once it holds where it will be evaluated: in full precision, and, with ``eot`` passes,
+for the majority of the model's random draws.
+
 :class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
 (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
-``inference_mode()``, runs the clean pass and hands the attack a :class:`Search`. A caller
-that already has the clean logits (the audit computes them once per batch) passes them as
-``perturb(..., clean_logits=...)`` and the attack skips its own clean pass.
+``inference_mode()``, runs the clean pass (or takes the caller's ``clean_logits``) and hands
+the attack a :class:`Search`.
 """
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from abc import abstractmethod
 from typing import Iterator
 
@@ -27,7 +29,7 @@ from torch import nn
 
 from .._tensor_checks import check_labels, check_logits
 from ..errors import AttackError
-from ._base import Attack, AttackResult, per_sample
+from ._base import Attack, AttackResult, CallOptions, per_sample
 from .losses import check_classes, check_loss, cw_margin, objective
 
 
@@ -77,8 +79,9 @@ class Search:
         amp: bool,
         clean_logits: torch.Tensor | None = None,
         capacity: int | None = None,
+        eot: int = 1,
     ) -> None:
-        self.model, self.loss, self.amp = model, loss, amp
+        self.model, self.loss, self.amp, self.eot = model, loss, amp, eot
         self.x, self.target = x, target
         self.capacity = max(1, len(x)) if capacity is None else capacity
         if clean_logits is None:
@@ -176,17 +179,36 @@ class Search:
     def loss_and_grad(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, need_grad: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Logits, per-sample attack objective and its gradient w.r.t. ``x`` (only ``x``: no parameter grads)."""
+        """Logits, per-sample attack objective and its gradient w.r.t. ``x`` (only ``x``: no parameter grads).
+
+        With ``eot`` > 1 (expectation over transformation, for randomised models) the objective
+        and its gradient are averaged over ``eot`` passes; the logits are the last pass's.
+        """
         if not need_grad:
             with torch.no_grad():
                 logits = self.logits(x)
                 return logits, objective(self.loss, logits, y, target), None
         x = x.detach().requires_grad_(True)
-        logits = self.logits(x)
-        values = objective(self.loss, logits, y, target)
-        # Summing keeps each point's gradient its own (no 1/N factor that could underflow).
-        (grad,) = torch.autograd.grad(values.sum(), x)
-        return logits.detach(), values.detach(), grad
+        total_values, total_grad = None, None
+        for _ in range(self.eot):
+            logits = self.logits(x)
+            values = objective(self.loss, logits, y, target)
+            # Summing keeps each point's gradient its own (no 1/N factor that could underflow).
+            (grad,) = torch.autograd.grad(values.sum(), x)
+            total_values = values.detach() if total_values is None else total_values + values.detach()
+            total_grad = grad if total_grad is None else total_grad + grad
+        if self.eot > 1:
+            total_values, total_grad = total_values / self.eot, total_grad / self.eot
+        return logits.detach(), total_values, total_grad
+
+    def confirmed_pred(self, x: torch.Tensor) -> torch.Tensor:
+        """The prediction that counts: full precision, and with ``eot`` > 1 the majority vote of
+        ``eot`` passes (a randomised model's single lucky draw is not an adversarial example)."""
+        with torch.no_grad():
+            if self.eot == 1:
+                return self.model(x).argmax(dim=1)
+            votes = torch.stack([self.model(x).argmax(dim=1) for _ in range(self.eot)])
+            return votes.mode(dim=0).values
 
     def record(
         self,
@@ -209,10 +231,9 @@ class Search:
         hits = hit.nonzero().squeeze(1)  # the one host sync per step; it lets the batch shrink
         if hits.numel() == 0:
             return None
-        if self.amp:
-            # A low-precision "success" must hold in full precision, where it will be evaluated.
-            with torch.no_grad():
-                exact = self.model(x_cand[hits]).argmax(dim=1)
+        if self.amp or self.eot > 1:
+            # A low-precision or single-draw "success" must hold where it will be evaluated.
+            exact = self.confirmed_pred(x_cand[hits])
             t_hits = None if target is None else target[hits]
             confirmed = self.goal_met(exact, y[hits], t_hits)
             hits, pred = hits[confirmed], pred.clone()
@@ -229,13 +250,6 @@ class Search:
 
     def result(self) -> AttackResult:
         return AttackResult(self.x_adv, self.pred, self.success)
-
-
-# The clean logits and batch size a caller handed to GradientAttack.perturb, for the Search it
-# builds. A context variable, not an attribute: the attack object stays stateless (and safe to
-# share by threads).
-_CLEAN_LOGITS: contextvars.ContextVar[tuple[torch.Tensor | None, int | None]] = contextvars.ContextVar(
-    "robustfair_clean_logits", default=(None, None))
 
 
 @contextlib.contextmanager
@@ -271,30 +285,12 @@ class GradientAttack(Attack):
     def settings(self) -> dict:
         return {**super().settings(), "loss": self.loss, "amp": self.amp}
 
-    def perturb(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None = None,
-        *,
-        clean_logits: torch.Tensor | None = None,
-        batch_size: int | None = None,
-    ) -> AttackResult:
-        """As :meth:`Attack.perturb`. ``clean_logits``: the model's (eval-mode, full-precision)
-        logits on ``x`` if the caller already has them; the attack then skips its clean pass.
-        ``batch_size``: the most points in one forward/backward pass (memory); ``None``: all of
-        ``x`` at once. Giving it a pool of several batches lets PGD keep every pass full."""
-        if batch_size is not None:
-            check_positive_int("batch_size", batch_size)
-        token = _CLEAN_LOGITS.set((clean_logits, batch_size))
-        try:
-            return super().perturb(model, x, y, target)
-        finally:
-            _CLEAN_LOGITS.reset(token)
+    # passes per loss evaluation (expectation over transformation); APGD sets it for version="rand"
+    eot: int = 1
 
     def _perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+        options: CallOptions,
     ) -> AttackResult:
         with _gradients_on():
             # Tensors made under inference_mode() cannot take part in autograd: copy them.
@@ -303,15 +299,16 @@ class GradientAttack(Attack):
             to_channels_last = x.is_cuda and x.dim() == 4
             if to_channels_last:  # faster convolutions on CUDA
                 x = x.contiguous(memory_format=torch.channels_last)
-            clean_logits, batch_size = _CLEAN_LOGITS.get()
             search = Search(model, x, y, target, loss=self.loss, amp=self.amp,
-                            clean_logits=clean_logits, capacity=batch_size)
-            self._attack(search, per_sample(self.eps, len(x), x))
+                            clean_logits=options.clean_logits, capacity=options.batch_size,
+                            eot=self.eot)
+            self._attack(search, per_sample(self.eps, len(x), x), options.seed)
             result = search.result()
         if to_channels_last:
             result.x_adv = result.x_adv.contiguous()
         return result
 
     @abstractmethod
-    def _attack(self, search: Search, eps: torch.Tensor) -> None:
-        """Look for adversarial examples and ``search.record`` them; ``eps`` is N×1×1×1."""
+    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
+        """Look for adversarial examples and ``search.record`` them; ``eps`` is N×1×1×1;
+        ``seed`` seeds this call's random draws (None: fresh entropy)."""

@@ -99,8 +99,11 @@ class APGD(GradientAttack):
         targeted: bool = False,
         amp: bool = False,
         seed: int | None = 0,
+        eot: int = 1,
     ) -> None:
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed, loss=loss, amp=amp)
+        # eot > 1: each loss and gradient averaged over eot passes (randomised models)
+        self.eot = check_positive_int("eot", eot)
         self.steps = check_positive_int("steps", steps)
         self.restarts = check_positive_int("restarts", restarts)
         self.rho = check_fraction("rho", rho)
@@ -108,11 +111,14 @@ class APGD(GradientAttack):
         self.momentum = check_fraction("momentum", momentum)
 
     def settings(self) -> dict:
-        return {**super().settings(), "steps": self.steps, "restarts": self.restarts,
-                "rho": self.rho, "momentum": self.momentum}
+        settings = {**super().settings(), "steps": self.steps, "restarts": self.restarts,
+                    "rho": self.rho, "momentum": self.momentum}
+        if self.eot > 1:
+            settings["eot"] = self.eot
+        return settings
 
-    def _attack(self, search: Search, eps: torch.Tensor) -> None:
-        generator = make_generator(self.seed, eps.device)
+    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
+        generator = make_generator(seed, eps.device)
         for _ in range(self.restarts):
             for idx in search.pieces():  # empty once every point is fooled
                 self._run(search, idx, eps[idx], generator)
@@ -186,9 +192,10 @@ class APGDCE(APGD):
 
     def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 targeted: bool = False, amp: bool = False, seed: int | None = 0) -> None:
+                 targeted: bool = False, amp: bool = False, seed: int | None = 0,
+                 eot: int = 1) -> None:
         super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="ce", rho=rho,
-                         momentum=momentum, targeted=targeted, amp=amp, seed=seed)
+                         momentum=momentum, targeted=targeted, amp=amp, seed=seed, eot=eot)
 
 
 @register_attack("apgd-dlr")
@@ -199,9 +206,9 @@ class APGDDLR(APGD):
 
     def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 amp: bool = False, seed: int | None = 0) -> None:
+                 amp: bool = False, seed: int | None = 0, eot: int = 1) -> None:
         super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="dlr", rho=rho,
-                         momentum=momentum, targeted=False, amp=amp, seed=seed)
+                         momentum=momentum, targeted=False, amp=amp, seed=seed, eot=eot)
 
 
 @register_attack("apgd-t")
@@ -232,9 +239,9 @@ class APGDTargeted(APGD):
             settings["top_k"] = self.top_k
         return settings
 
-    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
         if self.targeted:
-            super()._attack(search, eps)
+            super()._attack(search, eps, seed)
             return
         num_classes = search.clean_logits.shape[1]
         if num_classes < 4:
@@ -246,6 +253,6 @@ class APGDTargeted(APGD):
         try:
             for rank in range(1, min(self.top_k, num_classes - 1) + 1):
                 search.target = ranked[:, rank]
-                super()._attack(search, eps)  # on the points no earlier class fooled
+                super()._attack(search, eps, seed)  # on the points no earlier class fooled
         finally:
             search.target, search.any_misclassification = None, False

@@ -83,12 +83,12 @@ class PGD(GradientAttack):
         return {**super().settings(), "steps": self.steps, "alpha": alpha,
                 "random_start": self.random_start, "restarts": self.restarts}
 
-    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
         if self.alpha is None:
             alpha = eps * DEFAULT_ALPHA_FRACTION
         else:
             alpha = per_sample(self.alpha, len(eps), eps)
-        generator = make_generator(self.seed, eps.device)
+        generator = make_generator(seed, eps.device)
         for _ in range(self.restarts):
             waiting = search.remaining_hardest_first()
             if waiting.numel() == 0:

@@ -41,7 +41,23 @@ def format_setting(value) -> str:
 
 
 def describe_attack(name: str, settings: dict) -> str:
-    return f"{name}: " + ", ".join(f"{k}={format_setting(v)}" for k, v in settings.items())
+    """One line per attack; a composite attack's parts follow on lines of their own."""
+    own = {k: v for k, v in settings.items() if k != "parts"}
+    lines = [f"{name}: " + ", ".join(f"{k}={format_setting(v)}" for k, v in own.items())]
+    shared = ("eps", "norm", "seed")  # the composite's own, repeated in every part
+    for part in settings.get("parts") or []:
+        rest = {k: v for k, v in part.items() if k not in shared and k != "attack"}
+        lines.append(f"{name} / {part.get('attack')}: "
+                     + ", ".join(f"{k}={format_setting(v)}" for k, v in rest.items()))
+    return "\n".join(lines)
+
+
+def _broken_by_table(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
+    table = report.broken_by()
+    header = ["class"] + list(table.columns)
+    rows = [[str(c)] + [str(int(v)) for v in table.loc[c]] for c in table.index]
+    rows.append(["all"] + [str(int(v)) for v in table.sum()])
+    return header, rows
 
 
 def _columns(report: "ClassReport") -> list[tuple[str, str]]:
@@ -152,8 +168,13 @@ Section = tuple[str, list[str], "list[list[str]] | str"]  # title, table header,
 def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[Section]:
     attacks = "\n".join(describe_attack(name, s) for name, s in zip(report.attack_names, report.attacks))
     sections: list = [("Attacks", [], attacks or "(none)")]
+    flags = "\n".join(f"[{f['code']}] {f['message']}" for f in report.flags)
+    sections.append(("Sanity flags", [], flags or "none raised"))
     header, rows = class_table_rows(report)
     sections.append(("Per-class accuracy, % [95% Wilson CI]", header, rows))
+    if not report.targeted:
+        header, rows = _broken_by_table(report)
+        sections.append(("Points broken first by each attack (in the order they ran)", header, rows))
     header, rows = discrepancy_table(report, n_boot=n_boot, seed=seed)
     sections.append((f"Class discrepancy (percentage points; ratio and normalized_std unitless; "
                      f"95% stratified bootstrap CI, {n_boot} resamples)", header, rows))

@@ -15,7 +15,12 @@ is computed from ``report.predictions``, one row per audited point:
                 in order, that fooled the model; a point is robust only if it is clean-correct
                 and no attack fooled it
 ``target``      the target class, for audits with one target class
+``<name>_by``   for a composite attack (AutoAttack): the index, in its settings' ``parts``, of
+                the part that broke the point first; ``-1`` where none did
 =============== ==============================================================================
+
+``flags`` holds the audit's sanity flags (:mod:`robustfair.sanity`): dicts with ``code``,
+``message`` (one line) and ``classes``.
 
 Audits that target every other class (``targeted_all``) also keep ``target_predictions``: one
 row per (point, target class) with ``index`` (the point's row in ``predictions``), ``target``
@@ -95,6 +100,19 @@ def _int_column(frame: pd.DataFrame, col: str, lo: int, hi: int, where: str) -> 
     return values
 
 
+def _check_flags(flags: Sequence[dict] | None) -> list[dict]:
+    """Sanity flags as stored: dicts with a ``code``, a one-line ``message`` and ``classes``."""
+    checked = []
+    for flag in flags or []:
+        if not (isinstance(flag, dict) and isinstance(flag.get("code"), str)
+                and isinstance(flag.get("message"), str)):
+            raise RobustfairError("flags must be dicts with a 'code' and a 'message' string")
+        classes = flag.get("classes")
+        checked.append({"code": flag["code"], "message": flag["message"],
+                        "classes": None if classes is None else [str(c) for c in classes]})
+    return checked
+
+
 class ClassReport:
     """Per-class clean and robust accuracy with confidence intervals and discrepancy measures.
 
@@ -119,6 +137,7 @@ class ClassReport:
         attacks: Sequence[dict],
         meta: dict | None = None,
         target_predictions: pd.DataFrame | None = None,
+        flags: Sequence[dict] | None = None,
     ) -> None:
         classes = [str(c) for c in classes]
         if len(classes) < 1 or len(set(classes)) != len(classes):
@@ -148,6 +167,10 @@ class ClassReport:
         cols["worst_pred"] = _int_column(predictions, "worst_pred", 0, k - 1, where)
         if "target" in predictions.columns:
             cols["target"] = _int_column(predictions, "target", 0, k - 1, where)
+        for name, settings in zip(names, attacks):
+            if f"{name}_by" in predictions.columns:
+                parts = settings.get("parts") or []
+                cols[f"{name}_by"] = _int_column(predictions, f"{name}_by", -1, len(parts) - 1, where)
         expected = worst_case(cols["y_true"], cols["clean_pred"], [cols[f"{n}_pred"] for n in names])
         if not np.array_equal(expected, cols["worst_pred"]):
             raise RobustfairError(
@@ -157,6 +180,7 @@ class ClassReport:
         self.attacks = attacks
         self.meta = _jsonable(dict(meta or {}))
         self.attack_names = names
+        self.flags = _check_flags(flags)
         self.target_predictions = None
         if target_predictions is not None:
             where = "target_predictions"
@@ -332,6 +356,34 @@ class ClassReport:
         frame.attrs.update(metric=metric, n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
         return frame
 
+    def broken_by(self) -> pd.DataFrame:
+        """Per class: how many points each attack (each part of a composite attack such as
+        AutoAttack) broke first, in the order they ran, then ``robust`` and ``clean_wrong``.
+
+        A column counts the clean-correct points whose worst case came from that attack; the
+        columns of a class add up to its ``n``.
+        """
+        p = self.predictions
+        y = p["y_true"].to_numpy()
+        correct = p["clean_pred"].to_numpy() == y
+        alive = correct.copy()
+        k = self.num_classes
+        data: dict[str, np.ndarray] = {}
+        for name, settings in zip(self.attack_names, self.attacks):
+            pred = p[f"{name}_pred"].to_numpy()
+            fooled = alive & (pred != y) & (pred != MISSING)
+            parts = [str(s.get("attack", i)) for i, s in enumerate(settings.get("parts") or [])]
+            if f"{name}_by" in p.columns and parts:
+                by = p[f"{name}_by"].to_numpy()
+                for i, part in enumerate(parts):
+                    data[f"{name}:{part}"] = np.bincount(y[fooled & (by == i)], minlength=k)
+            else:
+                data[name] = np.bincount(y[fooled], minlength=k)
+            alive &= ~fooled
+        data["robust"] = np.bincount(y[alive], minlength=k)
+        data["clean_wrong"] = np.bincount(y[~correct], minlength=k)
+        return pd.DataFrame(data, index=pd.Index(self.classes, name="class"))
+
     # ------------------------------------------------------------------ confusion
     def _pred_column(self, attack: str) -> str:
         if attack in ("worst", "robust"):
@@ -408,6 +460,7 @@ class ClassReport:
             "meta": _jsonable(self.meta),  # callers may have added to it since
             "predictions": {c: self.predictions[c].tolist() for c in self.predictions.columns},
             "target_predictions": None if tp is None else {c: tp[c].tolist() for c in tp.columns},
+            "flags": _jsonable(self.flags),
         }
 
     @classmethod
@@ -431,6 +484,7 @@ class ClassReport:
                 attacks=data["attacks"],
                 meta=data.get("meta") or {},
                 target_predictions=None if tp is None else frame(tp),
+                flags=data.get("flags") or [],
             )
         except RobustfairError as exc:
             raise RobustfairError(f"{source} is not a valid ClassReport: {exc}") from None
@@ -473,7 +527,7 @@ class ClassReport:
         same_tp = (tp_a is None and tp_b is None) or (
             tp_a is not None and tp_b is not None and tp_a.equals(tp_b))
         return (self.classes == other.classes and self.attacks == other.attacks
-                and self.meta == other.meta and self.predictions.equals(other.predictions) and same_tp)
+                and self.meta == other.meta and self.flags == other.flags and self.predictions.equals(other.predictions) and same_tp)
 
     # ------------------------------------------------------------------ display
     def to_markdown(self, *, n_boot: int = 1000, seed: int = 0) -> str:

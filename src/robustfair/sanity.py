@@ -1,0 +1,161 @@
+"""Sanity flags: signs that an audit's robust accuracy cannot be trusted as it stands.
+
+A robust accuracy is only an upper bound: it is as good as the attacks that produced it. Some
+models defeat gradient attacks without being robust (gradient masking), and some are random,
+so that one pass's "adversarial example" is not one on the next pass. AutoAttack (Croce & Hein
+2020) checks for several of these signs; robustfair runs the same checks and a few more, on a
+handful of points before the attacks (:func:`model_flags`) and on the results after them
+(:func:`result_flags`). Each flag is one line saying what was seen, what it means and what to
+do; the audit stores them in ``report.flags`` and the CLI prints them.
+
+============== =================================================================================
+code           raised when
+============== =================================================================================
+randomized     two passes in eval mode give different outputs (dropout, noise, random input
+               transforms)
+probabilities  outputs lie in [0, 1] and sum to 1 per row: a softmax was left at the end
+zero_gradient  some points' input gradient of the cross-entropy is exactly zero
+eps_zero       the first attack, run with eps 0, changes a prediction (robust accuracy at eps 0
+               differs from clean accuracy)
+masking        a black-box attack (Square) broke points that every gradient attack left robust
+               (more than 0.2% of the points, AutoAttack's threshold), overall and per class
+============== =================================================================================
+
+>>> Flag("probabilities", "outputs sum to 1").to_dict()
+{'code': 'probabilities', 'message': 'outputs sum to 1', 'classes': None}
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks._base import Attack
+
+__all__ = ["Flag", "model_flags", "result_flags", "BLACK_BOX"]
+
+BLACK_BOX = ("square",)  # attacks that use no gradient: immune to gradient masking
+CHECK_POINTS = 32  # points the pre-attack checks look at (they are cheap; this keeps them so)
+MASKING_SHARE = 0.002  # AutoAttack's check_square_sr threshold: 0.2% of the points
+
+
+@dataclass(frozen=True)
+class Flag:
+    code: str
+    message: str
+    classes: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _randomized(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> Flag | None:
+    with torch.no_grad():
+        again = model(x)
+    scale = logits.abs().amax().clamp_min(1.0)
+    diff = float((again - logits).abs().amax() / scale)
+    if diff <= 1e-4:  # float rounding (e.g. nondeterministic GPU kernels) stays far below this
+        return None
+    return Flag("randomized", f"the model's outputs change between two passes in eval mode "
+                f"(relative difference {diff:.2g}): it is randomised, so one pass's robust accuracy "
+                f"is not reliable; audit with autoattack version='rand' (--aa-version rand), which "
+                f"averages gradients and votes over 20 passes")
+
+
+def _probabilities(logits: torch.Tensor) -> Flag | None:
+    in_range = bool((logits >= -1e-5).all() and (logits <= 1 + 1e-5).all())
+    if not (in_range and bool(((logits.sum(dim=1) - 1).abs() < 1e-3).all())):
+        return None
+    return Flag("probabilities", "the model's outputs lie in [0, 1] and sum to 1: they look like "
+                "probabilities, not logits, which flattens the attacks' losses; remove the final "
+                "softmax so the model returns logits")
+
+
+def _zero_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Flag | None:
+    with torch.inference_mode(False), torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(xg), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
+    zero = int((grad.flatten(1).abs().sum(dim=1) == 0).sum())
+    if zero == 0:
+        return None
+    return Flag("zero_gradient", f"{zero} of {len(x)} points checked ({zero / len(x):.0%}) have an "
+                f"input gradient of exactly zero: gradient attacks cannot move them (a sign of "
+                f"gradient masking, e.g. input quantisation or a saturated softmax); rely on a "
+                f"black-box attack (autoattack includes Square) and look for non-differentiable "
+                f"steps in the model")
+
+
+def _eps_zero(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+              attack: Attack) -> Flag | None:
+    first = attack.part_attacks()[0][1] if attack.part_names() else attack
+    if first.targeted:
+        return None
+    changes = {"eps": 0.0}
+    # nothing can move at eps 0: a few steps or queries show it
+    if hasattr(first, "steps"):
+        changes["steps"] = min(int(first.steps), 5)
+    if hasattr(first, "n_queries"):
+        changes["n_queries"] = min(int(first.n_queries), 20)
+    res = first.with_options(**changes).perturb(model, x, y, clean_logits=logits)
+    clean_right = logits.argmax(dim=1) == y
+    moved = int((clean_right & res.success).sum())
+    if moved == 0:
+        return None
+    return Flag("eps_zero", f"with eps 0, {first.name} changed the prediction of {moved} of "
+                f"{int(clean_right.sum())} correctly classified points: robust accuracy at eps 0 "
+                f"differs from clean accuracy, so the model or the attack is not deterministic; "
+                f"see the 'randomized' flag, or report this as a bug")
+
+
+def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+                attack: Attack) -> list[dict]:
+    """Checks of the model on (at most ``CHECK_POINTS`` of) the points ``x`` with clean
+    ``logits``, before any attack; ``attack`` is the audit's first attack (for the eps-0 check)."""
+    x, y, logits = x[:CHECK_POINTS], y[:CHECK_POINTS], logits[:CHECK_POINTS].float()
+    found = [_randomized(model, x, logits), _probabilities(logits), _zero_gradient(model, x, y)]
+    found.append(_eps_zero(model, x, y, logits, attack))
+    return [f.to_dict() for f in found if f is not None]
+
+
+def _black_box_breaks(report) -> np.ndarray:
+    """Per point: broken by a black-box attack while every gradient attack left it robust."""
+    p = report.predictions
+    y = p["y_true"].to_numpy()
+    robust_clean = p["clean_pred"].to_numpy() == y
+    by_black_box = np.zeros(len(y), dtype=bool)
+    by_gradient = np.zeros(len(y), dtype=bool)
+    for name, settings in zip(report.attack_names, report.attacks):
+        pred = p[f"{name}_pred"].to_numpy()
+        fooled = robust_clean & (pred != y) & (pred >= 0)
+        parts = [s.get("attack") for s in settings.get("parts", [])]
+        if f"{name}_by" in p.columns and parts:  # a composite: its parts run in order
+            by = p[f"{name}_by"].to_numpy()
+            black = np.isin(by, [i for i, n in enumerate(parts) if n in BLACK_BOX])
+            by_black_box |= fooled & black
+            by_gradient |= fooled & ~black
+        elif settings.get("attack") in BLACK_BOX:
+            by_black_box |= fooled
+        else:
+            by_gradient |= fooled
+    return by_black_box & ~by_gradient
+
+
+def result_flags(report) -> list[dict]:
+    """Checks of an audit's results (a :class:`~robustfair.metrics.ClassReport`)."""
+    only_black_box = _black_box_breaks(report)
+    n, count = len(only_black_box), int(only_black_box.sum())
+    if count == 0 or count <= MASKING_SHARE * n:
+        return []
+    y = report.predictions["y_true"].to_numpy()
+    per_class = np.bincount(y[only_black_box], minlength=report.num_classes)
+    classes = [c for c, k in zip(report.classes, per_class) if k > 0]
+    detail = ", ".join(f"{c}: {k}" for c, k in zip(report.classes, per_class) if k > 0)
+    return [Flag("masking", f"a black-box attack broke {count} points ({count / n:.1%}) that every "
+                 f"gradient attack left robust (per class: {detail}): a sign of gradient masking, "
+                 f"so gradient attacks alone overstate robustness here; use autoattack (it "
+                 f"includes Square) and check the model for non-differentiable or saturating steps",
+                 classes=classes).to_dict()]
