@@ -142,8 +142,7 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
     gap = next((r for d in discrepancy[:1] for r in d["rows"] if r[0] == "difference"), None)
     if gap is not None and report.metrics:
         headline["gap"] = gap
-    attacks = [{"name": name, "settings": [(k, v) for k, v in settings.items()],
-                "line": describe_attack(name, settings)}
+    attacks = [{"name": name, "lines": describe_attack(name, settings).splitlines()}
                for name, settings in zip(report.attack_names, report.attacks)]
     provenance = [
         ("model", meta.get("model") if isinstance(meta.get("model"), str) else meta.get("checkpoint")),

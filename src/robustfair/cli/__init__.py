@@ -14,6 +14,7 @@ from ..errors import RobustfairError
 SUBCOMMANDS = {
     "demo": "demo",
     "audit": "audit",
+    "card": "card",
     "train": "train",
     "explain": "explain",
     "study": "study",

@@ -136,7 +136,7 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 
 def run(args: argparse.Namespace) -> int:
     from .._atomic import write_files_atomically
-    from ..card import confusion_markdown
+    from ..card.content import confusion_markdown
 
     report = run_audit(args)
     out = Path(args.out)

@@ -1,0 +1,128 @@
+"""The audit card's figures, drawn with matplotlib's object API (no pyplot state, no display).
+
+Each ``draw_*`` function draws into a given axes, so the page's separate figures and the
+one-image summary (:func:`summary_figure`) show the same drawing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..study.plots import png_bytes
+
+__all__ = ["broken_by_figure", "class_figure", "confusion_figure", "png_bytes", "summary_figure"]
+
+WORST_COLOR = "#c0392b"
+
+
+def _ticks(ax, names: list[str], axis: str = "x") -> None:
+    step = max(1, int(np.ceil(len(names) / 40)))  # CIFAR-100: every n-th name only
+    ticks = list(range(0, len(names), step))
+    labels = [names[i] if len(names[i]) <= 10 else names[i][:9] + "…" for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks, labels, rotation=45 if len(names) > 10 else 0, fontsize=7,
+                      ha="right" if len(names) > 10 else "center")
+    else:
+        ax.set_yticks(ticks, labels, fontsize=7)
+
+
+def draw_class_bars(ax, by_class: pd.DataFrame, worst: str | None) -> None:
+    """Clean and robust accuracy per class with 95% Wilson intervals; the worst class in red."""
+    names = [str(c) for c in by_class.index]
+    x = np.arange(len(names))
+    for offset, metric, label, style in ((-0.2, "clean_acc", "clean", {"color": "#95a5a6"}),
+                                         (0.2, "robust_acc", "robust", {"color": "#2c7fb8"})):
+        v = by_class[metric].to_numpy(float)
+        lo = np.clip(v - by_class[f"{metric}_lo"].to_numpy(float), 0, None)
+        hi = np.clip(by_class[f"{metric}_hi"].to_numpy(float) - v, 0, None)
+        colors = [WORST_COLOR if metric == "robust_acc" and n == worst else style["color"] for n in names]
+        ax.bar(x + offset, 100 * np.nan_to_num(v), 0.4, color=colors, label=label,
+               yerr=[100 * np.nan_to_num(lo), 100 * np.nan_to_num(hi)],
+               error_kw={"elinewidth": 0.7, "capsize": 1.5}, edgecolor="black", linewidth=0.3)
+    _ticks(ax, names)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel("class")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncols=2)
+    title = "clean and robust accuracy per class (95% CI)"
+    ax.set_title(title + (f"; worst: {worst}" if worst is not None else ""), fontsize=9)
+
+
+def draw_confusion(fig: Figure, ax, counts: pd.DataFrame) -> None:
+    """The confusion matrix under attack, as % of each true class."""
+    totals = counts.sum(axis=1).to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = 100 * counts.to_numpy(float) / totals[:, None]
+    image = ax.imshow(rates, cmap="Reds", vmin=0, vmax=100)
+    names = [str(c) for c in counts.index]
+    _ticks(ax, names, "x")
+    _ticks(ax, names, "y")
+    if len(names) <= 12:
+        for (i, j), v in np.ndenumerate(rates):
+            if np.isfinite(v) and v >= 0.5:
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 55 else "black")
+    ax.set_xlabel("predicted under attack")
+    ax.set_ylabel("true class")
+    ax.set_title("adversarial confusion (% of the true class)", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+
+
+def draw_broken_by(ax, table: pd.DataFrame) -> None:
+    """Stacked bars per class: points broken first by each attack, robust, wrong when clean."""
+    names = [str(c) for c in table.index]
+    x = np.arange(len(names))
+    bottom = np.zeros(len(names))
+    fixed = {"robust": "#2c7fb8", "clean_wrong": "#7f7f7f"}
+    others = [c for c in table.columns if c not in fixed]
+    palette = ["#e67e22", "#c0392b", "#8e44ad", "#d35400", "#f1c40f", "#16a085", "#e84393"]
+    for i, column in enumerate(others + [c for c in fixed if c in table.columns]):
+        values = table[column].to_numpy(float)
+        color = fixed.get(column, palette[i % len(palette)])
+        ax.bar(x, values, 0.7, bottom=bottom, label=column.replace("_", " "), color=color,
+               edgecolor="black", linewidth=0.2)
+        bottom += values
+    _ticks(ax, names)
+    ax.set_ylabel("points")
+    ax.set_xlabel("class")
+    ax.set_title("which attack broke each point first", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def class_figure(by_class: pd.DataFrame, worst: str | None) -> Figure:
+    fig = Figure(figsize=(min(11.0, 4.0 + 0.45 * len(by_class)), 3.4), layout="constrained")
+    draw_class_bars(fig.add_subplot(), by_class, worst)
+    return fig
+
+
+def confusion_figure(counts: pd.DataFrame) -> Figure:
+    side = min(7.0, 2.6 + 0.32 * len(counts))
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    draw_confusion(fig, fig.add_subplot(), counts)
+    return fig
+
+
+def broken_by_figure(table: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(min(11.0, 5.0 + 0.45 * len(table)), 3.2), layout="constrained")
+    draw_broken_by(fig.add_subplot(), table)
+    return fig
+
+
+def summary_figure(*, title: str, lines: list[str], by_class: pd.DataFrame, worst: str | None,
+                   counts: pd.DataFrame, broken: pd.DataFrame) -> Figure:
+    """One image for a model release: the headline, the per-class bars, the adversarial
+    confusion and which attack broke what."""
+    fig = Figure(figsize=(12.0, 8.6), layout="constrained")
+    grid = fig.add_gridspec(3, 2, height_ratios=[0.55, 2.2, 1.6], width_ratios=[1.5, 1.0])
+    head = fig.add_subplot(grid[0, :])
+    head.axis("off")
+    head.text(0.0, 1.0, title, fontsize=13, fontweight="bold", va="top", ha="left",
+              transform=head.transAxes)
+    head.text(0.0, 0.55, "\n".join(lines), fontsize=8.5, va="top", ha="left", family="monospace",
+              transform=head.transAxes)
+    draw_class_bars(fig.add_subplot(grid[1, 0]), by_class, worst)
+    draw_confusion(fig, fig.add_subplot(grid[1:, 1]), counts)
+    draw_broken_by(fig.add_subplot(grid[2, 0]), broken)
+    return fig

@@ -1,0 +1,106 @@
+"""Render the audit card: ``card.html`` (one self-contained page, figures inlined as data URIs,
+from the Jinja2 template ``robustfair/templates/card.html.j2``), ``card.png`` (one image with
+the headline numbers and figures) and the ``report.json`` it was made from."""
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._atomic import write_all_atomically
+from ..errors import ConfigError, RobustfairError
+from .content import broken_by, card_context
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..metrics import ClassReport
+
+__all__ = ["Card", "build_card", "render_html"]
+
+TEMPLATE = "card.html.j2"
+
+
+@dataclass(frozen=True)
+class Card:
+    """Where the card was written."""
+
+    html: Path
+    png: Path
+    report: Path
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _worst(report: "ClassReport") -> str | None:
+    try:
+        return report.worst_class("robust_acc")[0]
+    except RobustfairError:  # no class has a robust value
+        return None
+
+
+def _summary_lines(context: dict) -> list[str]:
+    h = context["headline"]
+    lines = [f"clean accuracy  {h['clean']} %    robust accuracy  {h['robust']} %    "
+             f"({h['n']} points, {context['eps_text'] or ''})",
+             f"worst class     {h['worst_class']}: robust {h['worst']} %"]
+    if "gap" in h:
+        lines[-1] += f"    max - min robust gap {h['gap'][1]}"
+    facts = dict(context["provenance"])
+    lines.append(f"model {facts.get('model', '?')}   data {facts.get('data', '?')}   "
+                 f"attacks {', '.join(a['name'] for a in context['attacks'])}")
+    for key in ("weights SHA-256", "data SHA-256 (audited images and labels)"):
+        if key in facts:
+            lines.append(f"{key.split(' (')[0]:<15} {facts[key]}")
+    return lines
+
+
+def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: int = 0) -> tuple[str, bytes]:
+    """The card's HTML text and its summary PNG."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    from . import figures as F  # matplotlib: imported only when a card is drawn
+
+    worst = _worst(report)
+    counts = report.confusion("worst")
+    broken = broken_by(report)
+    pngs = {
+        "classes": F.png_bytes(F.class_figure(report.by_class, worst)),
+        "confusion": F.png_bytes(F.confusion_figure(counts)),
+        "broken_by": F.png_bytes(F.broken_by_figure(broken)),
+    }
+    context = card_context(report, title=title, figures={k: _data_uri(v) for k, v in pngs.items()},
+                           n_boot=n_boot, seed=seed)
+    summary = F.png_bytes(F.summary_figure(title=title, lines=_summary_lines(context),
+                                           by_class=report.by_class, worst=worst, counts=counts,
+                                           broken=broken))
+    env = Environment(loader=PackageLoader("robustfair", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    page = env.get_template(TEMPLATE).render(**context, summary_png=_data_uri(summary))
+    return page, summary
+
+
+def build_card(report: "ClassReport", out_dir: str | os.PathLike, *, title: str | None = None,
+               n_boot: int = 1000, seed: int = 0) -> Card:
+    """Write ``card.html``, ``card.png`` and ``report.json`` into ``out_dir`` (all or none)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory")
+    title = title or f"Robustness card: {report.meta.get('model') or report.meta.get('checkpoint') or 'model'}"
+    page, png = render_html(report, title=title, n_boot=n_boot, seed=seed)
+    card = Card(out / "card.html", out / "card.png", out / "report.json")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        write_all_atomically({
+            card.html: lambda tmp: Path(tmp).write_text(page, encoding="utf-8"),
+            card.png: lambda tmp: Path(tmp).write_bytes(png),
+            card.report: lambda tmp: Path(tmp).write_text(report.to_json_text(), encoding="utf-8"),
+        })
+    except OSError as exc:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise ConfigError(f"cannot write to {out}: {exc}") from None
+    return card
