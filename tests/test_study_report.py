@@ -6,7 +6,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import textwrap
 import zlib
 
@@ -25,6 +24,8 @@ from robustfair.study.spec import parse_spec
 from robustfair.study.store import StudyStore
 from robustfair.study.table import load_tables
 from robustfair.training.trainer import CSV_COLUMNS
+
+from chromium import CHROMIUM, SKIP_REASON, check_page
 
 K, PER_CLASS = 10, 40
 SPEC = """\
@@ -336,38 +337,10 @@ def test_report_of_a_directory_that_is_no_study(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ browser
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHECK = """
-<script>
-window.addEventListener('load', () => {
-  const imgs = Array.from(document.images);
-  const result = {images: imgs.length,
-                  broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
-                  scrollWidth: document.documentElement.scrollWidth,
-                  innerWidth: window.innerWidth};
-  const out = document.createElement('pre');
-  out.id = 'rf-check';
-  out.textContent = JSON.stringify(result);
-  document.body.appendChild(out);
-});
-</script>
-"""
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 @pytest.mark.parametrize("width", [1280, 640])
 def test_report_renders_in_headless_chromium(report, tmp_path, width):
-    page = report.html.read_text().replace("</body>", CHECK + "</body>")
-    checked = tmp_path / "checked.html"
-    checked.write_text(page)
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},900",
-           "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
-    found = re.search(r'<pre id="rf-check">(.*?)</pre>', dom)
-    assert found, "the check script did not run"
-    result = json.loads(found.group(1))
+    result = check_page(report.html, tmp_path, width)
     assert result["images"] == len(report.figures) and result["broken"] == 0
     assert result["scrollWidth"] <= result["innerWidth"], result
 

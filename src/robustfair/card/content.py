@@ -75,6 +75,12 @@ def _interval(row, metric: str) -> str:
     return f"{_pct(value)} [{_pct(row[f'{metric}_lo'])}, {_pct(row[f'{metric}_hi'])}]"
 
 
+def _split(text: str) -> tuple[str, str]:
+    """``"97.2 [95.5, 98.3]"`` -> ``("97.2", "[95.5, 98.3]")`` for the headline boxes."""
+    value, _, interval = text.partition(" ")
+    return value, interval
+
+
 def _number(value) -> str:
     """A discrepancy-table cell: whatever type the column holds, shown compactly."""
     if isinstance(value, (bool, np.bool_)):
@@ -96,7 +102,7 @@ def _discrepancy(report: "ClassReport", metric: str, n_boot: int, seed: int) -> 
         return None
     header = [frame.index.name or "measure"] + [str(c) for c in frame.columns]
     rows = [[str(name)] + [_number(v) for v in row] for name, row in frame.iterrows()]
-    return {"metric": metric, "header": header, "rows": rows}
+    return {"metric": metric, "header": header, "rows": rows, "frame": frame}
 
 
 def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) -> tuple[list[str], list[dict]]:
@@ -109,7 +115,7 @@ def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) 
         cells = [str(name), str(int(row["n"])), _interval(row, "clean_acc"), _interval(row, "robust_acc")]
         cells += [_interval(row, m) for m in attack_metrics]
         cells += [str(int(v)) for v in broken.loc[name]]
-        rows.append({"cells": cells, "worst": name == worst})
+        rows.append({"cells": cells, "worst": name == worst, "overall": False})
     overall = report.overall
     cells = ["overall", str(int(overall["n"])), _interval(overall, "clean_acc"),
              _interval(overall, "robust_acc")]
@@ -130,22 +136,24 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
         worst_name, worst_value = None, math.nan
     header, rows = _class_rows(report, broken, worst_name)
     overall = report.overall
-    headline = {
-        "clean": _interval(overall, "clean_acc"),
-        "robust": _interval(overall, "robust_acc"),
+    headline = {  # (value, interval) pairs
+        "clean": _split(_interval(overall, "clean_acc")),
+        "robust": _split(_interval(overall, "robust_acc")),
         "worst_class": worst_name,
-        "worst": _interval(report.by_class.loc[worst_name], "robust_acc") if worst_name else "n/a",
+        "worst": _split(_interval(report.by_class.loc[worst_name], "robust_acc") if worst_name else "n/a"),
         "n": int(overall["n"]),
     }
     discrepancy = [d for d in (_discrepancy(report, m, n_boot, seed) for m in ("robust_acc", "clean_acc"))
                    if d is not None]
-    gap = next((r for d in discrepancy[:1] for r in d["rows"] if r[0] == "difference"), None)
-    if gap is not None and report.metrics:
-        headline["gap"] = gap
+    robust = next((d["frame"] for d in discrepancy if d["metric"] == "robust_acc"), None)
+    if robust is not None and "difference" in robust.index:
+        gap = robust.loc["difference"]
+        headline["gap"] = ((_pct(gap["value"]), f"[{_pct(gap['lo'])}, {_pct(gap['hi'])}]")
+                           if math.isfinite(gap["value"]) else ("n/a", ""))
     attacks = [{"name": name, "lines": describe_attack(name, settings).splitlines()}
                for name, settings in zip(report.attack_names, report.attacks)]
     provenance = [
-        ("model", meta.get("model") if isinstance(meta.get("model"), str) else meta.get("checkpoint")),
+        ("model", model_name(meta)),
         ("weights", meta.get("weights") or meta.get("checkpoint")),
         ("weights SHA-256", meta.get("weights_sha256")),
         ("input normalisation", _normalize_text(meta.get("normalize"))),
@@ -180,6 +188,17 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
         "figures": figures,
         "n_boot": n_boot,
     }
+
+
+def model_name(meta: dict) -> str:
+    """How the card names the model: the ``--model`` spec, else the checkpoint and its architecture."""
+    if meta.get("model_spec"):
+        return str(meta["model_spec"])
+    config = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    parts = [str(meta["checkpoint"])] if meta.get("checkpoint") else []
+    if config.get("name"):
+        parts.append(f"({config['name']})")
+    return " ".join(parts) or "model"
 
 
 def _normalize_text(value) -> str | None:

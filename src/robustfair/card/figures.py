@@ -27,6 +27,10 @@ def _ticks(ax, names: list[str], axis: str = "x") -> None:
         ax.set_yticks(ticks, labels, fontsize=7)
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def draw_class_bars(ax, by_class: pd.DataFrame, worst: str | None) -> None:
     """Clean and robust accuracy per class with 95% Wilson intervals; the worst class in red."""
     names = [str(c) for c in by_class.index]
@@ -67,7 +71,7 @@ def draw_confusion(fig: Figure, ax, counts: pd.DataFrame) -> None:
     ax.set_xlabel("predicted under attack")
     ax.set_ylabel("true class")
     ax.set_title("adversarial confusion (% of the true class)", fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.colorbar(image, ax=ax, shrink=0.6)
 
 
 def draw_broken_by(ax, table: pd.DataFrame) -> None:
@@ -77,7 +81,7 @@ def draw_broken_by(ax, table: pd.DataFrame) -> None:
     bottom = np.zeros(len(names))
     fixed = {"robust": "#2c7fb8", "clean_wrong": "#7f7f7f"}
     others = [c for c in table.columns if c not in fixed]
-    palette = ["#e67e22", "#c0392b", "#8e44ad", "#d35400", "#f1c40f", "#16a085", "#e84393"]
+    palette = ["#e67e22", "#8e44ad", "#f1c40f", "#16a085", "#e84393", "#d35400", "#6c5ce7"]
     for i, column in enumerate(others + [c for c in fixed if c in table.columns]):
         values = table[column].to_numpy(float)
         color = fixed.get(column, palette[i % len(palette)])
@@ -116,12 +120,13 @@ def summary_figure(*, title: str, lines: list[str], by_class: pd.DataFrame, wors
     confusion and which attack broke what."""
     fig = Figure(figsize=(12.0, 8.6), layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[0.55, 2.2, 1.6], width_ratios=[1.5, 1.0])
+    fig.suptitle(_clip(title, 100), fontsize=13, fontweight="bold", x=0.01, ha="left")
     head = fig.add_subplot(grid[0, :])
     head.axis("off")
-    head.text(0.0, 1.0, title, fontsize=13, fontweight="bold", va="top", ha="left",
-              transform=head.transAxes)
-    head.text(0.0, 0.55, "\n".join(lines), fontsize=8.5, va="top", ha="left", family="monospace",
-              transform=head.transAxes)
+    # the text must not take part in the layout: a long line would squeeze the plots instead
+    text = head.text(0.0, 1.0, "\n".join(_clip(line, 150) for line in lines), fontsize=8.5,
+                     va="top", ha="left", family="monospace", transform=head.transAxes)
+    text.set_in_layout(False)
     draw_class_bars(fig.add_subplot(grid[1, 0]), by_class, worst)
     draw_confusion(fig, fig.add_subplot(grid[1:, 1]), counts)
     draw_broken_by(fig.add_subplot(grid[2, 0]), broken)

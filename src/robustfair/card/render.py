@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._atomic import write_all_atomically
 from ..errors import ConfigError, RobustfairError
-from .content import broken_by, card_context
+from .content import broken_by, card_context, model_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import ClassReport
@@ -43,11 +43,12 @@ def _worst(report: "ClassReport") -> str | None:
 
 def _summary_lines(context: dict) -> list[str]:
     h = context["headline"]
-    lines = [f"clean accuracy  {h['clean']} %    robust accuracy  {h['robust']} %    "
-             f"({h['n']} points, {context['eps_text'] or ''})",
-             f"worst class     {h['worst_class']}: robust {h['worst']} %"]
+    pair = " ".join
+    lines = [f"clean accuracy  {pair(h['clean'])} %    robust accuracy  {pair(h['robust'])} %    "
+             f"({h['n']} points" + (f", eps {context['eps_text']})" if context["eps_text"] else ")"),
+             f"worst class     {h['worst_class']}: robust {pair(h['worst'])} %"]
     if "gap" in h:
-        lines[-1] += f"    max - min robust gap {h['gap'][1]}"
+        lines[-1] += f"    robust gap best - worst class {pair(h['gap'])} points"
     facts = dict(context["provenance"])
     lines.append(f"model {facts.get('model', '?')}   data {facts.get('data', '?')}   "
                  f"attacks {', '.join(a['name'] for a in context['attacks'])}")
@@ -88,7 +89,7 @@ def build_card(report: "ClassReport", out_dir: str | os.PathLike, *, title: str 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory")
-    title = title or f"Robustness card: {report.meta.get('model') or report.meta.get('checkpoint') or 'model'}"
+    title = title or f"Robustness card: {model_name(report.meta)}"
     page, png = render_html(report, title=title, n_boot=n_boot, seed=seed)
     card = Card(out / "card.html", out / "card.png", out / "report.json")
     created = not out.exists()

@@ -190,7 +190,7 @@ def _load_external(args, ds, x, device, data_label):
     pretrained = spec.startswith("timm:") and args.weights is None
     model = build_from_spec(spec, num_classes=ds.num_classes, in_channels=ds.channels,
                             image_size=ds.image_size, pretrained=pretrained)
-    provenance: dict = {"model": spec, "weights": None, "weights_sha256": None}
+    provenance: dict = {"model_spec": spec, "weights": None, "weights_sha256": None}
     if args.weights is not None:
         loaded = load_weights(model, args.weights)
         provenance.update(weights=loaded["path"], weights_sha256=loaded["sha256"],

@@ -198,8 +198,8 @@ def run_audit(args: argparse.Namespace):
                    targeted_all=args.targeted_all, progress=sys.stderr.isatty(), amp=args.amp,
                    optimize=args.optimize, compile=args.compile)
     report.meta.update(dataset=args.dataset, split=args.split, limit=args.limit,
-                       checkpoint=str(args.checkpoint) if args.checkpoint else None,
-                       eps_text=args.eps, **sources.provenance)
+                       checkpoint=None, eps_text=args.eps)
+    report.meta.update(sources.provenance)  # where the model and the data came from
 
     for note in notes:
         print(f"note: {note}")
