@@ -126,6 +126,7 @@ def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
 def _load_data(args):
     """The data set, the images and labels to audit (before --limit), and a label for output."""
     from ..data import load_dataset
+    from ..data.image_folder import image_folder_test_set
     from ..data.npz import load_npz
 
     if args.dataset.startswith("npz:"):
@@ -136,12 +137,13 @@ def _load_data(args):
         return ds, ds.test.x, ds.test.y, args.dataset
     if args.dataset == "image_folder":
         root = Path(args.data_dir).expanduser()
-        ds = load_dataset("image_folder", path=root, image_size=args.image_size,
-                          channels=args.channels, progress=sys.stderr.isatty())
         presplit = (root / "train").is_dir() and any((root / t).is_dir() for t in ("test", "val"))
         if not presplit:  # a plain folder of class folders is the user's test set: audit all of it
-            return (ds, torch.cat([ds.train.x, ds.test.x]), torch.cat([ds.train.y, ds.test.y]),
-                    f"image_folder {root}")
+            ds = image_folder_test_set(root, image_size=args.image_size, channels=args.channels,
+                                       progress=sys.stderr.isatty())
+            return ds, ds.test.x, ds.test.y, f"image_folder {root}"
+        ds = load_dataset("image_folder", path=root, image_size=args.image_size,
+                          channels=args.channels, progress=sys.stderr.isatty())
         split = getattr(ds, args.split)
         return ds, split.x, split.y, f"image_folder {root} ({args.split})"
     ds = load_dataset(args.dataset, data_dir=args.data_dir)

@@ -5,6 +5,8 @@ Two layouts are understood::
     root/train/<class>/*.png  and  root/test/<class>/*.png   (or root/val/... as the test split)
     root/<class>/*.png                                        (split here, stratified by class)
 
+:func:`image_folder_test_set` reads the second layout whole, as a test set (no split).
+
 Images are converted to grey (1 channel) or RGB (3 channels) and must share one size unless
 ``image_size`` is given, in which case each is resized to image_size×image_size.
 """
@@ -74,8 +76,47 @@ def image_folder(
         if not test_paths:
             raise DataError(f"image_folder: {test_root} holds no images")
     all_paths = paths + test_paths
+    x = _read(all_paths, image_size, channels, progress)
+    y = np.asarray(labels + test_labels, dtype=np.int64)
+    if presplit:
+        n = len(paths)
+        train, test = (x[:n], y[:n]), (x[n:], y[n:])
+    else:
+        tr, te = stratified_split(y, test_fraction, seed)
+        train, test = (x[tr], y[tr]), (x[te], y[te])
+    return make_dataset(name or root.name, train, test, classes, source=str(root),
+                        format="image_folder")
 
-    headers = [image_header(p) for p in all_paths]  # cheap: Pillow reads headers lazily
+
+def image_folder_test_set(
+    root: str | Path,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str | None = None,
+    progress: bool = False,
+) -> Dataset:
+    """Every image of ``root/<class>/`` as the test split (the train split is empty), in class
+    then file-name order: a user's own test set, audited whole."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image_folder: {root} is not a folder")
+    classes = [p.name for p in _class_folders(root)]
+    if not classes:
+        raise DataError(f"image_folder: {root} has no class sub-folders")
+    paths, labels = _collect(root, classes, require_all=False)
+    if not paths:
+        raise DataError(f"image_folder: {root} holds no images")
+    x = _read(paths, image_size, channels, progress)
+    empty = (x[:0], np.zeros(0, np.int64))
+    return make_dataset(name or root.name, empty, (x, np.asarray(labels, dtype=np.int64)), classes,
+                        source=str(root), format="image_folder")
+
+
+def _read(paths: list[Path], image_size: int | None, channels: int | None, progress: bool) -> np.ndarray:
+    """The images as uint8 N×C×H×W: grey if all are (unless ``channels``), resized to
+    ``image_size`` if given (else all must share one size)."""
+    headers = [image_header(p) for p in paths]  # cheap: Pillow reads headers lazily
     if channels is None:
         channels = 1 if all(mode in GREY_MODES for mode, _ in headers) else 3
     if image_size is not None:
@@ -88,22 +129,13 @@ def image_folder(
         sizes = Counter(size for _, size in headers)
         if len(sizes) > 1:
             (common, _), (other, _) = sizes.most_common(2)
-            odd = next(p for p, (_, s) in zip(all_paths, headers) if s == other)
+            odd = next(p for p, (_, s) in zip(paths, headers) if s == other)
             raise DataError(
                 f"image_folder: images differ in size ({common[0]}x{common[1]} and "
                 f"{other[0]}x{other[1]} in {odd}); pass image_size to resize them all"
             )
         width, height = next(iter(sizes))
-    x = read_images(all_paths, channels, height, width, progress=progress, desc="image_folder")
-    y = np.asarray(labels + test_labels, dtype=np.int64)
-    if presplit:
-        n = len(paths)
-        train, test = (x[:n], y[:n]), (x[n:], y[n:])
-    else:
-        tr, te = stratified_split(y, test_fraction, seed)
-        train, test = (x[tr], y[tr]), (x[te], y[te])
-    return make_dataset(name or root.name, train, test, classes, source=str(root),
-                        format="image_folder")
+    return read_images(paths, channels, height, width, progress=progress, desc="image_folder")
 
 
 @register_dataset("image_folder")
