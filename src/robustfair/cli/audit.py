@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "audit",
         help="per-class clean and robust accuracy of a model",
         description="Attack a model (a robustfair checkpoint, or any PyTorch classifier with "
-                    "--model) on a data set and report accuracy per class, with 95%% "
+                    "--model) on a data set and report accuracy per class, with 95% "
                     "confidence intervals and class-discrepancy measures.",
     )
     add_audit_arguments(p)
