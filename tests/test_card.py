@@ -75,7 +75,7 @@ def test_card_shows_the_reports_numbers(card):
         css, cells = by_first_cell[name]
         assert cells[1] == str(int(row["n"]))
         assert cells[2] == _cell(row, "clean_acc") and cells[3] == _cell(row, "robust_acc")
-        assert cells[4] == _cell(row, "pgd_acc") and cells[5] == _cell(row, "fgsm_acc")
+        assert cells[4] == f"{100 * row['pgd_acc']:.1f}" and cells[5] == f"{100 * row['fgsm_acc']:.1f}"
         assert cells[6:] == [str(int(v)) for v in broken.loc[name]]  # which attack broke what
         assert ("worst" in css) == (name == worst)
     assert f"worst class: {worst} (robust)" in text

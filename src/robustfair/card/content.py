@@ -106,20 +106,22 @@ def _discrepancy(report: "ClassReport", metric: str, n_boot: int, seed: int) -> 
 
 
 def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) -> tuple[list[str], list[dict]]:
+    """The per-class table: clean and robust accuracy with intervals, each attack's accuracy
+    (the value only, to keep the table narrow), and the points each attack broke first."""
     by_class = report.by_class
     attack_metrics = [f"{a}_acc" for a in report.attack_names]
     header = (["class", "n", "clean %", "robust %"] + [f"{a} %" for a in report.attack_names]
-              + [f"broken by {c}" if c != "robust" else "robust" for c in broken.columns])
+              + [f"broken by {c}" if c not in ("robust", "clean_wrong") else c for c in broken.columns])
     rows = []
     for name, row in by_class.iterrows():
         cells = [str(name), str(int(row["n"])), _interval(row, "clean_acc"), _interval(row, "robust_acc")]
-        cells += [_interval(row, m) for m in attack_metrics]
+        cells += [_pct(row[m]) for m in attack_metrics]
         cells += [str(int(v)) for v in broken.loc[name]]
         rows.append({"cells": cells, "worst": name == worst, "overall": False})
     overall = report.overall
     cells = ["overall", str(int(overall["n"])), _interval(overall, "clean_acc"),
              _interval(overall, "robust_acc")]
-    cells += [_interval(overall, m) for m in attack_metrics]
+    cells += [_pct(overall[m]) for m in attack_metrics]
     cells += [str(int(v)) for v in broken.sum(axis=0)]
     rows.append({"cells": cells, "worst": False, "overall": True})
     return header, rows

@@ -49,7 +49,8 @@ def draw_class_bars(ax, by_class: pd.DataFrame, worst: str | None) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_xlabel("class")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncols=2)
+    # below the axes: inside, it would hide the bars of the last classes
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
     title = "clean and robust accuracy per class (95% CI)"
     ax.set_title(title + (f"; worst: {worst}" if worst is not None else ""), fontsize=9)
 
