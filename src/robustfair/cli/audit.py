@@ -114,7 +114,6 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
         if targeted and accepted is None:
             settings["targeted"] = True
         elif accepted is not None and "targeted" in accepted:
-            # said both ways: apgd-t is targeted by default, AutoAttack's APGD-T untargeted
             settings["targeted"] = targeted
         attack = build_attack(name, **settings)
         if bool(getattr(attack, "targeted", False)) != targeted:
