@@ -1,7 +1,9 @@
 """``robustfair audit``: per-class clean and robust accuracy of a checkpoint on a data set.
 
-    robustfair audit --checkpoint model.safetensors --dataset cifar10 \\
-        --attack pgd,apgd-ce --eps 8/255 --steps 20 --out runs/audit
+    robustfair audit --checkpoint model.safetensors --dataset cifar10 --eps 8/255 --out runs/audit
+
+The default attack is AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square), the
+field's reliable evaluation; ``--attack pgd`` and the others are faster and weaker options.
 
 Everything is checked before any work starts (data set, attack names and settings, eps, the
 checkpoint and whether its classes fit the data set); the output directory is only created
@@ -39,8 +41,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "train"], default="test", help="split to audit (default: test)")
     p.add_argument("--limit", type=int, metavar="N", help="audit only the first N points of the split")
     p.add_argument("--attack", action="append", metavar="NAME",
-                   help="attack(s) to run in order, repeatable or comma-separated (default: pgd); "
-                        "apgd-ce,apgd-t is AutoAttack's APGD pair")
+                   help="attack(s) to run in order, repeatable or comma-separated (default: "
+                        "autoattack, the reliable evaluation; with --targeted-to/--targeted-all: "
+                        "apgd-t); pgd, apgd-ce,apgd-t and the others are faster, weaker options")
+    p.add_argument("--aa-version", choices=["standard", "plus", "rand"], default="standard",
+                   help="AutoAttack version: standard; plus (more restarts and attacks); rand "
+                        "(for randomised models: gradients averaged over 20 passes) "
+                        "(default: standard)")
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
     p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS} for pgd and cw, "
                         "each attack's own for the others, e.g. 100 for APGD)")
@@ -69,10 +76,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _attack_names(values: list[str] | None) -> list[str]:
+def _attack_names(values: list[str] | None, targeted: bool = False) -> list[str]:
     from ..attacks import list_attacks
 
-    names = [n.strip() for v in (values or ["pgd"]) for n in v.split(",") if n.strip()]
+    default = ["apgd-t"] if targeted else ["autoattack"]  # AutoAttack cannot be targeted
+    names = [n.strip() for v in (values or default) for n in v.split(",") if n.strip()]
     if not names:
         raise ConfigError("--attack is empty; give at least one attack name")
     known = list_attacks()
@@ -101,6 +109,10 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
     for name in names:
         accepted = _accepted(name)
         settings = {"eps": eps, "norm": args.norm, "seed": args.seed}
+        if name == "autoattack":
+            settings["version"] = args.aa_version
+        elif args.aa_version != "standard" and "autoattack" not in names:
+            notes.append("--aa-version applies to autoattack only")
         default_steps = DEFAULT_STEPS if name in PGD_FAMILY else None
         wanted = {"steps": args.steps if args.steps is not None else default_steps,
                   "alpha": alpha, "restarts": args.restarts}
@@ -143,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
     targeted = args.targeted_to is not None or args.targeted_all
-    names = _attack_names(args.attack)
+    names = _attack_names(args.attack, targeted)
     attacks, notes = _build_attacks(args, names, eps, alpha, targeted)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -176,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"robustfair audit: {args.checkpoint} on {args.dataset} ({args.split}, {n} points), "
           f"eps {args.eps} = {eps:.6g} ({args.norm})")
     print(report.summary())
+    for flag in report.flags:
+        print(f"robustfair: warning [{flag['code']}]: {flag['message']}", file=sys.stderr)
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
