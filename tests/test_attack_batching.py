@@ -168,30 +168,6 @@ def test_pgd_admits_the_points_farthest_from_the_boundary_first(net, digits):
     assert torch.equal(got.flatten(1).sort(dim=0).values, expected.flatten(1).sort(dim=0).values)
 
 
-def test_audit_gives_an_attack_without_batch_size_its_own_clean_logits_piece_by_piece(net, digits):
-    # An attack that reuses the clean logits but cannot take a pool gets the pool in pieces,
-    # each with the clean logits of that piece.
-    _, x, y = digits
-    inner = build_attack("fgsm", eps=0.1)
-    seen: list[tuple[int, int]] = []
-
-    class PiecewiseFGSM:
-        name, targeted = "fgsm_pieces", False
-
-        def settings(self):
-            return inner.settings()
-
-        def perturb(self, model, xb, yb, target=None, *, clean_logits=None):
-            seen.append((len(xb), len(clean_logits)))
-            return inner.perturb(model, xb, yb, target, clean_logits=clean_logits)
-
-    report = rf.audit(net, x[:100], y[:100], attacks=[PiecewiseFGSM()], batch_size=16,
-                      progress=False)
-    assert len(seen) > 1 and all(n == m for n, m in seen), seen
-    direct = rf.audit(net, x[:100], y[:100], attacks=[inner], batch_size=16, progress=False)
-    assert (report.predictions["fgsm_pieces_pred"] == direct.predictions["fgsm_pred"]).all()
-
-
 class _Capacity:
     """Stands in for a Search in ``Search.pass_rows``, which reads only ``capacity``."""
 

@@ -189,7 +189,7 @@ def test_apgd_checkpoints_follow_the_paper_schedule():
 
 # ---------------------------------------------------------------- contract
 
-ALL_UNTARGETED = ["fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr"]  # apgd-t: targeted by default
+ALL_UNTARGETED = ["fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t"]
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.6)])
@@ -232,8 +232,7 @@ def test_targeted_attacks_reach_the_target(model64, digits, name, settings):
     x, y, _, test_idx = digits
     x, y = x[test_idx[:200]].double(), y[test_idx[:200]]
     target = (y + 1 + torch.arange(len(y)) % 9) % NUM_CLASSES  # never the true class
-    targeted = {} if name == "apgd-t" else {"targeted": True}  # apgd-t is always targeted
-    res = build_attack(name, eps=0.15, **targeted, **settings).perturb(model64, x, y, target)
+    res = build_attack(name, eps=0.15, targeted=True, **settings).perturb(model64, x, y, target=target)
     with torch.no_grad():
         pred = model64(res.x_adv).argmax(1)
     assert torch.equal(res.success, pred == target)
@@ -300,8 +299,8 @@ def test_reproducible_and_settings(model, digits):
     assert {k: s[k] for k in ["attack", "steps", "restarts", "random_start", "loss", "seed"]} == {
         "attack": "pgd", "steps": 7, "restarts": 1, "random_start": True, "loss": "ce", "seed": 0}
     assert build_attack("cw", eps=0.1).settings()["loss"] == "cw"
-    t = build_attack("apgd-t", eps=0.1).settings()
-    assert (t["targeted"], t["loss"], t["steps"], t["rho"]) == (True, "dlr", 100, 0.75)
+    t = build_attack("apgd-t", eps=0.1).settings()  # AutoAttack's APGD-T, as in the CLI
+    assert (t["targeted"], t["loss"], t["steps"], t["rho"], t["top_k"]) == (False, "dlr", 100, 0.75, 9)
 
 
 def test_works_under_no_grad_inference_mode_and_amp(model, digits):
@@ -337,7 +336,14 @@ def test_errors_are_one_line_attack_errors(model, digits):
     assert "non-negative" in _one_line_error(lambda: build_attack("pgd", eps=-0.1))
     assert "targeted" in _one_line_error(
         lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y))
-    assert "target" in _one_line_error(lambda: build_attack("apgd-t", eps=0.1).perturb(model, x, y))
+    assert "target" in _one_line_error(
+        lambda: build_attack("apgd-t", eps=0.1, targeted=True).perturb(model, x, y))
+    assert "untargeted" in _one_line_error(
+        lambda: build_attack("apgd-t", eps=0.1).perturb(model, x, y, target=(y + 1) % 10))
+    assert "batch_size" in _one_line_error(
+        lambda: build_attack("pgd", eps=0.1).perturb(model, x, y, batch_size=0))
+    assert "seed" in _one_line_error(
+        lambda: build_attack("pgd", eps=0.1).perturb(model, x, y, seed="1"))
     assert "loss" in _one_line_error(lambda: build_attack("pgd", eps=0.1, loss="mse"))
     assert "steps" in _one_line_error(lambda: build_attack("apgd", eps=0.1, steps=0))
     assert "alpha" in _one_line_error(lambda: build_attack("pgd", eps=0.1, alpha=-1.0))
@@ -345,14 +351,14 @@ def test_errors_are_one_line_attack_errors(model, digits):
         lambda: build_attack("pgd", eps=0.1, restarts=2, random_start=False))
     assert "bad settings" in _one_line_error(lambda: build_attack("apgd-ce", eps=0.1, loss="dlr"))
     assert "target classes" in _one_line_error(
-        lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y, torch.full((8,), 12)))
+        lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y, target=torch.full((8,), 12)))
     two = _cnn(num_classes=2).eval()
     y2 = y % 2
     assert "3 classes" in _one_line_error(
         lambda: build_attack("apgd-dlr", eps=0.1).perturb(two, x, y2))
     three = _cnn(num_classes=3).eval()
     assert "4 classes" in _one_line_error(
-        lambda: build_attack("apgd-t", eps=0.1).perturb(three, x, y % 3, (y + 1) % 3))
+        lambda: build_attack("apgd-t", eps=0.1, targeted=True).perturb(three, x, y % 3, target=(y + 1) % 3))
     assert set(ALL_UNTARGETED + ["apgd", "apgd-t"]) <= set(list_attacks())
 
 
@@ -364,4 +370,4 @@ def test_target_of_wrong_length_is_a_one_line_error():
     attack = build_attack("pgd", eps=0.1, steps=2, targeted=True)
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     with pytest.raises(AttackError, match="one class per point"):
-        attack.perturb(model, x, y, torch.tensor([1, 2]))
+        attack.perturb(model, x, y, target=torch.tensor([1, 2]))

@@ -116,7 +116,7 @@ def test_targeted_audit_aims_at_one_class(model, digits):
     assert (p.target == 3).all() and report.targeted
     clean = _clean_pred(model, x)
     run = torch.from_numpy((clean == y.numpy()) & (y.numpy() != 3))
-    direct = attack.perturb(model, x[run].float() / 255, y[run], torch.full((int(run.sum()),), 3))
+    direct = attack.perturb(model, x[run].float() / 255, y[run], target=torch.full((int(run.sum()),), 3))
     np.testing.assert_array_equal(p.pgd_pred.to_numpy()[run.numpy()], direct.pred.numpy())
     own = (y == 3).numpy()
     np.testing.assert_array_equal(p.pgd_pred[own], clean[own])  # points of the target class are not attacked
@@ -135,7 +135,7 @@ def test_targeted_all_records_every_source_target_pair(model, digits):
     for t in (0, 5):
         run = correct & (y.numpy() != t)
         direct = attack.perturb(model, x[torch.from_numpy(run)].float() / 255, y[torch.from_numpy(run)],
-                                torch.full((int(run.sum()),), t)).pred.numpy()
+                                target=torch.full((int(run.sum()),), t)).pred.numpy()
         rows = tp[tp.target == t].set_index("index")
         np.testing.assert_array_equal(rows.loc[np.flatnonzero(run), "fgsm_pred"], direct)
         wrong = np.flatnonzero(~correct & (y.numpy() != t))
@@ -159,7 +159,7 @@ class Spy(Attack):
         super().__init__(0.1, targeted=targeted)
         self.calls = 0
 
-    def _perturb(self, model, x, y, target):
+    def _perturb(self, model, x, y, target, options):
         self.calls += 1
         pred = model(x).argmax(1)
         return AttackResult(x, pred, pred != y)

@@ -309,7 +309,7 @@ def audit(
                 for start in range(0, n, pool):
                     xb = as_float_images(x[start:start + pool].to(dev, non_blocking=True))
                     with torch.inference_mode():
-                        logits = torch.cat([net(piece) for piece in xb.split(batch_size)])
+                        logits = torch.cat([check_logits(net(piece)) for piece in xb.split(batch_size)])
                     if class_names is None:  # nothing told us the classes: the output width does
                         class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
                     check_logits(logits, len(class_names) if class_names else None)

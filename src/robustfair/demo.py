@@ -81,6 +81,14 @@ def discrepancy_rows(reports: dict[str, ClassReport]) -> pd.DataFrame:
     return table
 
 
+def reliable_note(eps: float, checkpoint: str = "runs/demo/pgd_at/model.safetensors") -> str:
+    """The demo's attack is a quick one: say so, and how to run the reliable evaluation."""
+    return (f"PGD-20 is a quick attack, not the reliable evaluation: it can overstate robust "
+            f"accuracy and name the wrong worst class. For numbers to report, run AutoAttack: "
+            f"robustfair audit --checkpoint {checkpoint} --dataset digits --eps {eps:g} "
+            f"--out runs/demo/autoattack")
+
+
 def _markdown(reports: dict[str, ClassReport], config: TrainConfig, attack_desc: str,
               seconds: float) -> str:
     worst = {label: r.worst_class("robust_acc")[0] for label, r in reports.items()}
@@ -102,6 +110,8 @@ def _markdown(reports: dict[str, ClassReport], config: TrainConfig, attack_desc:
         frame_markdown(discrepancy_rows(reports)),
         "",
         "Worst robust class: " + ", ".join(f"{k}: {v}" for k, v in worst.items()) + ".",
+        "",
+        f"**Note.** {reliable_note(config.eps)}",
         "",
         "![class-wise clean and robust accuracy](classwise.png)",
         "",

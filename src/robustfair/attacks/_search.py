@@ -87,7 +87,7 @@ class Search:
         if clean_logits is None:
             with torch.no_grad():
                 # Full precision even with amp: this pass decides which points need attacking.
-                logits = check_logits(torch.cat([model(piece) for piece in x.split(self.capacity)]))
+                logits = torch.cat([check_logits(model(piece)) for piece in x.split(self.capacity)])
         else:  # the caller's full-precision clean pass on the same images
             logits = check_logits(clean_logits.detach())
             if logits.shape[0] != len(x):

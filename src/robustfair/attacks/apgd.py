@@ -13,10 +13,11 @@ PGD without a step size to tune:
 
 Losses: ``"ce"``, ``"dlr"`` (shift- and scale-invariant; needs >= 3 classes) and, targeted,
 ``-CE`` to the target or the targeted DLR (needs >= 4 classes). Registered as ``apgd`` (any
-loss), ``apgd-ce``, ``apgd-dlr`` and ``apgd-t`` (targeted DLR). ``apgd-t`` is targeted by
-default (the caller picks the target per point); with ``targeted=False`` it is AutoAttack's
-APGD-T, an untargeted attack: it steers each point in turn toward the ``top_k`` classes the
-model ranks highest after the label, and any misclassification found on the way counts.
+loss), ``apgd-ce``, ``apgd-dlr`` and ``apgd-t`` (targeted DLR). ``apgd-t`` is AutoAttack's
+APGD-T, in the Python API and the CLI alike: an untargeted attack that steers each point in
+turn toward the ``top_k`` classes the model ranks highest after the label, any
+misclassification found on the way counting. With ``targeted=True`` the caller picks the
+target per point and success is reaching it.
 
 >>> checkpoints(100)
 [22, 41, 57, 70, 80, 87, 93, 99]
@@ -215,19 +216,19 @@ class APGDDLR(APGD):
 class APGDTargeted(APGD):
     """APGD on the targeted DLR loss (>= 4 classes).
 
-    ``targeted=True`` (the default): give a target per point; success is reaching it.
-    ``targeted=False``: AutoAttack's APGD-T (Croce & Hein 2020), an untargeted attack. For
+    ``targeted=False`` (the default): AutoAttack's APGD-T (Croce & Hein 2020), untargeted. For
     the 2nd, 3rd, ... most likely class of the clean logits in turn (``top_k`` of them, 9 in
     AutoAttack), it runs APGD toward that class on the points still robust; a point is done
     as soon as it is misclassified as anything. Each target class costs ``steps`` iterations,
     so it is up to ``top_k`` times APGD-CE's work on the most robust points.
+    ``targeted=True``: give a target per point; success is reaching it.
     """
 
     name = "apgd-t"
 
     def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
                  restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 targeted: bool = True, top_k: int = 9, amp: bool = False,
+                 targeted: bool = False, top_k: int = 9, amp: bool = False,
                  seed: int | None = 0) -> None:
         super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="dlr", rho=rho,
                          momentum=momentum, targeted=targeted, amp=amp, seed=seed)

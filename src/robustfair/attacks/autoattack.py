@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._tensor_checks import check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, build_attack, register_attack
 
@@ -116,7 +117,7 @@ class AutoAttack(Attack):
         if clean is None:
             with torch.no_grad():
                 pieces = x.split(options.batch_size or len(x))
-                clean = torch.cat([model(p) for p in pieces])
+                clean = torch.cat([check_logits(model(p)) for p in pieces])
         pred = clean.argmax(dim=1)
         x_adv = x.clone()
         robust = pred == y

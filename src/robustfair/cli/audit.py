@@ -1,9 +1,11 @@
 """``robustfair audit``: per-class clean and robust accuracy of a model on a data set.
 
-    robustfair audit --checkpoint model.safetensors --dataset cifar10 \\
-        --attack pgd,apgd-ce --eps 8/255 --steps 20 --out runs/audit
+    robustfair audit --checkpoint model.safetensors --dataset cifar10 --eps 8/255 --out runs/audit
     robustfair audit --model my_net.py:build --weights net.pt --normalize cifar10 \\
-        --dataset cifar10 --out runs/audit
+        --dataset cifar10 --eps 8/255 --out runs/audit
+
+The default attack is AutoAttack (standard version: APGD-CE, APGD-T, FAB-T, Square), the
+field's reliable evaluation; ``--attack pgd`` and the others are faster and weaker options.
 
 Everything is checked before any work starts (data set, attack names and settings, eps, the
 model and whether it fits the data set, with one forward pass for a ``--model``); the output
@@ -50,8 +52,13 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
     p.add_argument("--attack", action="append", metavar="NAME",
-                   help="attack(s) to run in order, repeatable or comma-separated (default: pgd); "
-                        "apgd-ce,apgd-t is AutoAttack's APGD pair")
+                   help="attack(s) to run in order, repeatable or comma-separated (default: "
+                        "autoattack, the reliable evaluation; with --targeted-to/--targeted-all: "
+                        "apgd-t); pgd, apgd-ce,apgd-t and the others are faster, weaker options")
+    p.add_argument("--aa-version", choices=["standard", "plus", "rand"], default="standard",
+                   help="AutoAttack version: standard; plus (more restarts and attacks); rand "
+                        "(for randomised models: gradients averaged over 20 passes) "
+                        "(default: standard)")
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
     p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS} for pgd and cw, "
                         "each attack's own for the others, e.g. 100 for APGD)")
@@ -77,10 +84,11 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
-def _attack_names(values: list[str] | None) -> list[str]:
+def _attack_names(values: list[str] | None, targeted: bool = False) -> list[str]:
     from ..attacks import list_attacks
 
-    names = [n.strip() for v in (values or ["pgd"]) for n in v.split(",") if n.strip()]
+    default = ["apgd-t"] if targeted else ["autoattack"]  # AutoAttack cannot be targeted
+    names = [n.strip() for v in (values or default) for n in v.split(",") if n.strip()]
     if not names:
         raise ConfigError("--attack is empty; give at least one attack name")
     known = list_attacks()
@@ -109,6 +117,10 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
     for name in names:
         accepted = _accepted(name)
         settings = {"eps": eps, "norm": args.norm, "seed": args.seed}
+        if name == "autoattack":
+            settings["version"] = args.aa_version
+        elif args.aa_version != "standard" and "autoattack" not in names:
+            notes.append("--aa-version applies to autoattack only")
         default_steps = DEFAULT_STEPS if name in PGD_FAMILY else None
         wanted = {"steps": args.steps if args.steps is not None else default_steps,
                   "alpha": alpha, "restarts": args.restarts}
@@ -122,7 +134,6 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
         if targeted and accepted is None:
             settings["targeted"] = True
         elif accepted is not None and "targeted" in accepted:
-            # said both ways: apgd-t is targeted by default, AutoAttack's APGD-T untargeted
             settings["targeted"] = targeted
         attack = build_attack(name, **settings)
         if bool(getattr(attack, "targeted", False)) != targeted:
@@ -179,7 +190,7 @@ def run_audit(args: argparse.Namespace):
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
     targeted = args.targeted_to is not None or args.targeted_all
-    names = _attack_names(args.attack)
+    names = _attack_names(args.attack, targeted)
     attacks, notes = _build_attacks(args, names, eps, alpha, targeted)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -206,6 +217,8 @@ def run_audit(args: argparse.Namespace):
     print(f"robustfair {args.command}: {sources.model_label} on {sources.data_label} ({args.split}, {n} points), "
           f"eps {args.eps} = {eps:.6g} ({args.norm})")
     print(report.summary())
+    for flag in report.flags:
+        print(f"robustfair: warning [{flag['code']}]: {flag['message']}", file=sys.stderr)
     return report
 
 

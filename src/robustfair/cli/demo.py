@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import PRESET, discrepancy_rows, run_demo, side_by_side
+from ..demo import PRESET, discrepancy_rows, reliable_note, run_demo, side_by_side
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     print(side_by_side(result.reports).to_string())
     print("\ndiscrepancy measures:")
     print(discrepancy_rows(result.reports).to_string())
+    print(f"\nnote: {reliable_note(attack['eps'], f'{args.out}/pgd_at/model.safetensors')}")
     print(f"\nwrote {result.paths['report']} and {result.paths['plot']} "
           f"({result.seconds:.0f} s)")
     return 0
