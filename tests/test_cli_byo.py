@@ -230,6 +230,18 @@ def test_an_image_folder_from_the_cli(user, tmp_path, capsys):
     assert report.predictions["clean_pred"].tolist() == expected.predictions["clean_pred"].tolist()
 
 
+def test_image_folder_options_are_checked(user, tmp_path, capsys):
+    model = ["--model", f"{user['root'] / 'user_net.py'}:build", "--weights", str(user["root"] / "grey.pt")]
+    cases = [(["--dataset", "image_folder"], "needs its folder: --data-dir FOLDER"),
+             (["--dataset", "digits", "--grey"], "apply to --dataset image_folder"),
+             (["--dataset", "image_folder", "--data-dir", str(user["root"] / "images"), "--split", "train"],
+              "audited whole; drop --split train")]
+    for args, message in cases:
+        assert _cli(tmp_path / "out", *model, *args) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_package_module_factory(user, tmp_path, monkeypatch, capsys):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()

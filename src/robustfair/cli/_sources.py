@@ -139,6 +139,9 @@ def _load_data(args):
         root = Path(args.data_dir).expanduser()
         presplit = (root / "train").is_dir() and any((root / t).is_dir() for t in ("test", "val"))
         if not presplit:  # a plain folder of class folders is the user's test set: audit all of it
+            if args.split != "test":
+                raise ConfigError(f"{root} has no train/ and test/ sub-folders: it is one test set, "
+                                  f"audited whole; drop --split train")
             ds = image_folder_test_set(root, image_size=args.image_size, channels=args.channels,
                                        progress=sys.stderr.isatty())
             return ds, ds.test.x, ds.test.y, f"image_folder {root}"
