@@ -275,11 +275,9 @@ def test_timm_spec_reaches_timm_create_model(user, tmp_path, monkeypatch, capsys
     assert calls[-1] == ("tiny_net", True, {"in_chans": 1})
 
 
-TIMM = importlib.util.find_spec("timm")
-
-
 def _timm_imports() -> str | None:
-    if TIMM is None:
+    """Why timm cannot be used here (None: it can)."""
+    if importlib.util.find_spec("timm") is None:
         return "timm is not installed (pip install 'robustfair[timm]')"
     try:
         import timm  # noqa: F401
@@ -288,7 +286,10 @@ def _timm_imports() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_timm_imports() is not None, reason=str(_timm_imports()))
+TIMM_MISSING = _timm_imports()
+
+
+@pytest.mark.skipif(TIMM_MISSING is not None, reason=str(TIMM_MISSING))
 def test_a_real_timm_model(tmp_path, capsys):
     import timm
 
@@ -297,8 +298,8 @@ def test_a_real_timm_model(tmp_path, capsys):
     assert _cli(tmp_path / "out", "--model", "timm:resnet10t", "--weights", str(tmp_path / "timm.pt"),
                 "--dataset", "digits", "--limit", "20") == 0, capsys.readouterr().err
     report = ClassReport.from_json(tmp_path / "out" / "report.json")
-    expected = _reference(net.eval(), load_dataset("digits").test.x[:20],
-                          load_dataset("digits").test.y[:20], [str(i) for i in range(10)])
+    test = load_dataset("digits").test
+    expected = _reference(net.eval(), test.x[:20], test.y[:20], [str(i) for i in range(10)])
     assert report.predictions["clean_pred"].tolist() == expected.predictions["clean_pred"].tolist()
 
 

@@ -133,9 +133,9 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
     meta = report.meta
     broken = broken_by(report)
     try:
-        worst_name, worst_value = report.worst_class("robust_acc")
-    except RobustfairError:
-        worst_name, worst_value = None, math.nan
+        worst_name = report.worst_class("robust_acc")[0]
+    except RobustfairError:  # no class has a robust value
+        worst_name = None
     header, rows = _class_rows(report, broken, worst_name)
     overall = report.overall
     headline = {  # (value, interval) pairs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, ModelError
 from ._checks import check_model_fits
 
 MODEL_HELP = (
