@@ -362,3 +362,17 @@ def test_safetensors_weights_read_without_pickle(user, tmp_path):
     save_file(state, tmp_path / "w.safetensors")
     loaded, where = read_state_dict(tmp_path / "w.safetensors")
     assert where == "" and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_lightning_and_compile_prefixes_are_unwrapped_only_when_the_model_lacks_them(user, tmp_path):
+    state = user["grey"].state_dict()
+    torch.save({"model": {f"model._orig_mod.{k}": v for k, v in state.items()}}, tmp_path / "l.ckpt")
+    net = user["module"].build(10, 1)
+    info = load_weights(net, tmp_path / "l.ckpt")
+    assert info["container_key"] == "model" and info["stripped_prefixes"] == ["model.", "_orig_mod."]
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+
+    # a model whose own keys start with "model." keeps the prefix of the file
+    wrapped = SelectOutput(user["module"].build(10, 1), 0)
+    torch.save({f"model.{k}": v for k, v in state.items()}, tmp_path / "w.pt")
+    assert load_weights(wrapped, tmp_path / "w.pt")["stripped_prefixes"] == []
