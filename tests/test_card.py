@@ -7,6 +7,7 @@ import html
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -141,3 +142,24 @@ def test_card_screenshot_is_not_blank(card, tmp_path):
     shot = np.asarray(Image.open(screenshot(card["out"] / "card.html", tmp_path / "s.png", tmp_path))
                       .convert("L"))
     assert shot.shape[1] == 1280 and (shot < 128).mean() > 0.01  # dark text and figures drawn
+
+
+def test_card_counts_each_autoattack_part_and_shows_its_settings():
+    """A composite attack's parts each get a column (from report.broken_by()) and a settings line."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    clean = np.array([0, 0, 1, 1, 1, 1])
+    aa = np.array([1, 0, 1, 0, 0, 1])  # point 0 broken by part 0, point 3 by part 1, point 4 by part 1
+    by = np.array([0, -1, -1, 1, 1, -1])
+    parts = [{"attack": "apgd-ce", "steps": 100}, {"attack": "apgd-t", "steps": 100, "top_k": 9}]
+    report = ClassReport(
+        predictions=pd.DataFrame({"y_true": y, "clean_pred": clean, "autoattack_pred": aa,
+                                  "autoattack_by": by, "worst_pred": aa}),
+        classes=["cat", "dog"], attacks=[{"attack": "autoattack", "eps": 8 / 255, "parts": parts}])
+    page, _ = render_html(report, title="aa")
+    text = _text(page)
+    assert "<th>broken by autoattack:apgd-ce</th>" in page and "<th>broken by autoattack:apgd-t</th>" in page
+    rows = {r[0]: r for r in (re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S))
+            if r}
+    # class, n, clean, robust, autoattack %, then broken by apgd-ce, apgd-t, robust, clean_wrong
+    assert rows["cat"][5:] == ["1", "0", "1", "1"] and rows["dog"][5:] == ["0", "2", "1", "0"]
+    assert "autoattack / apgd-t: steps=100, top_k=9" in text
