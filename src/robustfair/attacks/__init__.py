@@ -1,6 +1,7 @@
-"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted)."""
+"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), FAB / FAB-T."""
 from ._base import Attack, AttackResult, build_attack, eval_mode, list_attacks, register_attack
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
+from .fab import FAB, FABTargeted
 from .fgsm import FGSM
 from .pgd import CW, PGD
 
@@ -12,6 +13,8 @@ __all__ = [
     "Attack",
     "AttackResult",
     "CW",
+    "FAB",
+    "FABTargeted",
     "FGSM",
     "PGD",
     "build_attack",
