@@ -12,6 +12,7 @@ and 1 restart, as AutoAttack's standard suite runs FAB-T) and fewer steps than t
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 
@@ -200,14 +201,16 @@ def test_fab_t_not_weaker_than_official(digits, arch, norm):
 def test_fab_t_per_class_not_weaker_than_official_over_three_seeds(digits, arch, norm):
     ds, x, y = digits
     x, y = x[:POINTS], y[:POINTS]
-    gaps, a_all, b_all = [], 0, 0
+    gaps, a_all, b_all, overall = [], 0, 0, []
     for seed in (0, 1, 2):  # three trained models
         ours, theirs = _robust_both(ds, x, y, arch, norm, seed)
+        overall.append(f"{float(ours.double().mean()):.3f}/{float(theirs.double().mean()):.3f}")
         gaps.append(_per_class(ours, y) - _per_class(theirs, y))
         a, b, _ = _sign_test(ours, theirs)
         a_all, b_all = a_all + a, b_all + b
     gap = np.mean(gaps, axis=0)
-    print(f"\nfab-t {arch} {norm} eps={EPS[norm]}, 3 seeds: per-class robust accuracy, ours - "
+    print(f"\nfab-t {arch} {norm} eps={EPS[norm]}, 3 seeds: robust ours/official "
+          f"{', '.join(overall)}; per-class robust accuracy, ours - "
           f"official, mean over seeds: max {gap.max():+.4f}, min {gap.min():+.4f}; robust under "
           f"ours only {a_all}, official only {b_all}")
     assert gap.max() <= 0.02
@@ -306,6 +309,21 @@ def test_early_exit_broken_points_leave_steps_and_target_classes(digits, cnn):
     assert rows_nine - rows_one <= 8 * (2 * steps + 1) * left * 9 / 8
 
 
+def test_each_points_search_is_its_own_batch_size_and_clean_logits(digits, cnn):
+    """In pieces of 16 points, or given the clean logits, the same points fall (float64)."""
+    _, x, y = digits
+    model = copy.deepcopy(cnn).double()
+    x, y = x[:64].double(), y[:64]
+    attack = build_attack("fab-t", eps=0.1, steps=8)
+    whole = attack.perturb(model, x, y)
+    with torch.no_grad():
+        logits = model(x)
+    pieces = attack.perturb(model, x, y, batch_size=16, clean_logits=logits)
+    assert bool(whole.success.any()) and bool((~whole.success).any())
+    assert torch.equal(pieces.success, whole.success)
+    assert torch.allclose(pieces.x_adv, whole.x_adv, atol=1e-9)
+
+
 def test_reproducible_with_a_seed(digits, cnn):
     _, x, y = digits
     x, y = x[:80], y[:80]
@@ -321,7 +339,7 @@ def test_reproducible_with_a_seed(digits, cnn):
     assert torch.allclose((draws[3] - x0).norm(dim=1), torch.tensor(0.1))
 
 
-def test_works_under_no_grad_and_inference_mode(digits, cnn):
+def test_works_under_no_grad_inference_mode_and_amp(digits, cnn):
     _, x, y = digits
     x, y = x[:60], y[:60]
     ref = build_attack("fab-t", eps=0.1, steps=5).perturb(cnn, x, y)
@@ -333,6 +351,11 @@ def test_works_under_no_grad_and_inference_mode(digits, cnn):
         assert torch.equal(build_attack("fab-t", eps=0.1, steps=5).perturb(cnn, xi, yi).x_adv,
                            ref.x_adv)
     assert bool(ref.success.any())
+    # amp (bfloat16 on CPU): a success must hold in full precision
+    amp = build_attack("fab-t", eps=0.1, steps=5, amp=True).perturb(cnn, x, y)
+    with torch.no_grad():
+        assert torch.equal(amp.success, cnn(amp.x_adv).argmax(1) != y)
+    assert float((amp.x_adv - x).abs().amax()) <= 0.1 + 1e-7
 
 
 def test_settings_are_autoattacks_and_fewer_classes_use_all_others():

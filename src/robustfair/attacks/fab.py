@@ -85,12 +85,14 @@ def _saturation_point(breaks: torch.Tensor, weight_room: torch.Tensor, slope: to
     whether even moving every coordinate to the box reaches it.
     """
     order = breaks.argsort(dim=1)
-    breaks_s, wr_s, slope_s = breaks.gather(1, order), weight_room.gather(1, order), slope.gather(1, order)
-    saturated_before = wr_s.cumsum(dim=1) - wr_s                      # sum over j < k
-    slope_from = slope_s.flip(1).cumsum(dim=1).flip(1)                # sum over j >= k (exactly 0 on a zero tail)
+    breaks_s, wr_s = breaks.gather(1, order), weight_room.gather(1, order)
+    slope_s = slope.gather(1, order)
+    saturated_before = wr_s.cumsum(dim=1) - wr_s  # sum over j < k
+    # sum over j >= k, exactly 0 on a tail of zero slopes (whose breaks are infinite)
+    slope_from = slope_s.flip(1).cumsum(dim=1).flip(1)
     unsaturated = torch.where(slope_from > 0, breaks_s * slope_from, torch.zeros_like(slope_from))
     gain_at_break = saturated_before + unsaturated
-    k = (gain_at_break < r.unsqueeze(1)).sum(dim=1, keepdim=True)     # breaks passed before reaching r
+    k = (gain_at_break < r.unsqueeze(1)).sum(dim=1, keepdim=True)  # breaks passed before r
     feasible = k.squeeze(1) < breaks.shape[1]
     k = k.clamp(max=breaks.shape[1] - 1)
     s = (r.unsqueeze(1) - saturated_before.gather(1, k)) / slope_from.gather(1, k).clamp_min(_TINY)
@@ -120,7 +122,8 @@ def _project_l2(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tens
     """
     direction, weight, room, r = _hyperplane_moves(t, w, b)
     # a coordinate with w_i = 0 never moves: its break is at infinity
-    breaks = torch.where(weight > 0, room / weight.clamp_min(_TINY), torch.full_like(room, float("inf")))
+    never = torch.full_like(room, float("inf"))
+    breaks = torch.where(weight > 0, room / weight.clamp_min(_TINY), never)
     mu, feasible = _saturation_point(breaks, weight * room, weight * weight, r)
     move = torch.where(feasible.unsqueeze(1), torch.minimum(mu * weight, room), room)
     return direction * move
@@ -133,7 +136,8 @@ def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
 
 # ------------------------------------------------------------------ one step
 
-def _closest_hyperplane(f: torch.Tensor, g: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _closest_hyperplane(f: torch.Tensor, g: torch.Tensor,
+                        norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Of the hyperplanes ``f_k + <g_k, z - x> = 0`` (f: N×H, g: N×H×D), the closest to ``x``.
 
     Its distance in the ``norm`` is ``|f_k| / ||g_k||_*`` with the dual norm (L1 for L-inf,
@@ -163,7 +167,7 @@ def _fab_step(x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tenso
 
 def _random_start(x0: torch.Tensor, eps: torch.Tensor, norm: str,
                   generator: torch.Generator) -> torch.Tensor:
-    """A start at distance ``eps / 2`` from ``x0`` (N×D) in a random direction, clipped to [0, 1]."""
+    """A start ``eps / 2`` from ``x0`` (N×D) in a random direction, clipped to [0, 1]."""
     if norm == "linf":
         t = 2.0 * torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) - 1.0
     else:
@@ -199,7 +203,8 @@ class FAB(GradientAttack):
         self.restarts = check_positive_int("restarts", restarts)
         self.alpha_max = check_fraction("alpha_max", alpha_max, open_low=False)
         self.beta = check_fraction("beta", beta)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 1.0 <= eta < float("inf"):
+        number = isinstance(eta, (int, float)) and not isinstance(eta, bool)
+        if not (number and 1.0 <= eta < float("inf")):
             raise AttackError(f"eta (the overshoot) must be a number >= 1, got {eta!r}")
         self.eta = float(eta)
 
@@ -251,11 +256,9 @@ class FAB(GradientAttack):
         for target in self._targets(search):
             for restart in range(self.restarts):
                 for idx in search.pieces():  # the points still robust
-                    x0 = search.x[idx].flatten(1)
-                    start = x0 if restart == 0 else _random_start(
-                        x0, eps[idx].flatten(1), self.norm, generator)
-                    self._run(search, idx, eps[idx].flatten(1), None if target is None else target[idx],
-                              start)
+                    x0, eps_i = search.x[idx].flatten(1), eps[idx].flatten(1)
+                    start = x0 if restart == 0 else _random_start(x0, eps_i, self.norm, generator)
+                    self._run(search, idx, eps_i, None if target is None else target[idx], start)
 
     def _broken(self, search: Search, idx: torch.Tensor, x: torch.Tensor, x0: torch.Tensor,
                 logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
