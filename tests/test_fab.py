@@ -396,7 +396,7 @@ def test_bad_settings_are_one_line_errors(digits, cnn):
     assert "non-negative" in _one_line_error(lambda: build_attack("fab-t", eps=-1.0))
     assert "bad settings" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, loss="ce"))
     assert "untargeted" in _one_line_error(
-        lambda: build_attack("fab-t", eps=0.1).perturb(cnn, x, y, y))
+        lambda: build_attack("fab-t", eps=0.1).perturb(cnn, x, y, target=y))
     two = build_model("mlp", num_classes=2, in_channels=1, image_size=8, hidden=[8]).eval()
     assert "3 classes" in _one_line_error(
         lambda: build_attack("fab-t", eps=0.1).perturb(two, x, y % 2))
