@@ -1,7 +1,9 @@
-"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), and AutoAttack."""
+"""Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), FAB / FAB-T,
+Square, and AutoAttack (their ensemble)."""
 from ._base import Attack, AttackResult, CallOptions, build_attack, eval_mode, list_attacks, register_attack
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
-from .autoattack import AutoAttack
+from .fab import FAB, FABTargeted
+from .autoattack import AutoAttack  # after its parts
 from .fgsm import FGSM
 from .pgd import CW, PGD
 
@@ -15,6 +17,8 @@ __all__ = [
     "AttackResult",
     "CallOptions",
     "CW",
+    "FAB",
+    "FABTargeted",
     "FGSM",
     "PGD",
     "build_attack",
