@@ -27,6 +27,7 @@ from robustfair.attacks import square
 from robustfair.attacks._geometry import make_generator
 from robustfair.attacks.square import _bump, _l2_init, _l2_step, _linf_init, _linf_step, p_selection
 from robustfair.errors import AttackError
+from robustfair.models import attack_view
 
 from digits_model import train_small_cnn
 
@@ -87,8 +88,11 @@ def net(digits):
 
 
 @pytest.fixture(scope="module")
-def models(net):
-    return {"cnn": net, "quantised": Quantised(net, 8).eval()}
+def models(net, digits):
+    # BatchNorm folded into the convolutions (as the audit runs a model): the same function,
+    # about a third cheaper per forward pass
+    fast = attack_view(net, digits[1][:2])
+    return {"cnn": fast, "quantised": Quantised(fast, 8).eval()}
 
 
 def _fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
