@@ -71,7 +71,7 @@ def official(model, x, y, batch_size: int, seed: int):
     logging.getLogger("auto-attack").setLevel(logging.ERROR)
     adversary = AutoAttack(model, eps=DIGITS_EPS, norm="Linf", version="standard", seed=seed)
     adversary.verbose = False
-    x_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     with torch.no_grad():
         clean = model(x).argmax(1) == y
         adv = model(x_adv).argmax(1) == y

@@ -51,7 +51,7 @@ def _official_robust(model, x, y, seed, version="standard"):
     adversary = official.AutoAttack(model, eps=EPS, norm="Linf", version=version, seed=seed)
     adversary.verbose = False
     adversary.square.n_queries = QUERIES
-    x_adv = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
     with torch.no_grad():
         return ((model(x).argmax(1) == y) & (model(x_adv).argmax(1) == y)).numpy()
 

@@ -1,11 +1,12 @@
 """Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), FAB / FAB-T,
-Square, and AutoAttack (their ensemble)."""
+Square (black-box), and AutoAttack (their ensemble)."""
 from ._base import Attack, AttackResult, CallOptions, build_attack, eval_mode, list_attacks, register_attack
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
 from .fab import FAB, FABTargeted
-from .autoattack import AutoAttack  # after its parts
 from .fgsm import FGSM
 from .pgd import CW, PGD
+from .square import Square
+from .autoattack import AutoAttack  # noqa: E402 - after its parts
 
 __all__ = [
     "APGD",
@@ -21,6 +22,7 @@ __all__ = [
     "FABTargeted",
     "FGSM",
     "PGD",
+    "Square",
     "build_attack",
     "eval_mode",
     "list_attacks",

@@ -1,0 +1,334 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L-inf and L2.
+
+A black-box attack by random search: it only reads the model's logits (forward passes under
+``torch.no_grad()``, never a gradient), so a model whose input gradients are zero or useless
+(gradient masking) does not stop it. Each point keeps its best image so far, ``x_best``; each
+query proposes a change of ``x_best`` confined to a random square window and keeps it when
+the loss improves. The module follows the paper's Algorithm 1, one small function per rule:
+
+* :func:`p_selection`: the fraction ``p`` of the pixels a square covers. It starts at
+  ``p_init`` and is halved after 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
+  iterations of a 10,000-query budget (the iteration is rescaled to that budget first);
+  the square's side is ``s = round(sqrt(p * h * w))``, at least 1 (L-inf) or 3 (L2);
+* :func:`_linf_init`: vertical stripes: every column of every channel moves by ``+eps`` or
+  ``-eps``;
+* :func:`_linf_step`: one square of ``x_best``, per channel, set to ``x +- eps`` (signs drawn
+  again until the square changes something, as in the paper's code);
+* :func:`_l2_init`: a grid of squares, each holding a "pseudo-Gaussian" bump
+  (:func:`_bump`) with a random sign per channel, rescaled to L2 norm ``eps``;
+* :func:`_l2_step`: a new bump is added to the normalised content of a first window, whose
+  norm is then set to what the first and a second window held plus the budget still free;
+  the second window is emptied; the whole perturbation is rescaled to norm ``eps``.
+
+Loss (``loss``): any of :mod:`losses`'s, maximised. ``None`` takes the official code's
+choice: the CW margin of the label untargeted, ``-CE`` to the target when targeted. A
+proposal is kept when it raises the loss strictly; a point leaves the working batch as soon
+as it meets the goal (its first adversarial image is kept), so later queries run only on
+the points still robust.
+
+Budget: ``n_queries`` iterations after the initial point, as in AutoAttack's SquareAttack
+(at most ``n_queries + 1`` forward rows per point and restart). Unlike AutoAttack's version,
+which draws one window and one set of signs per iteration for the whole batch, each point
+draws its own (as in the paper's code), the L-inf step draws signs again rather than spend
+a query on an unchanged image (as the paper's code; AutoAttack's does not), and a window
+may start on any row or column from which it fits (both official versions never draw the
+last one, so on small images the last row and column keep their initial value). On 8×8
+digits these make it clearly stronger than AutoAttack's (tests/test_square.py). Each image
+may be of any size and number of channels; a square never exceeds the shorter side. Every
+model call goes through :meth:`Square._query`; ``perturb(..., batch_size=B)`` caps a pass
+at ``B`` points (results then depend on ``B``: the random draws follow the pieces).
+
+>>> p_selection(0, 5000), p_selection(10, 5000), p_selection(4999, 5000)
+(0.8, 0.4, 0.0015625)
+>>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+>>> res = Square(eps=0.1, n_queries=20).perturb(model, torch.rand(6, 1, 2, 2),
+...                                              torch.zeros(6, dtype=torch.long))
+>>> bool(((res.x_adv - res.x_adv.clamp(0, 1)).abs().max() == 0))
+True
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from ..errors import AttackError
+from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
+from ._geometry import l2_norm, make_generator
+from ._search import Search, check_fraction, check_positive_int
+from .losses import check_loss, objective
+
+# Guards divisions by a norm that can be exactly 0 (an empty window, a zero perturbation).
+_TINY = 1e-12
+# The L-inf step draws a square's signs again while the square would not change x_best; a
+# point whose square cannot change at all (eps = 0) must not loop forever.
+_SIGN_TRIES = 10
+# (iterations of a 10,000-query budget after which p halves)
+_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def p_selection(it: int, n_queries: int, p_init: float = 0.8) -> float:
+    """The fraction of pixels the square of iteration ``it`` (0-based) covers.
+
+    ``it`` is first rescaled to a 10,000-query budget; ``p`` is ``p_init`` halved once per
+    threshold of :data:`_HALVINGS` that the rescaled iteration has passed.
+    """
+    it = int(it / n_queries * 10000)
+    return p_init / 2 ** sum(it > t for t in _HALVINGS)
+
+
+def _side(p: float, h: int, w: int, smallest: int) -> int:
+    """The side of a square covering about ``p * h * w`` pixels, within [smallest, min(h, w)]."""
+    return min(max(int(round(math.sqrt(p * h * w))), smallest), h, w)
+
+
+def _signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Independent random signs (+1 / -1) in ``like``'s dtype and device."""
+    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return (2 * bits - 1).to(like.dtype)
+
+
+def _corners(n: int, s: int, h: int, w: int, generator: torch.Generator,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners, one per point, of ``s``×``s`` windows that fit in an ``h``×``w`` image."""
+    top = torch.randint(0, h - s + 1, (n,), generator=generator, device=device)
+    left = torch.randint(0, w - s + 1, (n,), generator=generator, device=device)
+    return top, left
+
+
+def _window_mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """N×1×H×W, True inside each point's ``s``×``s`` window."""
+    rows = torch.arange(h, device=top.device)
+    cols = torch.arange(w, device=top.device)
+    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + s)
+    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + s)
+    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+
+
+def _window_index(top: torch.Tensor, left: torch.Tensor, s: int) -> tuple[torch.Tensor, ...]:
+    """Indices that read (or write) each point's window of an N×C×H×W tensor as N×S×S×C."""
+    steps = torch.arange(s, device=top.device)
+    rows = (top[:, None] + steps)[:, :, None]
+    cols = (left[:, None] + steps)[:, None, :]
+    points = torch.arange(len(top), device=top.device)[:, None, None]
+    return points, slice(None), rows, cols
+
+
+# ------------------------------------------------------------------------------ L-inf
+
+def _linf_init(x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Vertical stripes: each column of each channel of each point moves by ``+eps`` or ``-eps``."""
+    n, c, _, w = x.shape
+    return (x + eps * _signs((n, c, 1, w), generator, x)).clamp(0.0, 1.0)
+
+
+def _linf_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """``x_best`` with one random square per point set, per channel, to ``x + eps`` or ``x - eps``.
+
+    Signs that would leave the square as it is (it already sits on that corner of the ball)
+    are drawn again, so no query is spent on an unchanged image.
+    """
+    n, c, h, w = x.shape
+    s = _side(p, h, w, smallest=1)
+    window = _window_mask(*_corners(n, s, h, w, generator, x.device), s, h, w)
+    x_new = x_best.clone()
+    redraw = torch.arange(n, device=x.device)
+    for _ in range(_SIGN_TRIES):
+        signs = _signs((len(redraw), c, 1, 1), generator, x)
+        proposal = (x[redraw] + eps[redraw] * signs).clamp(0.0, 1.0)
+        inside = window[redraw]
+        x_new[redraw] = torch.where(inside, proposal, x_best[redraw])
+        changed = ((x_new[redraw] - x_best[redraw]).abs() * inside).flatten(1).amax(1) > 1e-7
+        redraw = redraw[~changed]
+        if redraw.numel() == 0:
+            break
+    return x_new
+
+
+# --------------------------------------------------------------------------------- L2
+
+def _bump_half(a: int, b: int, like: torch.Tensor) -> torch.Tensor:
+    """An ``a``×``b`` block of nested rectangles around its centre, unit L2 norm.
+
+    Rectangle ``k`` holds the cells within Chebyshev distance ``k`` of the centre cell and
+    adds ``1 / (k + 1)**2`` to each, so the block peaks at the centre and decays outwards.
+    """
+    rows = (torch.arange(a, device=like.device) - a // 2).abs()
+    cols = (torch.arange(b, device=like.device) - b // 2).abs()
+    distance = torch.maximum(rows[:, None], cols[None, :])
+    weights = 1.0 / torch.arange(1, max(a // 2, b // 2) + 2, device=like.device,
+                                 dtype=like.dtype) ** 2
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum of the weights of rectangles >= d
+    block = tail[distance]
+    return block / block.norm().clamp_min(_TINY)
+
+
+def _bump(s: int, like: torch.Tensor) -> torch.Tensor:
+    """The paper's ``s``×``s`` update: a positive bump on the top half, a negative one below.
+
+    Unit L2 norm; the two halves' opposite signs keep the update's mean near zero.
+    """
+    top = _bump_half(s // 2, s, like)
+    bottom = -_bump_half(s - s // 2, s, like)
+    bump = torch.cat([top, bottom])
+    return bump / bump.norm().clamp_min(_TINY)
+
+
+def _random_bumps(shape: tuple[int, ...], s: int, generator: torch.Generator,
+                  like: torch.Tensor) -> torch.Tensor:
+    """``shape``×S×S bumps, each transposed (bump on the left/right halves) with probability 1/2."""
+    bump = _bump(s, like)
+    flip = torch.randint(0, 2, (*shape, 1, 1), generator=generator, device=like.device).bool()
+    return torch.where(flip, bump.T, bump)
+
+
+def _l2_init(x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A grid of bumps of side ``min(h, w) // 5`` (about 5×5 of them, centred), each with a
+    random sign per channel, rescaled to L2 norm ``eps`` and clipped to [0, 1]."""
+    n, c, h, w = x.shape
+    s = max(min(h, w) // 5, 1)
+    k_h, k_w = h // s, w // s
+    off_h, off_w = (h - k_h * s) // 2, (w - k_w * s) // 2
+    bumps = _random_bumps((n, 1, k_h, k_w), s, generator, x)
+    tiles = bumps * _signs((n, c, k_h, k_w), generator, x)[..., None, None]  # N×C×kh×kw×S×S
+    delta = torch.zeros_like(x)
+    delta[:, :, off_h:off_h + k_h * s, off_w:off_w + k_w * s] = (
+        tiles.permute(0, 1, 2, 4, 3, 5).reshape(n, c, k_h * s, k_w * s))
+    return (x + delta / l2_norm(delta).clamp_min(_TINY) * eps).clamp(0.0, 1.0)
+
+
+def _l2_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
+             generator: torch.Generator) -> torch.Tensor:
+    """``x_best`` with mass moved between two random windows of odd side ``s`` (per point).
+
+    Window 1 gets its current content (normalised) plus a new bump with a random sign per
+    channel, rescaled per channel to ``sqrt(norm of both windows' content**2 + free / c)``,
+    where ``free = max(eps**2 - ||delta||**2, 0)`` is the budget not yet used; window 2 is
+    emptied (window 1 wins where they overlap). The perturbation is then rescaled to norm
+    ``eps`` and the image clipped to [0, 1].
+    """
+    n, c, h, w = x.shape
+    s = _side(p, h, w, smallest=3)
+    if s % 2 == 0 and s < min(h, w):
+        s += 1  # odd, so the bump has a centre cell (unless the image is too small)
+    delta = x_best - x
+    first, second = (_corners(n, s, h, w, generator, x.device) for _ in range(2))
+    where_first = _window_index(*first, s)
+
+    content = delta[where_first].permute(0, 3, 1, 2)  # N×C×S×S
+    content_norm = content.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
+    both = _window_mask(*first, s, h, w) | _window_mask(*second, s, h, w)
+    both_norm = (delta * both).pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # N×C×1×1
+    free = (eps.pow(2) - l2_norm(delta).pow(2)).clamp_min(0.0)
+
+    update = _random_bumps((n, 1), s, generator, x) * _signs((n, c, 1, 1), generator, x)
+    update = update + content / (content_norm + _TINY)
+    update = update / (update.pow(2).sum(dim=(2, 3), keepdim=True).sqrt() + _TINY)
+    update = update * (free / c + both_norm.pow(2)).sqrt()
+
+    delta = delta.masked_fill(_window_mask(*second, s, h, w), 0.0)
+    delta[where_first] = update.permute(0, 2, 3, 1)
+    return (x + delta / l2_norm(delta).clamp_min(_TINY) * eps).clamp(0.0, 1.0)
+
+
+_INIT = {"linf": _linf_init, "l2": _l2_init}
+_STEP = {"linf": _linf_step, "l2": _l2_step}
+
+
+# ----------------------------------------------------------------------- the attack
+
+@dataclass
+class _Run:
+    """The per-point state of one restart; every field is indexed by point (dim 0)."""
+
+    idx: torch.Tensor          # positions in the full batch
+    x: torch.Tensor            # clean images
+    y: torch.Tensor
+    target: torch.Tensor | None
+    eps: torch.Tensor          # N×1×1×1
+    x_best: torch.Tensor       # the best image so far and its loss
+    f_best: torch.Tensor
+
+    def take(self, keep: torch.Tensor) -> "_Run":
+        """The same state for the points ``keep`` only."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return _Run(**{k: None if v is None else v[keep] for k, v in values.items()})
+
+
+@register_attack("square")
+class Square(Attack):
+    """Square Attack: score-based random search in the eps-ball (L-inf or L2), no gradients."""
+
+    name = "square"
+
+    def __init__(
+        self,
+        eps: float | torch.Tensor,
+        *,
+        norm: str = "linf",
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        restarts: int = 1,
+        loss: str | None = None,
+        targeted: bool = False,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(eps, norm=norm, targeted=targeted, seed=seed)
+        if not isinstance(targeted, bool):
+            raise AttackError(f"targeted must be True or False, got {targeted!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise AttackError(f"seed must be an integer or None, got {seed!r}")
+        self.n_queries = check_positive_int("n_queries", n_queries)
+        self.p_init = check_fraction("p_init", p_init)
+        self.restarts = check_positive_int("restarts", restarts)
+        # The official code's choice: the margin untargeted, cross-entropy to the target.
+        self.loss = check_loss(loss if loss is not None else ("ce" if targeted else "cw"))
+
+    def settings(self) -> dict:
+        return {**super().settings(), "loss": self.loss, "n_queries": self.n_queries,
+                "p_init": self.p_init, "restarts": self.restarts}
+
+    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 target: torch.Tensor | None, options: CallOptions) -> AttackResult:
+        with torch.no_grad():
+            search = Search(model, x, y, target, loss=self.loss, amp=False,
+                            clean_logits=options.clean_logits, capacity=options.batch_size)
+            eps = per_sample(self.eps, len(x), x)
+            generator = make_generator(options.seed, x.device)
+            for _ in range(self.restarts):
+                for idx in search.pieces():  # empty once every point is fooled
+                    self._run(search, idx, eps[idx], generator)
+        return search.result()
+
+    def _query(self, search: Search, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits on ``x``: the attack's only way to the model (forward only)."""
+        return search.logits(x)
+
+    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor,
+             generator: torch.Generator) -> None:
+        """One restart on the points ``idx``; the batch shrinks as points get fooled."""
+        x, y, target = search.points(idx)
+        x_best = _INIT[self.norm](x, eps, generator)
+        logits = self._query(search, x_best)
+        run = _Run(idx=idx, x=x, y=y, target=target, eps=eps, x_best=x_best,
+                   f_best=objective(self.loss, logits, y, target))
+        still = search.record(idx, x_best, logits, y, target)
+        if still is not None:
+            run = run.take(still)
+        step = _STEP[self.norm]
+        for it in range(self.n_queries):
+            if run.idx.numel() == 0:
+                return
+            x_new = step(run.x, run.x_best, run.eps, p_selection(it, self.n_queries, self.p_init),
+                         generator)
+            logits = self._query(search, x_new)
+            f = objective(self.loss, logits, run.y, run.target)
+            still = search.record(run.idx, x_new, logits, run.y, run.target)
+            if still is not None:
+                run, x_new, f = run.take(still), x_new[still], f[still]
+            better = f > run.f_best
+            run.f_best = torch.where(better, f, run.f_best)
+            run.x_best = torch.where(better.view(-1, 1, 1, 1), x_new, run.x_best)
