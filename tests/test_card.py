@@ -157,7 +157,8 @@ def test_card_counts_each_autoattack_part_and_shows_its_settings():
         classes=["cat", "dog"], attacks=[{"attack": "autoattack", "eps": 8 / 255, "parts": parts}])
     page, _ = render_html(report, title="aa")
     text = _text(page)
-    assert "<th>broken by autoattack:apgd-ce</th>" in page and "<th>broken by autoattack:apgd-t</th>" in page
+    assert '<th colspan="2" class="group">points broken first by</th>' in page
+    assert "<th>apgd-ce</th><th>apgd-t</th><th>robust</th><th>clean wrong</th>" in page
     rows = {r[0]: r for r in (re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", page, re.S))
             if r}
     # class, n, clean, robust, autoattack %, then broken by apgd-ce, apgd-t, robust, clean_wrong

@@ -105,24 +105,35 @@ def _discrepancy(report: "ClassReport", metric: str, n_boot: int, seed: int) -> 
     return {"metric": metric, "header": header, "rows": rows, "frame": frame}
 
 
-def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) -> tuple[list[str], list[dict]]:
+def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) -> tuple[dict, list[dict]]:
     """The per-class table: clean and robust accuracy with intervals, each attack's accuracy
-    (the value only, to keep the table narrow), and the points each attack broke first."""
+    (the value only, to keep the table narrow), and the points each attack broke first.
+
+    The header has a group row (``groups``: label and column span) above the column names.
+    """
     by_class = report.by_class
     attack_metrics = [f"{a}_acc" for a in report.attack_names]
-    header = (["class", "n", "clean %", "robust %"] + [f"{a} %" for a in report.attack_names]
-              + [f"broken by {c}" if c not in ("robust", "clean_wrong") else c for c in broken.columns])
+    tail = [c for c in ("robust", "clean_wrong") if c in broken.columns]
+    breakers = [c for c in broken.columns if c not in tail]
+    header = {
+        "groups": [("", 2), ("accuracy, % [95% CI]", 2 + len(attack_metrics)),
+                   ("points broken first by", len(breakers)), ("points", len(tail))],
+        # a composite attack's parts are named "autoattack:apgd-ce": the part is enough here
+        "columns": (["class", "n", "clean", "robust"] + list(report.attack_names)
+                    + [c.split(":", 1)[-1] for c in breakers] + [c.replace("_", " ") for c in tail]),
+    }
     rows = []
     for name, row in by_class.iterrows():
         cells = [str(name), str(int(row["n"])), _interval(row, "clean_acc"), _interval(row, "robust_acc")]
         cells += [_pct(row[m]) for m in attack_metrics]
-        cells += [str(int(v)) for v in broken.loc[name]]
+        cells += [str(int(broken.loc[name, c])) for c in breakers + tail]
         rows.append({"cells": cells, "worst": name == worst, "overall": False})
     overall = report.overall
     cells = ["overall", str(int(overall["n"])), _interval(overall, "clean_acc"),
              _interval(overall, "robust_acc")]
     cells += [_pct(overall[m]) for m in attack_metrics]
-    cells += [str(int(v)) for v in broken.sum(axis=0)]
+    total = broken.sum(axis=0)
+    cells += [str(int(total[c])) for c in breakers + tail]
     rows.append({"cells": cells, "worst": False, "overall": True})
     return header, rows
 
