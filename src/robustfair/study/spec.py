@@ -458,7 +458,8 @@ def _evaluation(doc: _Located, raw: Any) -> Evaluation:
         if eps <= 0:
             raise doc.error(where + ("eps",), f"evaluation eps must be > 0, got {eps}")
 
-    attacks_raw = raw.get("attacks", {"pgd20": {"attack": "pgd", "steps": 20}})
+    # no attacks named: the reliable evaluation (AutoAttack, standard version)
+    attacks_raw = raw.get("attacks", {"autoattack": {"attack": "autoattack"}})
     if isinstance(attacks_raw, list):  # [pgd, apgd-ce] or [{pgd20: {...}}, ...]
         merged: dict = {}
         for i, item in enumerate(attacks_raw):
