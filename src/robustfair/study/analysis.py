@@ -57,11 +57,14 @@ def run_frame(results: pd.DataFrame) -> pd.DataFrame:
     cols = ["run", "label"] + config_cols(results)
     runs = results.drop_duplicates("run")[cols].set_index("run")
     for metric in ("clean", "robust"):
-        wide = profiles(results, f"{metric}_acc")
+        # the pivot is sorted by run key: align it with ``runs`` (in order of appearance) before
+        # anything is assigned by position
+        wide = profiles(results, f"{metric}_acc").reindex(runs.index)
         runs[f"{metric}_mean"] = wide.mean(axis=1)
         runs[f"{metric}_worst"] = wide.min(axis=1)
         runs[f"{metric}_std"] = wide.std(axis=1, ddof=0)
-        runs[f"{metric}_worst_class"] = ["/".join(worst_classes(row)) for _, row in wide.iterrows()]
+        runs[f"{metric}_worst_class"] = ["/".join(worst_classes(row.dropna()))
+                                         for _, row in wide.iterrows()]
     return runs.reset_index()
 
 
