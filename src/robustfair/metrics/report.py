@@ -35,7 +35,8 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from .._atomic import atomic_write_text
-from ._stats import MEASURES, discrepancy_measures, stratified_bootstrap, wilson_interval
+from ._stats import (MEASURES, discrepancy_measures, noise_floor, stratified_bootstrap,
+                     wilson_interval)
 
 __all__ = ["ClassReport", "profile_similarity", "worst_case", "MISSING"]
 
@@ -304,11 +305,31 @@ class ClassReport:
         fraction: float = 0.2,
         confidence: float = 0.95,
     ) -> pd.DataFrame:
-        """Every scalar discrepancy measure with a stratified-bootstrap percentile interval.
+        """Every scalar discrepancy measure with a stratified-bootstrap interval and its noise floor.
 
-        Points are resampled with replacement within each class (class sizes stay fixed), the
-        measure is recomputed on each of ``n_boot`` resamples, and ``lo``/``hi`` are the
-        ``(1 ± confidence) / 2`` percentiles. Classes without a value are left out.
+        Columns:
+
+        * ``value``; ``lo``/``hi``: the ``(1 ± confidence) / 2`` percentiles of the measure over
+          ``n_boot`` resamples of the points with replacement within each class (class sizes
+          stay fixed);
+        * ``bias``: the bootstrap estimate of the measure's bias (mean over resamples minus
+          ``value``). For ``worst`` it is the selection bias of taking the minimum of K noisy
+          class estimates: the observed worst class is, on average, lower than that class's
+          true accuracy by about ``-bias`` (``value - bias`` is the bias-corrected estimate);
+        * ``noise_floor``: the measure's expected value if every class had the same true
+          accuracy (the pooled one), from a parametric bootstrap that keeps each class's n: the
+          gap that sampling noise alone produces;
+        * ``p_noise``: the share of those no-gap draws with a gap at least as wide as observed
+          (NaN for ``mean``). Small: the gap exceeds sampling noise.
+
+        Classes without a value are left out. ``n_boot`` draws serve both bootstraps.
+
+        >>> preds = pd.DataFrame({"y_true": [0] * 50 + [1] * 50, "clean_pred": [0] * 100,
+        ...                       "worst_pred": [0] * 100})
+        >>> d = ClassReport(predictions=preds, classes=["a", "b"], attacks=[]).discrepancy(
+        ...     "clean_acc", n_boot=200)
+        >>> float(d.loc["difference", "value"]), float(d.loc["difference", "p_noise"]) < 0.01
+        (1.0, True)
         """
         if n_boot < 1:
             raise RobustfairError(f"n_boot must be at least 1, got {n_boot}")
@@ -320,15 +341,22 @@ class ClassReport:
         point = discrepancy_measures(hits[keep] / n[keep], higher_is_better=higher, fraction=fraction)
         boot = stratified_bootstrap(hits[keep], n[keep], n_boot, seed)
         reps = discrepancy_measures(boot, higher_is_better=higher, fraction=fraction)
+        floor = noise_floor(hits[keep], n[keep], higher_is_better=higher, fraction=fraction,
+                            n_sim=n_boot, seed=seed + 1)
         tail = 100.0 * (1.0 - confidence) / 2.0
         rows = []
         for name in MEASURES:
             r = reps[name]
             with np.errstate(all="ignore"):
-                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if np.isfinite(r).any()
+                finite = np.isfinite(r).any()
+                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if finite
                           else (math.nan, math.nan))
-            rows.append((float(point[name]), float(lo), float(hi)))
-        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"), columns=["value", "lo", "hi"])
+                bias = float(np.nanmean(r)) - float(point[name]) if finite else math.nan
+            expected, p_value = floor[name]
+            rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
+                         float(p_value)))
+        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"),
+                             columns=["value", "lo", "hi", "bias", "noise_floor", "p_noise"])
         frame.attrs.update(metric=metric, n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
         return frame
 
