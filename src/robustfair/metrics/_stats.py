@@ -116,6 +116,9 @@ def stratified_bootstrap(
 
 
 # ---------------------------------------------------------------------------- noise floor
+# measures on the accuracy scale whose p-value is taken from their distance to the class mean
+_LEVELS = ("worst", "worst_fraction_mean")
+
 def gap_direction(measure: str, higher_is_better: bool = True) -> int:
     """+1 if a larger value of ``measure`` means a wider class gap, -1 if a smaller one, 0 if
     the measure says nothing about the gap (the mean).
@@ -155,8 +158,9 @@ def noise_floor(
     * ``expected``: the measure's mean over ``n_sim`` no-gap draws (e.g. the std of class
       accuracies that sampling noise alone produces, or the worst class's shortfall that picking
       the minimum of K noisy estimates produces);
-    * ``p_value``: the share of no-gap draws with a gap at least as wide as observed, counted
-      ``(1 + hits) / (1 + n_sim)`` so it is never 0; NaN for the mean (not a gap measure).
+    * ``p_value``: the share of no-gap draws with a gap wider than observed, ties counted half
+      (the mid-p value: class counts are integers, so ties are common), as
+      ``(1 + wider) / (1 + n_sim)`` so it is never 0; NaN for the mean (not a gap measure).
 
     Small p: the gap exceeds sampling noise. The draws are vectorised: memory is
     ``n_sim × K`` per report.
@@ -186,12 +190,20 @@ def noise_floor(
             if direction == 0:
                 p = np.full(k.shape[:-1], np.nan)
             else:
-                # a tiny tolerance so ties (common: counts are integers) count as "as wide"
-                obs = observed[name]
-                tol = 1e-12
-                wider = (null[name] >= obs - tol) if direction > 0 else (null[name] <= obs + tol)
+                # counts are integers, so no-gap draws often tie with the observed value:
+                # ties count half (the mid-p value), which keeps the p-value uniform under
+                # "no gap" where counting them whole would make it conservative
+                obs, sim = observed[name], null[name]
+                if name in _LEVELS:
+                    # measured from each draw's own class mean: the level of the accuracies
+                    # varies between no-gap draws, but is no part of the gap
+                    obs, sim = obs - observed["mean"], sim - null["mean"]
+                sign = 1.0 if direction > 0 else -1.0
+                delta = sign * (sim - obs)  # > 0: a wider gap than observed
+                tol = 1e-9
+                wider = (delta > tol).sum(axis=0) + 0.5 * (np.abs(delta) <= tol).sum(axis=0)
                 # a draw where the measure is undefined (ratio 0/0) is not "as wide"
-                p = (1.0 + wider.sum(axis=0)) / (1.0 + n_sim)
+                p = (1.0 + wider) / (1.0 + n_sim)
         out[name] = (np.asarray(expected, dtype=float), np.asarray(p, dtype=float))
     return out
 
