@@ -185,9 +185,11 @@ def test_table_cli_writes_csv_and_parquet_readable_by_pandas_and_duckdb(study, c
         assert row["robust_std"] == pytest.approx(robust.std())
         assert row["clean_normalized_std"] == pytest.approx(clean.std() / clean.mean())
         assert row["robust_worst_class"].split("/")[0] == str(int(np.argmin(robust)))
-        for m in ("mean", "worst", "std", "normalized_std", "worst_fraction_mean"):
-            assert row[f"robust_{m}_lo"] <= row[f"robust_{m}"] + 1e-9
-            assert row[f"robust_{m}"] <= row[f"robust_{m}_hi"] + 1e-9
+        # percentile intervals: the mean's contains the estimate; those of biased measures
+        # (a std near 0 can only grow under resampling) need not
+        assert row["robust_mean_lo"] <= row["robust_mean"] <= row["robust_mean_hi"]
+        for m in ("worst", "std", "normalized_std", "worst_fraction_mean"):
+            assert row[f"robust_{m}_lo"] <= row[f"robust_{m}_hi"]
         assert 0 < row["robust_p_noise"] <= 1
     if importlib.util.find_spec("pyarrow") is None:
         pytest.skip("pyarrow is not installed: Parquet not checked (pip install 'robustfair[parquet]')")
