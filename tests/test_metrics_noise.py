@@ -31,6 +31,11 @@ def test_noise_p_value_is_uniform_when_every_class_has_the_same_accuracy(p_true)
     assert np.isnan(floor["mean"][1]).all()  # the mean is no gap measure
 
 
+def test_no_gap_is_possible_when_every_class_is_at_zero():
+    floor = noise_floor(np.zeros(K), N, n_sim=200)
+    assert floor["std"] == (0.0, 1.0) and floor["worst"][1] == 1.0
+
+
 def test_noise_floor_is_the_average_gap_of_no_gap_draws():
     hits = _draws(np.full(K, 0.6), 1000, seed=3)
     observed = discrepancy_measures(hits / N)

@@ -201,9 +201,12 @@ def noise_floor(
                 sign = 1.0 if direction > 0 else -1.0
                 delta = sign * (sim - obs)  # > 0: a wider gap than observed
                 tol = 1e-9
-                wider = (delta > tol).sum(axis=0) + 0.5 * (np.abs(delta) <= tol).sum(axis=0)
+                ties = (np.abs(delta) <= tol).sum(axis=0)
+                wider = (delta > tol).sum(axis=0) + 0.5 * ties
                 # a draw where the measure is undefined (ratio 0/0) is not "as wide"
                 p = (1.0 + wider) / (1.0 + n_sim)
+                # every draw ties (all classes at 0% or 100%): no gap is possible, p is 1
+                p = np.where(ties == n_sim, 1.0, p)
         out[name] = (np.asarray(expected, dtype=float), np.asarray(p, dtype=float))
     return out
 
