@@ -51,3 +51,15 @@ def test_training_with_a_tiny_validation_split_warns(tmp_path):
     with pytest.warns(UserWarning, match="validation split has only 5 point"):
         result = train(cfg, tmp_path / "run", progress=False)
     assert result.model is not None
+
+
+def test_cli_train_takes_dataset_options_and_the_validation_minimum():
+    from robustfair.cli import build_parser
+    from robustfair.cli.train import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--out", "unused", "--dataset", "gaussian", "--dataset-option",
+         "spread=0.1,0.3,0.5", "--dataset-option", "num_classes=3", "--val-min-per-class", "40"])
+    cfg = config_from_args(args)
+    assert cfg.dataset_options == {"spread": [0.1, 0.3, 0.5], "num_classes": 3}
+    assert cfg.val_min_per_class == 40
