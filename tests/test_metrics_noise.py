@@ -145,3 +145,26 @@ def test_holm_and_bootstrap_p_value():
     assert np.isnan(holm([np.nan, 0.01])[0])
     assert bootstrap_p_value(np.arange(1, 100)) == pytest.approx(0.02)
     assert bootstrap_p_value(np.r_[-np.ones(50), np.ones(50)]) == 1.0
+
+
+def test_profile_similarities_cosine_saturates_pearson_does_not():
+    from robustfair.metrics import profile_similarities, profile_similarity
+
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(K), 150)
+
+    def report(acc):
+        pred = np.where(rng.random(len(y)) < acc[y], y, (y + 1) % K)
+        return ClassReport(predictions=pd.DataFrame({"y_true": y, "clean_pred": pred,
+                                                     "worst_pred": pred}),
+                           classes=[str(i) for i in range(K)], attacks=[])
+
+    same = np.full(K, 0.95)  # two models, no real pattern: cosine ~1, r anywhere
+    sim = profile_similarities(report(same), report(same), "clean_acc", n_boot=500)
+    assert sim.loc["cosine", "value"] > 0.99
+    assert sim.loc["pearson", "hi"] - sim.loc["pearson", "lo"] > 0.8
+    pattern = np.linspace(0.6, 0.95, K)  # a shared pattern: r high, its interval well above 0
+    a, b = report(pattern), report(pattern)
+    sim = profile_similarities(a, b, "clean_acc", n_boot=500)
+    assert sim.loc["cosine", "value"] == pytest.approx(profile_similarity(a, b, "clean_acc"))
+    assert sim.loc["pearson", "value"] > 0.8 and sim.loc["pearson", "lo"] > 0.5

@@ -2,8 +2,8 @@
 measures with bootstrap CIs and noise floors, confusion matrices, JSON round trip) and :func:`profile_similarity`;
 :func:`compare_runs` tests two seeded conditions against each other (seeds and test points)."""
 from ._stats import wilson_interval
-from .report import ClassReport, profile_similarity, worst_case
+from .report import ClassReport, profile_similarities, profile_similarity, worst_case
 from .compare import Comparison, Summary, compare_runs, condition_summary  # noqa: E402
 
 __all__ = ["ClassReport", "Comparison", "Summary", "compare_runs", "condition_summary",
-           "profile_similarity", "wilson_interval", "worst_case"]
+           "profile_similarities", "profile_similarity", "wilson_interval", "worst_case"]
