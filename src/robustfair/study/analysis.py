@@ -608,7 +608,7 @@ def training_gap_tests(data: "StudyData | pd.DataFrame", *, measure: str = "std"
     standard robust (same eps). Paired hierarchical bootstrap over the matched pairs and test
     points."""
     data = _data(data)
-    keys = [c for c in data.config_cols if c not in ("objective", "eps")]
+    keys = [c for c in data.config_cols if c != "objective"]  # eps too: robust at the same eps
     pairs = []
     for _, group in data.groups(keys):
         std = group[group["objective"] == "standard"].to_dict("records")
