@@ -167,12 +167,17 @@ def _similarity_figure(data, by: list[str], name: str, what: str):
             metric = "clean" if objective == "standard" else "robust"
             panels.append((f"{dataset}, {objective} ({metric} accuracy)",
                            A.similarity_matrix(prof)))
+            centred = prof.sub(prof.mean(axis=1), axis=0)
+            panels.append((f"{dataset}, {objective} ({metric}, centred)",
+                           A.similarity_matrix(centred)))
     if not panels:
         return f"no data set and objective has more than one {what}"
-    return _Figure(name, f"Cosine similarity of class-wise accuracy across {what}s",
-                   f"Each {what}'s class profile is averaged over seeds and the other axes; "
-                   "1 means the same shape. Clean accuracy for standard training, robust "
-                   "accuracy for adversarial training.",
+    return _Figure(name, f"Similarity of class-wise accuracy across {what}s",
+                   f"Each {what}'s class profile is averaged over seeds and the other axes. "
+                   "Left: cosine (1 means the same shape; near 1 whenever every class is well "
+                   "above 0). Right: centred, the Pearson r of the profiles (do the same classes "
+                   "sit above and below the mean?). Clean accuracy for standard training, robust "
+                   "accuracy for adversarial training; intervals in the summary.",
                    plots.png_bytes(plots.similarity_matrices(panels[:MAX_PANELS])))
 
 
