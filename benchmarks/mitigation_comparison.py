@@ -347,9 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Audit on the whole test split: APGD-CE ({APGD_STEPS} iterations) then untargeted "
         f"APGD-T ({APGDT_STEPS} iterations on each of the top {APGDT_TARGETS} target classes; "
         f"AutoAttack's standard version uses 9), on the points APGD-CE did not fool; 'robust' is "
-        f"the pointwise worst case. AutoAttack itself (the `autoattack` evaluation) had not "
-        f"landed on main when this ran. 'avg' is the mean of the per-class accuracies, 'worst' "
-        f"the lowest class, 'std' the std over classes.",
+        f"the pointwise worst case. These are the first two parts of AutoAttack's standard "
+        f"version at a quarter of its iterations and a third of its APGD-T targets; the full "
+        f"composite (with FAB-T and Square, 5,000 queries) was completed on main while these "
+        f"runs were under way (this branch predates it), and costs some 20-50 times this audit "
+        f"per run: beyond the budget of a CPU core shared by six sessions. 'avg' is the mean of "
+        f"the per-class accuracies, 'worst' the lowest class, 'std' the std over classes.",
         "",
         f"Each cell: the mean over seeds, a 95% interval from a hierarchical bootstrap "
         f"({N_BOOT} replicates; each resamples the seeds and, within each class, the test "
