@@ -366,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         "Differences (method minus PGD-AT) of the mean over seeds, 95% hierarchical-bootstrap "
         "interval, two-sided bootstrap p-value; Holm-adjusted over the methods for the "
         "worst-class test; Welch's t-test on the per-seed values (seed noise only) for "
-        "reference. With 5 seeds the seed level of the bootstrap is rough (it understates the "
-        "seed variance by about (n-1)/n = 20%): p-values near 0.05 deserve more seeds.",
+        "reference. The seed-level spread of the bootstrap is scaled by sqrt(n/(n-1)) (resampling "
+        "n seeds understates their variance by (n-1)/n); a bootstrap still cannot widen like a "
+        "t-distribution with few degrees of freedom, so p-values near 0.05 deserve more seeds.",
         "",
         "Rule: a mitigation closes the gap if its worst-class robust accuracy is above PGD-AT's "
         "with Holm-adjusted p < 0.05 and its average robust accuracy falls by less than that "

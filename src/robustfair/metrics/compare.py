@@ -12,9 +12,10 @@ replacement — and reports the effect with a percentile interval and the matchi
 p-value. :func:`condition_summary` does the same for one condition's mean of a measure, so that
 a "±" can be replaced by an interval that says what it spans.
 
-Caveat, stated where the numbers are printed: with 3-5 seeds the seed level of the bootstrap is
-itself rough (resampling n values with replacement understates their variance by a factor
-(n-1)/n), so p-values near 0.05 deserve a look at more seeds.
+With 3-5 seeds the seed level of a bootstrap is rough: resampling n values with replacement
+understates their variance by (n-1)/n, so the seed-level spread is scaled back up by
+sqrt(n/(n-1)). Still, a bootstrap cannot widen its interval the way a t-distribution with few
+degrees of freedom does: p-values near 0.05 from 3-5 seeds deserve more seeds.
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def _statistic(measure: str, fraction: float):
     if measure not in MEASURES:
         raise RobustfairError(f"unknown measure {measure!r}; choose from: {', '.join(MEASURES)}")
 
-    def stat(acc: np.ndarray) -> np.ndarray:  # (B, runs, K) -> (B,): mean over runs
-        return discrepancy_measures(acc, fraction=fraction)[measure].mean(axis=-1)
+    def stat(acc: np.ndarray) -> np.ndarray:  # (B, runs, K) -> (B, runs)
+        return discrepancy_measures(acc, fraction=fraction)[measure]
 
     return stat
 
@@ -148,10 +149,10 @@ def compare_runs(
     diff = reps["a"] - reps["b"]
     tail = 100.0 * (1.0 - confidence) / 2.0
     lo, hi = np.percentile(diff, [tail, 100.0 - tail])
-    per_run = lambda c: np.array([stat(_class_acc(row[None], y)[None])[0] for row in c])  # noqa: E731
     return Comparison(metric, measure, reps["_point"]["a"] - reps["_point"]["b"], float(lo),
-                      float(hi), bootstrap_p_value(diff), _welch(per_run(ca), per_run(cb)),
-                      len(ca), len(cb), n_boot, confidence)
+                      float(hi), bootstrap_p_value(diff),
+                      _welch(reps["_runs"]["a"], reps["_runs"]["b"]), len(ca), len(cb), n_boot,
+                      confidence)
 
 
 def condition_summary(
@@ -171,12 +172,7 @@ def condition_summary(
     reps = hierarchical_bootstrap({"x": c}, y, stat, n_boot=n_boot, seed=seed)
     tail = 100.0 * (1.0 - confidence) / 2.0
     lo, hi = np.percentile(reps["x"], [tail, 100.0 - tail])
-    values = np.array([stat(_class_acc(row[None], y)[None])[0] for row in c])
+    values = reps["_runs"]["x"]
     sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
     return Summary(metric, measure, reps["_point"]["x"], float(lo), float(hi), sd, len(c),
                    n_boot, confidence)
-
-
-def _class_acc(correct: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(runs, N) successes -> (runs, K) per-class accuracies."""
-    return np.stack([correct[:, y == k].mean(axis=1) for k in np.unique(y)], axis=-1)

@@ -573,10 +573,11 @@ def compare_conditions(data: "StudyData | pd.DataFrame", a: list[str], b: list[s
     A hierarchical bootstrap: each replicate redraws every run's class counts (test points)
     and then resamples the runs — ``paired``: ``a[i]`` and ``b[i]`` are matched (same model,
     optimiser, seed, ...) and the pairs are resampled together; else each condition's runs
-    (its seeds) are resampled on their own. ``p_value`` is two-sided: < 0.05 exactly when the
+    (its seeds) are resampled on their own — with the run-level spread scaled by
+    ``sqrt(n / (n - 1))`` (resampling n runs understates their variance by (n - 1) / n). ``p_value`` is two-sided: < 0.05 exactly when the
     95% interval excludes 0.
     """
-    from ..metrics._stats import bootstrap_p_value
+    from ..metrics._stats import bootstrap_p_value, seed_resampled_means
 
     data = _data(data)
     metric_b = metric_b or metric_a
@@ -585,15 +586,11 @@ def compare_conditions(data: "StudyData | pd.DataFrame", a: list[str], b: list[s
     rng = np.random.default_rng(seed)
     ea, ra = _measure_reps(data, a, metric_a, measure, n_boot, rng)
     eb, rb = _measure_reps(data, b, metric_b, measure, n_boot, rng)
+    # runs (or pairs) resampled with replacement, the spread scaled by sqrt(n / (n - 1))
     if paired:
-        pick = rng.integers(0, len(a), size=(n_boot, len(a)))
-        diff = (np.take_along_axis(ra, pick, axis=1) - np.take_along_axis(rb, pick, axis=1)
-                ).mean(axis=1)
+        diff = seed_resampled_means(ra - rb, rng)
     else:
-        pa = rng.integers(0, len(a), size=(n_boot, len(a)))
-        pb = rng.integers(0, len(b), size=(n_boot, len(b)))
-        diff = (np.take_along_axis(ra, pa, axis=1).mean(axis=1)
-                - np.take_along_axis(rb, pb, axis=1).mean(axis=1))
+        diff = seed_resampled_means(ra, rng) - seed_resampled_means(rb, rng)
     lo, hi = np.nanpercentile(diff, [2.5, 97.5])
     return Test(what, names[0], names[1], metric_a, metric_b, measure,
                 float(np.mean(ea) - np.mean(eb)), float(lo), float(hi),
