@@ -515,7 +515,7 @@ def run_statistics(data: "StudyData | pd.DataFrame", *, n_boot: int = N_BOOT, se
 
 
 @dataclass
-class Test:
+class ConditionTest:
     """Condition ``a`` minus condition ``b`` on one measure, with a bootstrap interval over
     seeds (or matched pairs) and test points, and its two-sided p-value."""
 
@@ -566,7 +566,7 @@ def compare_conditions(data: "StudyData | pd.DataFrame", a: list[str], b: list[s
                        metric_a: str = "robust_acc", metric_b: str | None = None,
                        measure: str = "worst", paired: bool = False, what: str = "",
                        names: tuple[str, str] = ("a", "b"), n_boot: int = N_BOOT,
-                       seed: int = 0) -> Test:
+                       seed: int = 0) -> ConditionTest:
     """Runs ``a`` against runs ``b``: the difference of the mean over runs of ``measure`` of
     the class-wise ``metric_a`` (of ``a``) and ``metric_b`` (of ``b``; default the same).
 
@@ -592,13 +592,13 @@ def compare_conditions(data: "StudyData | pd.DataFrame", a: list[str], b: list[s
     else:
         diff = seed_resampled_means(ra, rng) - seed_resampled_means(rb, rng)
     lo, hi = np.nanpercentile(diff, [2.5, 97.5])
-    return Test(what, names[0], names[1], metric_a, metric_b, measure,
+    return ConditionTest(what, names[0], names[1], metric_a, metric_b, measure,
                 float(np.mean(ea) - np.mean(eb)), float(lo), float(hi),
                 bootstrap_p_value(diff), len(a), len(b), paired)
 
 
 def training_gap_tests(data: "StudyData | pd.DataFrame", *, measure: str = "std",
-                       n_boot: int = N_BOOT) -> list[Test]:
+                       n_boot: int = N_BOOT) -> list[ConditionTest]:
     """Did adversarial training widen the class gap, on the SAME metric? Runs matched by every
     setting but the objective (standard vs each adversarial objective), per data set and
     objective, per model and pooled over models: AT clean vs standard clean, and AT robust vs
