@@ -270,7 +270,8 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks",
+                                ":!benchmarks/results"],
                                cwd=ROOT, text=True, capture_output=True).stdout.strip()
         return head + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
