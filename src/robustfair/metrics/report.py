@@ -552,11 +552,11 @@ def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: s
     standard models: 0.999), whatever the pattern; Pearson's r asks whether the same classes
     are above and below the mean. Reports audited on the same points (same ``y_true``, in
     order) are resampled with one shared draw of points per replicate (paired); otherwise each
-    report's classes are resampled on their own. The intervals are bias-corrected percentile
-    intervals (resampling adds noise, which pulls a correlation toward 0). Rows ``cosine`` and
+    report's classes are resampled on their own. The intervals are percentile intervals
+    shifted onto the estimate (resampling adds noise, which pulls a correlation toward 0). Rows ``cosine`` and
     ``pearson``; columns ``value``, ``lo``, ``hi``.
     """
-    from ._stats import bc_interval, class_resample_weights
+    from ._stats import shifted_interval, class_resample_weights
 
     profile_similarity(report_a, report_b, metric)  # the same checks
     if n_boot < 1:
@@ -589,8 +589,8 @@ def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: s
                      ("pearson", lambda u, v: cos(centre(u), centre(v)))):
         reps = fn(acc[:, 0], acc[:, 1])
         value = float(fn(a, b))
-        # bias-corrected: a resample's extra noise pulls a profile correlation toward 0
-        lo, hi = bc_interval(reps, value, confidence)
+        # shifted onto the estimate: a resample's extra noise pulls a correlation toward 0
+        lo, hi = shifted_interval(reps, value, confidence)
         rows.append((value, float(lo), float(hi)))
     return pd.DataFrame(rows, index=pd.Index(["cosine", "pearson"], name="similarity"),
                         columns=["value", "lo", "hi"])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import wilson_interval
-from ..metrics._stats import bc_interval
+from ..metrics._stats import shifted_interval
 from .table import RESULT_COLUMNS
 
 __all__ = [
@@ -142,8 +142,8 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str], *,
     ``cos``, ``cos_centered`` (the cosine of the deviations from the class mean, i.e. Pearson's
     r: near-equal accuracies give a cosine near 1 whatever their pattern, the centred one does
     not) and ``a_<col>`` / ``b_<col>`` for each varied column. ``intervals``: also
-    ``cos_lo``/``cos_hi`` and ``cos_centered_lo``/``cos_centered_hi``, 95% bias-corrected
-    bootstrap intervals over the two runs' test points (:func:`similarity_replicates`).
+    ``cos_lo``/``cos_hi`` and ``cos_centered_lo``/``cos_centered_hi``, 95% bootstrap intervals
+    over the two runs' test points, shifted onto the estimate (:func:`shifted_interval`) (:func:`similarity_replicates`).
     """
     data = _data(data)
     keys = [c for c in data.config_cols if c not in vary]
@@ -171,9 +171,10 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str], *,
                                            n_boot=n_boot, seed=seed)
             with np.errstate(all="ignore"):
                 for name, reps in (("cos", cos), ("cos_centered", r)):
-                    # bias-corrected: the extra noise of a resample pulls a correlation of
-                    # noisy profiles toward 0, and a plain percentile interval can miss it
-                    bounds = [bc_interval(reps[:, j], est) for j, est in
+                    # shifted onto the estimate: the extra noise of a resample pulls a
+                    # correlation of noisy profiles toward 0 (a plain percentile interval can
+                    # miss the estimate)
+                    bounds = [shifted_interval(reps[:, j], est) for j, est in
                               enumerate(g[name].to_numpy(float))]
                     frame.loc[g.index, f"{name}_lo"] = [b[0] for b in bounds]
                     frame.loc[g.index, f"{name}_hi"] = [b[1] for b in bounds]
@@ -317,8 +318,8 @@ def universality(data: "StudyData | pd.DataFrame", *, n_boot: int = 1000) -> Uni
             with np.errstate(all="ignore"):
                 mean_cos = np.nanmean(np.take_along_axis(cos, pick, axis=1), axis=1)
                 mean_r = np.nanmean(np.take_along_axis(r, pick, axis=1), axis=1)
-                ci = bc_interval(mean_cos, float(np.mean(g["cos"])))
-                ci_r = bc_interval(mean_r, float(np.mean(centered))) if centered else (
+                ci = shifted_interval(mean_cos, float(np.mean(g["cos"])))
+                ci_r = shifted_interval(mean_r, float(np.mean(centered))) if centered else (
                     math.nan, math.nan)
             out.similarities.append(Similarity(dataset, objective, metric, across,
                                                g["cos"].tolist(), centered, ci, ci_r))
