@@ -64,6 +64,12 @@ def _statistic(measure: str, fraction: float):
     return stat
 
 
+# what each measure of accuracies can take (for clipping intervals)
+_RANGES = {"mean": (0.0, 1.0), "worst": (0.0, 1.0), "worst_fraction_mean": (0.0, 1.0),
+           "difference": (0.0, 1.0), "ratio": (0.0, 1.0), "std": (0.0, 0.5),
+           "normalized_std": (0.0, math.inf), "worst_deviation": (-1.0, 0.0)}
+
+
 @dataclass(frozen=True)
 class Comparison:
     """``a`` minus ``b`` on ``measure`` of ``metric`` (each the mean over a condition's runs).
@@ -172,6 +178,9 @@ def condition_summary(
     reps = hierarchical_bootstrap({"x": c}, y, stat, n_boot=n_boot, seed=seed)
     tail = 100.0 * (1.0 - confidence) / 2.0
     lo, hi = np.percentile(reps["x"], [tail, 100.0 - tail])
+    # the seed-level correction can stretch an interval past what the measure can take
+    low, high = _RANGES.get(measure, (-math.inf, math.inf))
+    lo, hi = float(np.clip(lo, low, high)), float(np.clip(hi, low, high))
     values = reps["_runs"]["x"]
     sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
     return Summary(metric, measure, reps["_point"]["x"], float(lo), float(hi), sd, len(c),
