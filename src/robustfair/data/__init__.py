@@ -1,7 +1,7 @@
 """Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders.
 
 Importing this package registers every built-in loader: digits, gaussian, mnist,
-fashion_mnist, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet and image_folder.
+fashion_mnist, mnist5k, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet and image_folder.
 """
 from ._base import (
     Dataset,
@@ -15,7 +15,7 @@ from ._base import (
 )
 
 # imported for their @register_dataset side effect (and their public helpers)
-from . import cifar, digits, gaussian, mnist, stl10, svhn, tiny_imagenet  # noqa: E402,F401
+from . import cifar, digits, gaussian, mnist, mnist5k, stl10, svhn, tiny_imagenet  # noqa: E402,F401
 from .from_tensors import from_tensors  # noqa: E402
 from .image_folder import image_folder  # noqa: E402
 

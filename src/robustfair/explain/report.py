@@ -100,7 +100,12 @@ class Explanation:
         s = self.similarity
         if math.isfinite(s.rho):
             out.append(f"Spearman correlation between nearest-class similarity and robust accuracy: "
-                       f"rho = {s.rho:.2f}, permutation p = {s.p_value:.3g} ({s.n_perm} permutations).")
+                       f"rho = {s.rho:.2f}{_interval(s.rho_interval)}, permutation p = "
+                       f"{s.p_value:.3g} ({s.n_perm} permutations).")
+        if math.isfinite(s.spread_rho):
+            out.append(f"Spearman correlation between within-class feature spread and robust "
+                       f"accuracy: rho = {s.spread_rho:.2f}{_interval(s.spread_rho_interval)}, "
+                       f"permutation p = {s.spread_p:.3g}.")
         med = self.margins.by_class["median"]
         if med.notna().any():
             out.append(f"Smallest median margin: class {med.idxmin()} ({_num(med.min())}); largest: "
@@ -160,9 +165,10 @@ class Explanation:
         corr = self.corruptions.by_corruption["mean"]
         rows = [[c, int(by.loc[c, "n"]), _pct(by.loc[c, "clean_acc"]), _pct(by.loc[c, "robust_acc"]),
                  _pct(corr[c]), _num(med.loc[c, "median"]), str(near.loc[c, "nearest"]),
-                 _num(near.loc[c, "similarity"])] for c in self.classes]
+                 _num(near.loc[c, "similarity"]), _num(near.loc[c, "spread"])]
+                for c in self.classes]
         lines += _table(["class", "n", "clean", "robust", "corrupted (mean)", "median margin",
-                         "nearest class", "similarity"], rows)
+                         "nearest class", "similarity", "spread"], rows)
         lines += ["", "## Confusion sinks", "",
                   "Where each class's successful adversarial examples (clean-correct, fooled) land.", ""]
         sk = self.sinks.sinks
@@ -190,9 +196,15 @@ class Explanation:
         lines += ["", "## Feature-space class similarity", "",
                   "Cosine similarity of class centroids of the penultimate features (centred); each "
                   "class's nearest class is in the table above.", "",
-                  f"Spearman rho(nearest-class similarity, robust accuracy) = {_num(sim.rho)}, "
-                  f"two-sided permutation p = {_num(sim.p_value, 4)} ({sim.n_perm} permutations, seed "
-                  f"{sim.seed}).", "", "![similarity](similarity.png)"]
+                  f"Spearman rho(nearest-class similarity, robust accuracy) = {_num(sim.rho)}"
+                  f"{_interval(sim.rho_interval)}, two-sided permutation p = "
+                  f"{_num(sim.p_value, 4)} ({sim.n_perm} permutations, seed {sim.seed}).", "",
+                  "Within-class spread (the 'spread' column): RMS distance of a class's features "
+                  "to its centroid, in units of the mean distance between centroids. Spearman "
+                  f"rho(spread, robust accuracy) = {_num(sim.spread_rho)}"
+                  f"{_interval(sim.spread_rho_interval)}, permutation p = "
+                  f"{_num(sim.spread_p, 4)}. Intervals: 95% bootstrap over the classes.", "",
+                  "![similarity](similarity.png)"]
         m = self.margins
         lines += ["", "## Margins", "",
                   f"Smallest {m.norm} eps at which PGD-{m.settings['steps']} flips each point, by bisection "
@@ -289,6 +301,14 @@ def _lowest(values: pd.Series) -> list[str]:
     """The class(es) with the lowest value (all of them when several tie)."""
     v = values.dropna()
     return [str(c) for c in v.index[np.isclose(v.to_numpy(dtype=float), v.min())]]
+
+
+def _interval(interval) -> str:
+    """`` [lo, hi]`` (95% bootstrap over classes) or nothing when undefined."""
+    lo, hi = interval
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f" (95% interval over classes [{lo:.2f}, {hi:.2f}])"
 
 
 def _pct(v) -> str:

@@ -36,7 +36,7 @@ from . import distributed as ddp
 from .augment import augment, default_flip, default_pad
 from .config import TrainConfig
 from .ema import EMA
-from .evaluate import evaluate_classwise, stratified_holdout
+from .evaluate import evaluate_classwise, stratified_holdout, warn_small_validation
 from .mitigations import EpochStats, MitigationContext, MitigationStack, build_mitigation
 from .objectives import Batch, build_objective
 from .optim import build_optimizer, lr_at, set_lr
@@ -163,14 +163,16 @@ class _Run:
 
     def _build(self) -> None:
         cfg, device = self.cfg, self.device
-        ds = load_dataset(cfg.dataset, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}))
+        ds = load_dataset(cfg.dataset, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}),
+                          **cfg.dataset_options)
         self.classes = list(ds.classes)
         k = ds.num_classes
         train_idx, val_idx = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max,
-                                                cfg.val_seed, k)
+                                                cfg.val_seed, k, cfg.val_min_per_class)
         if len(val_idx) == 0 or len(train_idx) == 0:
             raise ConfigError(f"dataset {cfg.dataset!r} is too small for val_fraction "
                               f"{cfg.val_fraction}")
+        warn_small_validation(ds.train.y[val_idx], k, self.classes)
         self.train_x = ds.train.x[train_idx].to(device)
         self.train_y = ds.train.y[train_idx].to(device)
         self.val_x = ds.train.x[val_idx].to(device)
