@@ -14,6 +14,7 @@ from robustfair.attacks import build_attack
 from robustfair.errors import AttackError
 
 from digits_model import train_small_cnn
+from odd_models import Noisy, Quantised
 
 official = pytest.importorskip("pyautoattack", reason="the official AutoAttack (pip install --no-deps pyautoattack==0.2.0)")
 
@@ -87,15 +88,6 @@ def test_autoattack_is_not_weaker_than_the_official(models, digits, name):
     assert (gaps <= 2.0).all(), (name, gaps.round(2).tolist())
 
 
-class Quantised(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(torch.round(x * 4) / 4)
-
-
 @pytest.mark.slow
 def test_masked_model_is_flagged_and_matches_the_official(models, digits):
     model = Quantised(models["small_cnn standard"]).eval()
@@ -136,15 +128,6 @@ def test_versions_and_settings():
         build_attack("autoattack", eps=0.1, parts=["pgd"])
     with pytest.raises(AttackError):
         build_attack("autoattack", eps=0.1, targeted=True)
-
-
-class Noisy(nn.Module):
-    def __init__(self, net, std=0.2):
-        super().__init__()
-        self.net, self.std = net, std
-
-    def forward(self, x):
-        return self.net((x + self.std * torch.randn_like(x)).clamp(0, 1))
 
 
 def test_rand_version_counts_only_examples_most_draws_misclassify(models, digits):
