@@ -15,7 +15,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int, check_model_fits
 
@@ -133,9 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     # 1. everything that can be checked without the data or the model
-    eps = parse_number(args.eps, what="--eps")
-    if eps < 0:
-        raise ConfigError(f"--eps must be non-negative, got {args.eps!r}")
+    eps = check_eps(parse_number(args.eps, what="--eps"), args.norm, what="--eps")
     alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
     for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
                                  (args.restarts, "--restarts", 1),

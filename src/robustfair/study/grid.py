@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .._parse import check_eps
 from ..errors import ConfigError, RobustfairError
 from .spec import StudySpec
 
@@ -104,6 +105,7 @@ def _evaluation(spec: StudySpec, train: dict) -> dict:
     if not eps > 0:
         raise ConfigError("the evaluation needs eps > 0: set 'eps' (an axis or fixed) or "
                           "'evaluation: {eps: ...}'")
+    check_eps(eps, train["norm"], what="evaluation eps")  # audit's and train's rule
     attacks = []
     for a in ev.attacks:
         settings = {"eps": eps, "norm": train["norm"], **a.settings}

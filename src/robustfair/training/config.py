@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import ConfigError
 
 OBJECTIVES = ("standard", "pgd_at", "trades", "fgsm_rs")
@@ -204,13 +204,9 @@ class TrainConfig:
         _choice(self.keep, KEEP_RULES, "keep")
         _choice(self.pad_mode, PAD_MODES, "pad_mode")
         _choice(self.amp, AMP_MODES, "amp")
-        if self.eps < 0:
-            raise ConfigError(f"eps must be >= 0, got {self.eps}")
+        check_eps(self.eps, self.norm)  # the same rule as audit's and explain's --eps
         if self.objective != "standard" and self.eps == 0:
             raise ConfigError(f"objective {self.objective!r} needs eps > 0")
-        if self.norm == "linf" and self.eps > 1:
-            raise ConfigError(f"an L-inf eps above 1 is meaningless for images in [0, 1], "
-                              f"got {self.eps}")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         _positive(self, "steps", "epochs", "batch_size", "eval_steps", "eval_batch_size",
