@@ -107,6 +107,7 @@ class TrainConfig:
         """Build from a mapping (e.g. parsed YAML) with ``overrides`` on top; unknown keys fail."""
         merged = dict(data or {})
         merged.update({k: v for k, v in overrides.items()})
+        _check_keys(merged, "training option")
         known = {f.name for f in fields(cls)}
         unknown = sorted(k for k in merged if k not in known)
         if unknown:
@@ -116,16 +117,16 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
         """Read a YAML (or JSON) mapping of options, then apply ``overrides``."""
-        import yaml
+        from .._yaml import load_yaml
 
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
+            text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {str(p)!r} is not valid YAML: "
-                              f"{' '.join(str(exc).split())}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config {str(p)!r} is not UTF-8 text") from None
+        data = load_yaml(text, str(p))  # plain values only; alias bombs refused
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -187,6 +188,7 @@ class TrainConfig:
         self.milestones = [parse_number(m, what="milestone") for m in self.milestones]
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError("model_kwargs must be a mapping")
+        _check_keys(self.model_kwargs, "model_kwargs key")
         self.mitigations = [_mitigation_entry(m) for m in (self.mitigations or [])]
         for name in ("objective", "norm", "optimizer", "schedule", "keep", "pad_mode", "amp"):
             setattr(self, name, str(getattr(self, name)).strip().lower())
@@ -236,6 +238,13 @@ class TrainConfig:
             raise ConfigError("co_drop must lie in (0, 1] and co_floor in [0, 1)")
         if self.seed < 0 or self.val_seed < 0:
             raise ConfigError("seeds must be >= 0")
+
+
+def _check_keys(mapping: Mapping, what: str) -> None:
+    """Option names are strings (YAML reads ``1: 2`` as an integer key)."""
+    for key in mapping:
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} names must be text, got {key!r}")
 
 
 def _choice(value: str, options: tuple[str, ...], what: str) -> None:
