@@ -129,7 +129,7 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 def run(args: argparse.Namespace) -> int:
     from ..auditing import audit
     from ..data import class_index, load_dataset
-    from .._atomic import write_files_atomically
+    from .._atomic import write_text_unit
     from ..models import load_model
 
     # 1. everything that can be checked without the data or the model
@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         out / "report.md": report.to_markdown(),
     }
     try:
-        write_files_atomically(files)
+        # one unit: report.json (the record) goes last, a killed write never mixes two audits
+        write_text_unit(out, {p.name: text for p, text in files.items()}, record="report.json",
+                        what="an audit writing its report")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
