@@ -42,7 +42,12 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     process is refused too, like one from another process.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} exists and is not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {folder}: {exc.strerror or exc}") from None
     if fcntl is None:  # pragma: no cover - not POSIX
         yield
         return

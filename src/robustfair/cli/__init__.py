@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except RobustfairError as exc:
         print(f"robustfair: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine, not the input (a full disk, a permission): one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"robustfair: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("robustfair: interrupted", file=sys.stderr)
         return 130
