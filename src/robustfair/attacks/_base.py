@@ -8,6 +8,7 @@ found for each point, and a point already fooled is not attacked further.
 from __future__ import annotations
 
 import contextlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
@@ -15,7 +16,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from .._tensor_checks import as_float_images
+from .._tensor_checks import as_float_images, check_model_input
 from ..errors import AttackError
 
 NORMS = ("linf", "l2")
@@ -73,10 +74,10 @@ class Attack(ABC):
         if norm not in NORMS:
             raise AttackError(f"unknown norm {norm!r}; choose from: {', '.join(NORMS)}")
         if isinstance(eps, torch.Tensor):
-            if eps.numel() and (eps < 0).any():
-                raise AttackError("eps must be non-negative")
-        elif not (isinstance(eps, (int, float)) and eps >= 0):
-            raise AttackError(f"eps must be a non-negative number, got {eps!r}")
+            if eps.numel() and ((eps < 0).any() or not torch.isfinite(eps).all()):
+                raise AttackError("eps must be finite and non-negative")
+        elif not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
+            raise AttackError(f"eps must be a finite non-negative number, got {eps!r}")
         self.eps = eps
         self.norm = norm
         self.targeted = targeted
@@ -100,6 +101,7 @@ class Attack(ABC):
     ) -> AttackResult:
         """Attack ``model`` at ``(x, y)``; ``target`` (class per point) for targeted attacks."""
         x = as_float_images(x)
+        check_model_input(model, x)
         y = y.to(x.device)
         if self.targeted:
             if target is None:
