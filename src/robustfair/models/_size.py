@@ -14,19 +14,30 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ModelError
+
+
+class _SkipInPlace(TorchFunctionMode):
+    """Skip in-place operations on meta tensors (weight initialisation): their values do not
+    exist, and some (``normal_``) would import torch's compiler stack, seconds per process."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name.endswith("_") and not name.startswith("__") and args
+                and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def on_meta(build: Callable[[], nn.Module]) -> nn.Module | None:
     """``build()`` on the meta device (no memory, no initialisation), or None when a
     constructor does something the meta device cannot (then the caller builds for real)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _SkipInPlace():
             return build()
-    except ModelError:
-        raise
-    except Exception:  # noqa: BLE001 - any meta-only failure just means "no preview"
+    except Exception:  # noqa: BLE001 - no preview; the real build reports any real problem
         return None
 
 
