@@ -37,10 +37,17 @@ def run_limited(imports: str, code: str, *, headroom_mb: int = 768,
 
 def cli(argv: list[str], capsys) -> tuple[int, str]:
     """``robustfair ARGV`` in this process: (exit code, stderr)."""
+    code, _, err = cli_all(argv, capsys)
+    return code, err
+
+
+def cli_all(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``robustfair ARGV`` in this process: (exit code, stdout, stderr)."""
     from robustfair.cli import main
 
     code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, fragment: str) -> None:

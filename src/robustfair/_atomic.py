@@ -28,6 +28,11 @@ def _stage(path: Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
+    except OSError as exc:
+        os.unlink(tmp)
+        if exc.filename is None:  # a failed write() names no file; say which one it was
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         os.unlink(tmp)
         raise
