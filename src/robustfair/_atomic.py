@@ -6,6 +6,7 @@ complete new one, never half of it. Every file robustfair writes goes through he
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -110,8 +111,6 @@ def write_folder_unit(folder: str | os.PathLike, fill: Callable[[Path], None], r
     >>> sorted(p.name for p in d.iterdir())
     ['a.csv', 'r.json']
     """
-    import shutil
-
     from ._lock import folder_lock
 
     folder = Path(folder)
@@ -143,8 +142,6 @@ def sweep_temporaries(folder: str | os.PathLike, names: tuple[str, ...] | None =
     """Remove what killed writes left in ``folder``: staging folders of
     :func:`write_folder_unit` and the ``.NAME.*.tmp`` files of :func:`atomic_write` (for the
     given ``names``, or every name)."""
-    import shutil
-
     folder = Path(folder)
     if not folder.is_dir():
         return
