@@ -92,7 +92,7 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
             os.fdopen(os.open(dest, flags), "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(
-            total=total, unit="B", unit_scale=True, desc=dest.name,
+            total=total, unit="B", unit_scale=True, desc=url.rstrip("/").rsplit("/", 1)[-1],
             disable=not progress,
         ) as bar:
             for chunk in iter(lambda: response.read(1 << 20), b""):
