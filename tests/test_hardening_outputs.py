@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from robustfair import _atomic
 from robustfair.data import load_dataset
 from robustfair.explain.report import Explanation
 from robustfair.metrics import ClassReport
@@ -83,8 +83,8 @@ def _kill_at_rename(monkeypatch, n):
             raise _Killed
         return real(src, dst)
 
-    monkeypatch.setattr(_atomic.os, "replace", replace)
-    monkeypatch.setattr(_atomic.shutil, "rmtree", lambda *a, **k: None)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
 
 
 def _audit(checkpoint, out, limit, capsys):
