@@ -90,15 +90,19 @@ def test_6_yaml_alias_bombs_are_refused_with_bounded_memory(tmp_path):
     spec.write_text("grid: {seed: [0]}\nfixed: {dataset: digits}\n" + BOMB)
     config = tmp_path / "train.yaml"  # the run's identity (JSON of the config) expands it
     config.write_text("model_kwargs:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()))
+    mitigation = tmp_path / "mitigation.yaml"  # a mitigation's options are copied as JSON
+    mitigation.write_text("mitigations: [{name: class_weight, "
+                          + BOMB.replace("\n", ", ") + "weights: *i}]\n")
     proc = run_limited("from robustfair.cli import main\nimport robustfair.training\n"
                        "import robustfair.study.grid\n", f"""
 print(main(["study", "run", {str(spec)!r}, "--out", {str(tmp_path / "s")!r}, "--dry-run"]))
 print(main(["train", "--config", {str(config)!r}, "--out", {str(tmp_path / "t")!r}]))
+print(main(["train", "--config", {str(mitigation)!r}, "--out", {str(tmp_path / "m")!r}]))
 """, headroom_mb=512, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["2", "2"], proc.stdout
+    assert proc.stdout.split() == ["2", "2", "2"], proc.stdout
     errors = proc.stderr.strip().splitlines()
-    assert len(errors) == 2 and all("expands to more than" in e for e in errors), proc.stderr
+    assert len(errors) == 3 and all("expands to more than" in e for e in errors), proc.stderr
 
 
 # ---------------------------------------------------------------------------------- item 17

@@ -57,7 +57,7 @@ def test_2_state_json_cannot_name_files_outside_the_run(finished, tmp_path, caps
     manifest = json.loads((run / ckpt.MANIFEST).read_text())
     _edit_manifest(run, files={**manifest["files"], name: ckpt.file_sha256(victim)})
     code, err = _train(run, capsys)
-    assert_one_line_error(code, err, "not one of a run's files")
+    assert_one_line_error(code, err, "not a plain file name in the run")
     assert victim.read_text() == "precious"
 
 

@@ -200,8 +200,8 @@ def manifest_problem(data: dict) -> str | None:
         if key in data and not ok(data[key]):
             return f"{key!r} must be {kind}, got {str(data[key])[:40]!r}"
     for name, digest in data["files"].items():
-        if name not in RUN_FILES:  # plain names of this run's own files, never a path
-            return f"it names a file {str(name)[:60]!r} that is not one of a run's files"
+        if not _plain_name(name):  # resume renames over these: never a path out of the run
+            return f"it names a file {str(name)[:60]!r} that is not a plain file name in the run"
         if not (isinstance(digest, str) and len(digest) == 64
                 and all(c in "0123456789abcdef" for c in digest)):
             return f"the digest of {name} is not a SHA-256"
@@ -212,6 +212,11 @@ def manifest_problem(data: dict) -> str | None:
     if "history" in data and logged != data["epoch"]:
         return f"epoch {data['epoch']} does not match the history, whose last epoch is {logged}"
     return None
+
+
+def _plain_name(name: str) -> bool:
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name)
 
 
 def recover(run_dir: Path, manifest: dict) -> None:
