@@ -17,7 +17,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int, check_model_fits
 
@@ -143,13 +143,11 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 def run(args: argparse.Namespace) -> int:
     from ..auditing import audit
     from ..data import class_index, load_dataset
-    from .._atomic import write_files_atomically
+    from .._atomic import write_text_unit
     from ..models import load_model
 
     # 1. everything that can be checked without the data or the model
-    eps = parse_number(args.eps, what="--eps")
-    if eps < 0:
-        raise ConfigError(f"--eps must be non-negative, got {args.eps!r}")
+    eps = check_eps(parse_number(args.eps, what="--eps"), args.norm, what="--eps")
     alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
     for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
                                  (args.n_queries, "--queries", 1),
@@ -203,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
         out / "report.md": report.to_markdown(),
     }
     try:
-        write_files_atomically(files)
+        # one unit: report.json (the record) goes last, a killed write never mixes two audits
+        write_text_unit(out, {p.name: text for p, text in files.items()}, record="report.json",
+                        what="an audit writing its report")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()

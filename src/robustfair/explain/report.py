@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from .._atomic import write_folder_unit
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, CorruptionResult, corruption_accuracy
@@ -150,7 +150,10 @@ class Explanation:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        """The explanation as strict JSON: a value that is not a finite number (a class with
+        no test points under ``--limit``) is written as ``null``."""
+        plain = json.loads(json.dumps(self.to_dict(), default=_json_default))  # NaN kept here
+        return json.dumps(_finite_or_none(plain), indent=1, allow_nan=False)
 
     def to_markdown(self) -> str:
         s = self.settings
@@ -269,31 +272,26 @@ class Explanation:
     def save(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write ``explain.md``, ``explain.json`` and the figures into ``out_dir``.
 
-        Everything is written into a temporary directory beside ``out_dir`` first; a new
-        ``out_dir`` is then that directory renamed, and an existing one gets each file by an
-        atomic rename (``explain.json`` last), so no reader sees a half-written file.
+        Everything is written into a staging folder first, then published as one unit
+        (:func:`~robustfair._atomic.write_folder_unit`): the old ``explain.json`` goes first
+        and the new one last, so a killed save never leaves a record of a mixed explanation.
         """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out} exists and is not a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+
+        def fill(staging: Path) -> None:
             (staging / "explain.md").write_text(self.to_markdown(), encoding="utf-8")
             self.plots(staging)
-            (staging / "explain.json").write_text(self.to_json(), encoding="utf-8")
-            if not out.exists():
-                os.replace(staging, out)
-            else:
-                for name in FILES:  # explain.json (the record of a complete run) goes last
-                    if name != "explain.json":
-                        os.replace(staging / name, out / name)
-                os.replace(staging / "explain.json", out / "explain.json")
+
+        text = self.to_json()  # before anything is written: a value it cannot hold fails here
+        try:
+            # one unit: explain.json (the record a study report looks for) goes last
+            write_folder_unit(out, fill, "explain.json",
+                              lambda path: path.write_text(text, encoding="utf-8"),
+                              what="an explanation being written")
         except OSError as exc:
             raise ConfigError(f"cannot write to {out}: {exc}") from None
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return [out / name for name in FILES]
 
 
@@ -330,6 +328,17 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return out
+
+
+def _finite_or_none(value):
+    """``value`` with every NaN or infinity (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _json_default(value):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import ConfigError
 
 OBJECTIVES = ("standard", "pgd_at", "trades", "fgsm_rs")
@@ -116,6 +116,7 @@ class TrainConfig:
         """Build from a mapping (e.g. parsed YAML) with ``overrides`` on top; unknown keys fail."""
         merged = dict(data or {})
         merged.update({k: v for k, v in overrides.items()})
+        _check_keys(merged, "training option")
         known = {f.name for f in fields(cls)}
         unknown = sorted(k for k in merged if k not in known)
         if unknown:
@@ -125,16 +126,16 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
         """Read a YAML (or JSON) mapping of options, then apply ``overrides``."""
-        import yaml
+        from .._yaml import load_yaml
 
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
+            text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {str(p)!r}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {str(p)!r} is not valid YAML: "
-                              f"{' '.join(str(exc).split())}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config {str(p)!r} is not UTF-8 text") from None
+        data = load_yaml(text, str(p))  # plain values only; alias bombs refused
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -196,6 +197,7 @@ class TrainConfig:
         self.milestones = [parse_number(m, what="milestone") for m in self.milestones]
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError("model_kwargs must be a mapping")
+        _check_keys(self.model_kwargs, "model_kwargs key")
         if not isinstance(self.dataset_options, dict):
             raise ConfigError("dataset_options must be a mapping of the loader's options, "
                               "e.g. {spread: 0.3}")
@@ -221,13 +223,9 @@ class TrainConfig:
         _choice(self.keep, KEEP_RULES, "keep")
         _choice(self.pad_mode, PAD_MODES, "pad_mode")
         _choice(self.amp, AMP_MODES, "amp")
-        if self.eps < 0:
-            raise ConfigError(f"eps must be >= 0, got {self.eps}")
+        check_eps(self.eps, self.norm)  # the same rule as audit's and explain's --eps
         if self.objective != "standard" and self.eps == 0:
             raise ConfigError(f"objective {self.objective!r} needs eps > 0")
-        if self.norm == "linf" and self.eps > 1:
-            raise ConfigError(f"an L-inf eps above 1 is meaningless for images in [0, 1], "
-                              f"got {self.eps}")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         _positive(self, "steps", "epochs", "batch_size", "eval_steps", "eval_batch_size",
@@ -259,6 +257,13 @@ class TrainConfig:
             raise ConfigError(f"val_min_per_class must be >= 0, got {self.val_min_per_class}")
         if self.seed < 0 or self.val_seed < 0:
             raise ConfigError("seeds must be >= 0")
+
+
+def _check_keys(mapping: Mapping, what: str) -> None:
+    """Option names are strings (YAML reads ``1: 2`` as an integer key)."""
+    for key in mapping:
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} names must be text, got {key!r}")
 
 
 def _choice(value: str, options: tuple[str, ...], what: str) -> None:

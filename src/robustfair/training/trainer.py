@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
+from .._lock import folder_lock
 from ..errors import ConfigError, ModelError
 from ..models import attack_view, build_model, load_model, save_model
 from ..models.checkpoint import read_checkpoint_metadata
@@ -95,9 +96,28 @@ def train(config: TrainConfig | dict, out_dir: str | Path, *, resume: bool = Tru
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     info, device = ddp.setup(cfg.device)
     try:
-        return _Run(cfg, Path(out_dir), info, device, progress).run(resume=resume, force=force)
+        with _run_dir_lock(Path(out_dir), info.is_main):  # one training run per folder
+            return _Run(cfg, Path(out_dir), info, device, progress).run(resume=resume,
+                                                                        force=force)
     finally:
         ddp.teardown(info)
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path, main: bool):
+    """Hold the run folder's lock (main process only); remove the folder again if this call
+    created it and left it empty (a run refused before it wrote anything)."""
+    if not main:
+        yield
+        return
+    created = not run_dir.exists()
+    try:
+        with folder_lock(run_dir, "a training run"):
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only succeeds when nothing was written
 
 
 class _Run:
@@ -123,6 +143,10 @@ class _Run:
         stored = manifest["config"] if manifest else self._stored_config()
         if stored is not None:
             diffs = self.cfg.differences(stored)
+            if manifest is None:
+                # no epoch was ever committed (the run was refused, e.g. for a mitigation
+                # combination, or killed in its first epoch): nothing to lose, start over
+                diffs = []
             if diffs:
                 raise ConfigError(
                     f"{self.run_dir} holds a run with a different config (differs in: "
@@ -156,6 +180,7 @@ class _Run:
             self._restore(manifest)
         elif self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.sweep_temporaries(self.run_dir)  # of writes a killed first epoch left
             ckpt.atomic_write_text(self._path("config.json"), json.dumps(
                 {"config": self.cfg.to_dict(), "resolved": self.resolved}, indent=1))
         ddp.barrier(self.info)
