@@ -56,7 +56,7 @@ def _train_split():
     cfg = _config()
     ds = rf.load_dataset("digits")
     train_idx, _ = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max, cfg.val_seed,
-                                      ds.num_classes)
+                                      ds.num_classes, cfg.val_min_per_class)
     return ds.train.x[train_idx].float() / 255, ds.train.y[train_idx], ds
 
 

@@ -14,12 +14,15 @@ from robustfair.attacks import build_attack
 from robustfair.errors import AttackError
 
 from digits_model import train_small_cnn
+from odd_models import Noisy, Quantised
 
 official = pytest.importorskip("pyautoattack", reason="the official AutoAttack (pip install --no-deps pyautoattack==0.2.0)")
 
 SEEDS = (0, 1, 2)
 EPS = 0.1
-QUERIES = 1000  # Square's budget, the same for both (5,000 is the default; digits fall sooner)
+# Budgets lowered for the test's time, the same for both libraries: APGD and FAB iterations
+# (100 in the standard version) and Square's queries (5,000).
+STEPS, QUERIES = 20, 300
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,8 @@ def _official_robust(model, x, y, seed, version="standard"):
     logging.getLogger("auto-attack").setLevel(logging.ERROR)
     adversary = official.AutoAttack(model, eps=EPS, norm="Linf", version=version, seed=seed)
     adversary.verbose = False
+    for part in (adversary.apgd, adversary.apgd_targeted, adversary.fab):
+        part.n_iter = STEPS
     adversary.square.n_queries = QUERIES
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
     with torch.no_grad():
@@ -57,28 +62,16 @@ def _official_robust(model, x, y, seed, version="standard"):
 
 
 def _ours_robust(model, x, y, seed):
-    # the standard version with Square's budget matched to the official run above
-    attack = build_attack("autoattack", eps=EPS, seed=seed)
+    attack = build_attack("autoattack", eps=EPS, seed=seed, steps=STEPS, n_queries=QUERIES)
     res = attack.perturb(model, x, y, batch_size=len(x))
     return ~res.success.numpy() & (model(x).argmax(1) == y).numpy(), res
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _square_budget():
-    # Square's 5,000 queries by default; both libraries get QUERIES here, for time
-    from robustfair.attacks import autoattack as aa
-
-    saved = aa._PARTS["standard"][3]
-    aa._PARTS["standard"][3] = ("square", {"n_queries": QUERIES})
-    yield
-    aa._PARTS["standard"][3] = saved
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["small_cnn standard", "mlp pgd_at", "lenet trades"])
 def test_autoattack_is_not_weaker_than_the_official(models, digits, name):
     model = models[name]
-    x, y = digits.test.x.float() / 255, digits.test.y
+    x, y = digits.test.x[::2].float() / 255, digits.test.y[::2]  # 270 points, ~27 a class
     gaps = np.zeros(10)
     for seed in SEEDS:
         with torch.no_grad():
@@ -95,24 +88,19 @@ def test_autoattack_is_not_weaker_than_the_official(models, digits, name):
     assert (gaps <= 2.0).all(), (name, gaps.round(2).tolist())
 
 
-class Quantised(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(torch.round(x * 4) / 4)
-
-
 @pytest.mark.slow
 def test_masked_model_is_flagged_and_matches_the_official(models, digits):
     model = Quantised(models["small_cnn standard"]).eval()
-    x, y = digits.test.x[:270], digits.test.y[:270]
-    report = rf.audit(model, x, y, attacks=[build_attack("autoattack", eps=EPS)], progress=False)
+    x, y = digits.test.x[::3], digits.test.y[::3]
+    attack = build_attack("autoattack", eps=EPS, steps=STEPS, n_queries=QUERIES)
+    report = rf.audit(model, x, y, attacks=[attack], progress=False)
     codes = {f["code"] for f in report.flags}
     assert {"zero_gradient", "masking"} <= codes
     theirs = _official_robust(model, x.float() / 255, y, seed=0)
-    assert abs(report.overall["robust_acc"] - theirs.mean()) <= 0.05
+    # within 5 points of the official, or below it: our Square is the stronger on 8x8 images
+    # (squares may touch the last row and column; see attacks/square.py), so robustfair finds
+    # the masked model less robust than the official does, never more
+    assert report.overall["robust_acc"] <= theirs.mean() + 0.05
     broken = report.broken_by().sum()
     assert broken["autoattack:square"] > broken["autoattack:apgd-ce"]  # gradients see nothing
 
@@ -142,24 +130,16 @@ def test_versions_and_settings():
         build_attack("autoattack", eps=0.1, targeted=True)
 
 
-class Noisy(nn.Module):
-    def __init__(self, net, std=0.2):
-        super().__init__()
-        self.net, self.std = net, std
-
-    def forward(self, x):
-        return self.net((x + self.std * torch.randn_like(x)).clamp(0, 1))
-
-
 def test_rand_version_counts_only_examples_most_draws_misclassify(models, digits):
     # A randomised model: one lucky draw is not an adversarial example. The rand version's
     # successes are confirmed by a 20-pass vote, so a fresh 25-pass vote agrees with far more
     # of them than with the successes of the single-pass standard attack.
     model = Noisy(models["small_cnn standard"]).eval()
-    x, y = digits.test.x[:100].float() / 255, digits.test.y[:100]
+    x, y = digits.test.x[:80].float() / 255, digits.test.y[:80]
 
     def still_right(version):
-        out = build_attack("autoattack", eps=EPS, version=version, parts=["apgd-ce"]).perturb(model, x, y)
+        attack = build_attack("autoattack", eps=EPS, version=version, parts=["apgd-ce"], steps=10)
+        out = attack.perturb(model, x, y)
         with torch.no_grad():
             vote = torch.stack([model(out.x_adv).argmax(1) for _ in range(25)]).mode(0).values
         return float((vote[out.success] == y[out.success]).float().mean())

@@ -223,6 +223,35 @@ def test_permutation_p_value_matches_exact_enumeration_and_is_uniform_under_the_
     assert 0.4 < np.mean(ps <= 0.5) < 0.6
 
 
+def test_spearman_interval_covers_the_truth_and_narrows_with_more_classes():
+    from robustfair.explain.similarity import spearman_interval
+
+    rng = np.random.default_rng(3)
+    covered, widths = 0, {}
+    for k in (10, 100):
+        w = []
+        for i in range(60):
+            a = rng.normal(size=k)
+            b = 0.7 * a + 0.7 * rng.normal(size=k)  # population Spearman ~0.68
+            lo, hi = spearman_interval(a, b, n_boot=400, seed=i)
+            w.append(hi - lo)
+            covered += (k == 100) and lo <= 0.68 <= hi
+        widths[k] = np.mean(w)
+    assert widths[100] < 0.5 * widths[10]
+    assert covered >= 50  # of 60 at 95% nominal (percentile intervals run a little short)
+    assert np.isnan(spearman_interval([1.0, 2.0], [3.0, 4.0])[0])
+
+
+def test_within_class_spread_is_rms_distance_over_mean_centroid_distance():
+    from robustfair.explain.similarity import class_centroids, within_class_spread
+
+    # two classes, centroids 10 apart; class 0 spread +-1, class 1 spread +-3 (1-D features)
+    f = torch.tensor([[-1.0], [1.0], [7.0], [13.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    spread = within_class_spread(f, y, class_centroids(f, y, 2))
+    assert spread.tolist() == pytest.approx([0.1, 0.3])
+
+
 # ----------------------------------------------------------------------------- margins
 
 

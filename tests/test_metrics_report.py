@@ -196,7 +196,7 @@ def _explicit_bootstrap(report: ClassReport, n_boot: int, seed: int) -> np.ndarr
 
 def test_bootstrap_matches_explicit_resampling_and_contains_estimate(report):
     frame = report.discrepancy("robust_acc", n_boot=2000, seed=0)
-    assert list(frame.columns) == ["value", "lo", "hi"]
+    assert list(frame.columns) == ["value", "lo", "hi", "bias", "noise_floor", "p_noise"]
     reps = _explicit_bootstrap(report, 2000, seed=1)
     worst = reps.min(axis=1)
     diff = reps.max(axis=1) - reps.min(axis=1)

@@ -12,6 +12,7 @@ from robustfair.metrics import ClassReport
 from robustfair.sanity import result_flags
 
 from digits_model import train_small_cnn
+from odd_models import Noisy, Quantised
 
 
 @pytest.fixture(scope="module")
@@ -22,28 +23,6 @@ def digits():
 @pytest.fixture(scope="module")
 def model(digits):
     return train_small_cnn(digits, epochs=5)
-
-
-class Quantised(nn.Module):
-    """Rounds its input to 5 grey levels: every input gradient is exactly zero."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(torch.round(x * 4) / 4)
-
-
-class Noisy(nn.Module):
-    """Gaussian noise on the input, in eval mode too: a randomised model."""
-
-    def __init__(self, net, std=0.2):
-        super().__init__()
-        self.net, self.std = net, std
-
-    def forward(self, x):
-        return self.net((x + self.std * torch.randn_like(x)).clamp(0, 1))
 
 
 class Softmaxed(nn.Module):

@@ -169,12 +169,29 @@ def test_epochs_table_keeps_class_names_and_config(study, tables):
 
 
 def test_table_cli_writes_csv_and_parquet_readable_by_pandas_and_duckdb(study, capsys):
-    root, runs, _ = study
+    root, runs, truth = study
     assert main(["study", "table", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"from {len(runs)} of {len(runs)} runs" in out
     csv = pd.read_csv(root / "results.csv", dtype={"class": str})
     assert len(csv) == len(runs) * K * 5
+    # runs.csv: one row per run, its own numbers (checked against the known truth), intervals
+    per_run = pd.read_csv(root / "runs.csv", dtype={"robust_worst_class": str})
+    assert len(per_run) == len(runs) and per_run["run"].is_unique
+    assert (per_run["keep"] == "last").all()
+    for r in runs[:6]:
+        row = per_run[per_run["run"] == r.key].iloc[0]
+        clean, robust = truth[r.key]
+        assert row["robust_worst"] == pytest.approx(robust.min())
+        assert row["robust_std"] == pytest.approx(robust.std())
+        assert row["clean_normalized_std"] == pytest.approx(clean.std() / clean.mean())
+        assert row["robust_worst_class"].split("/")[0] == str(int(np.argmin(robust)))
+        # percentile intervals: the mean's contains the estimate; those of biased measures
+        # (a std near 0 can only grow under resampling) need not
+        assert row["robust_mean_lo"] <= row["robust_mean"] <= row["robust_mean_hi"]
+        for m in ("worst", "std", "normalized_std", "worst_fraction_mean"):
+            assert row[f"robust_{m}_lo"] <= row[f"robust_{m}_hi"]
+        assert 0 < row["robust_p_noise"] <= 1
     if importlib.util.find_spec("pyarrow") is None:
         pytest.skip("pyarrow is not installed: Parquet not checked (pip install 'robustfair[parquet]')")
     parquet = pd.read_parquet(root / "results.parquet")
@@ -282,7 +299,11 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     arch = [s for s in A.universality(data).similarities
             if s.across == "architectures" and s.objective == "pgd_at"][0]
     assert f"{arch.lo:.3f}–{arch.hi:.3f}" in page
-    assert "Best for the worst class: <b>pgd_at + class_weight(weights={3=5})</b> raised" in page
+    assert "<b>pgd_at + class_weight(weights={3=5})</b> minus pgd_at, worst-class robust" in page
+    assert "Holm-adjusted p" in page and "seeds and test points" in page
+    # the gap question is asked on the same metric, with a test
+    assert "Compared on the SAME metric" in page and "matched pairs and test points" in page
+    assert "centred (Pearson r" in page
     # the synthetic confuser of class 9 (odd) is class 2
     assert "9 → 2" in page
 

@@ -121,6 +121,12 @@ def test_resolved_config_fills_defaults_and_evaluation():
     assert attack == {"column": "pgd5", "attack": "pgd", "settings": {"eps": 0.2, "norm": "linf", "steps": 5}}
 
 
+def test_evaluation_without_attacks_is_autoattack():
+    run = expand(spec_of("grid:\n  seed: [0]\nfixed: {dataset: digits, eps: 0.2}\nevaluation: {n: 50}\n"))[0]
+    (attack,) = run.config["evaluation"]["attacks"]
+    assert (attack["column"], attack["attack"]) == ("autoattack", "autoattack")
+
+
 def test_hash_is_sha256_of_sorted_json_and_ignores_spelling():
     runs = expand(spec_of(BASE))
     for r in runs:  # an independent computation of the documented hash

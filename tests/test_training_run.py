@@ -36,7 +36,8 @@ def small(**changes) -> TrainConfig:
 
 def _val_split(cfg: TrainConfig):
     ds = load_dataset("digits")
-    _, val = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max, cfg.val_seed, 10)
+    _, val = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max, cfg.val_seed, 10,
+                                cfg.val_min_per_class)
     return ds.train.x[val], ds.train.y[val]
 
 

@@ -6,6 +6,7 @@ complete new one, never half of it. Every file robustfair writes goes through he
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,11 @@ def _stage(path: Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
+    except OSError as exc:
+        os.unlink(tmp)
+        if exc.filename is None:  # a failed write() names no file; say which one it was
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         os.unlink(tmp)
         raise
@@ -80,3 +86,84 @@ def write_files_atomically(files: dict[str | os.PathLike, str]) -> list[Path]:
         path: (lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         for path, text in files.items()
     })
+
+
+STAGING_PREFIX = ".staging-"
+PENDING = ".pending"
+
+
+def write_folder_unit(folder: str | os.PathLike, fill: Callable[[Path], None], record: str,
+                      write_record: Callable[[Path], None], *, what: str) -> list[Path]:
+    """Write a multi-file output into ``folder`` as one unit; return the paths written.
+
+    ``fill(staging)`` writes the companion files into an empty staging folder, and
+    ``write_record(path)`` the record file ``record`` (e.g. ``report.json``), which is the
+    commit point: it is removed first and written last. So whenever the process is killed,
+    ``folder`` holds the old output whole, or the new one whole, or some files of *one* of them
+    with no record (never a mix of two runs with a record that vouches for them). The folder
+    is locked for the publication (:func:`~robustfair._lock.folder_lock`), and temporaries a
+    killed publication left behind are swept first. Other files in ``folder`` are left alone.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "out"
+    >>> paths = write_folder_unit(d, lambda s: (s / "a.csv").write_text("1"), "r.json",
+    ...                           lambda p: p.write_text("{}"), what="a doctest")
+    >>> sorted(p.name for p in d.iterdir())
+    ['a.csv', 'r.json']
+    """
+    from ._lock import folder_lock
+
+    folder = Path(folder)
+    with folder_lock(folder, what):
+        sweep_temporaries(folder, names=())  # staging folders of a killed publication
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+        try:
+            fill(staging)
+            # the record is staged under another name: a reader that looks for it (a study
+            # report collecting explain.json files) never finds a staged one
+            write_record(staging / (record + PENDING))
+            names = sorted(p.name for p in staging.iterdir() if p.name != record + PENDING)
+            for name in (record, *names):  # the record first: from here the folder is "incomplete"
+                target = folder / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            for name in names:
+                os.replace(staging / name, folder / name)
+            os.replace(staging / (record + PENDING), folder / record)
+            sweep_temporaries(folder, names=(record, *names))  # e.g. of an older writer
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return [folder / name for name in (*names, record)]
+
+
+def sweep_temporaries(folder: str | os.PathLike, names: tuple[str, ...] | None = None) -> None:
+    """Remove what killed writes left in ``folder``: staging folders of
+    :func:`write_folder_unit` and the ``.NAME.*.tmp`` files of :func:`atomic_write` (for the
+    given ``names``, or every name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.glob(STAGING_PREFIX + "*"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    patterns = [f".{name}.*.tmp" for name in names] if names is not None else [".*.tmp"]
+    for pattern in patterns:
+        for tmp in folder.glob(pattern):
+            if tmp.is_file() or tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+
+
+def write_text_unit(folder: str | os.PathLike, texts: dict[str, str], *, record: str,
+                    what: str) -> list[Path]:
+    """:func:`write_folder_unit` for text files given as ``{name: text}`` (UTF-8); ``record``
+    is one of the names, written last."""
+    def fill(staging: Path) -> None:
+        for name, text in texts.items():
+            if name != record:
+                (staging / name).write_text(text, encoding="utf-8")
+
+    return write_folder_unit(folder, fill, record,
+                             lambda path: path.write_text(texts[record], encoding="utf-8"),
+                             what=what)

@@ -23,6 +23,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise RobustfairError(f"unknown device {device!r}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RobustfairError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RobustfairError(f"device {device!r} requested but there are only "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RobustfairError(f"device {device!r} requested but Apple MPS is not available "
+                                  f"in this PyTorch build or on this machine")
+    backend = getattr(torch, dev.type, None)  # e.g. torch.xpu; "meta" holds no data at all
+    if dev.type not in ("cpu", "cuda", "mps") and not (
+            hasattr(backend, "is_available") and backend.is_available()):
+        raise RobustfairError(f"device {device!r} is not available; use cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -71,3 +71,21 @@ def check_logits(logits: torch.Tensor, num_classes: int | None = None) -> torch.
     if not torch.isfinite(logits).all():
         raise ModelError("model produced NaN or infinite outputs")
     return logits
+
+
+def check_model_input(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Check that ``x`` has the channel count ``model`` was built for (a robustfair model
+    records it in ``robustfair_config``), instead of a convolution's RuntimeError mid-run.
+
+    >>> from robustfair.models import build_model
+    >>> m = build_model("mlp", num_classes=3, in_channels=1, image_size=8)
+    >>> check_model_input(m, torch.zeros(2, 3, 8, 8))
+    Traceback (most recent call last):
+    ...
+    robustfair.errors.ModelError: the model takes 1-channel images, got 3-channel ones (shape (2, 3, 8, 8))
+    """
+    config = getattr(model, "robustfair_config", None)
+    expected = config.get("in_channels") if isinstance(config, dict) else None
+    if isinstance(expected, int) and x.dim() == 4 and x.shape[1] != expected:
+        raise ModelError(f"the model takes {expected}-channel images, got {x.shape[1]}-channel "
+                         f"ones (shape {tuple(x.shape)})")

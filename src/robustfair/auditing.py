@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
 from ._device import model_device, resolve_device
-from ._tensor_checks import as_float_images, check_labels, check_logits
+from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
 from .metrics.report import _RESERVED, MISSING, ClassReport
@@ -266,6 +266,7 @@ def audit(
     if not isinstance(x, torch.Tensor):
         raise RobustfairError(f"images must be a torch.Tensor, got {type(x).__name__}")
     as_float_images(x[:0])  # type, dimensions and dtype, before touching any data
+    check_model_input(model, x)  # the channels the model was built for
     if len(x) == 0:
         raise RobustfairError("no images to audit")
     if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)

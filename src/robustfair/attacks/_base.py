@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
@@ -25,7 +26,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from .._tensor_checks import as_float_images
+from .._tensor_checks import as_float_images, check_model_input
 from ..errors import AttackError
 
 NORMS = ("linf", "l2")
@@ -96,10 +97,10 @@ class Attack(ABC):
         if norm not in NORMS:
             raise AttackError(f"unknown norm {norm!r}; choose from: {', '.join(NORMS)}")
         if isinstance(eps, torch.Tensor):
-            if eps.numel() and (eps < 0).any():
-                raise AttackError("eps must be non-negative")
-        elif not (isinstance(eps, (int, float)) and eps >= 0):
-            raise AttackError(f"eps must be a non-negative number, got {eps!r}")
+            if eps.numel() and ((eps < 0).any() or not torch.isfinite(eps).all()):
+                raise AttackError("eps must be finite and non-negative")
+        elif not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
+            raise AttackError(f"eps must be a finite non-negative number, got {eps!r}")
         self.eps = eps
         self.norm = norm
         self.targeted = targeted
@@ -143,6 +144,7 @@ class Attack(ABC):
         """Attack ``model`` at ``(x, y)``; ``target`` (a class, or one per point) for targeted
         attacks. ``clean_logits``, ``batch_size`` and ``seed``: see the module docstring."""
         x = as_float_images(x)
+        check_model_input(model, x)
         y = y.to(x.device)
         if self.targeted:
             if target is None:

@@ -5,9 +5,9 @@ step of any restart. Attacks call :meth:`Search.record` with the logits of the f
 they already ran for the gradient, so checking success costs no extra forward pass, and
 they drop the points it reports fooled from their working batch, so later steps only spend
 compute on points that are still robust. ``Search.capacity`` is the most points one
-forward/backward pass may hold (``perturb(..., batch_size=...)``; default: all of them): PGD
-keeps its working batch that full by admitting waiting points as others leave, the other
-attacks take the points in consecutive pieces of that size.
+forward/backward pass may hold (``perturb(..., batch_size=...)``; default: all of them):
+:func:`refilling` (PGD's loop) keeps its working batch that full by admitting waiting points
+as others leave, the other attacks take the points in consecutive pieces of that size.
 
 A success found in mixed precision (``amp``) or on a randomised model (``eot`` > 1) is only
 kept once it holds where it will be evaluated: in full precision, and, with ``eot`` passes,
@@ -20,9 +20,11 @@ the attack a :class:`Search`.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 from abc import abstractmethod
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -250,6 +252,85 @@ class Search:
 
     def result(self) -> AttackResult:
         return AttackResult(self.x_adv, self.pred, self.success)
+
+
+@dataclass
+class Working:
+    """A refilling attack's working batch: positions in the search, clean points, iterates, the
+    steps each point has taken, and the attack's own per-point tensors (``state``)."""
+
+    idx: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    x_adv: torch.Tensor
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    taken: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.taken is None:
+            self.taken = torch.zeros(len(self.idx), dtype=torch.long, device=self.idx.device)
+
+    def take(self, keep: torch.Tensor) -> "Working":
+        idx, x, y, target, x_adv, taken = take(keep, self.idx, self.x, self.y, self.target,
+                                               self.x_adv, self.taken)
+        return Working(idx, x, y, target, x_adv, {k: v[keep] for k, v in self.state.items()}, taken)
+
+    def put(self, slots: torch.Tensor, other: "Working") -> None:
+        """Write ``other``'s points into ``slots``, in place."""
+        for name in ("idx", "x", "y", "target", "x_adv", "taken"):
+            mine = getattr(self, name)
+            if mine is not None:
+                mine[slots] = getattr(other, name)
+        for k, v in self.state.items():
+            v[slots] = other.state[k]
+
+
+def refilling(search: Search, waiting: torch.Tensor, steps: int,
+              admit: Callable[[torch.Tensor], Working],
+              step: Callable[[Working, torch.Tensor], None]) -> None:
+    """Run ``steps`` steps on each point of ``waiting``, at most ``search.capacity`` per pass.
+
+    The attack says how a point enters (``admit``: its starting iterate) and how it moves
+    (``step``: one update of ``work.x_adv`` from the gradient); this loop does the rest. Every
+    iterate is checked, the fooled points are recorded (their first success) and leave, and
+    so do the points whose last iterate has been checked; a waiting point takes each free
+    slot, so every pass runs on a full batch until the queue is empty, then the batch shrinks.
+    With room for all points this is the plain attack on a shrinking batch.
+    """
+    first = waiting[:search.capacity]
+    work = admit(first)
+    admitted, iteration = len(first), 0
+    joined: collections.deque[int] = collections.deque([0])  # iteration each live group joined
+    while len(work.idx):
+        while joined[0] < iteration - steps:  # groups whose last check has passed
+            joined.popleft()
+        final_check = joined[0] == iteration - steps  # some points are at their last iterate
+        need_grad = joined[-1] != iteration - steps  # not all of them: a step follows
+        logits, _, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
+        still = search.record(work.idx, work.x_adv, logits, work.y, work.target)
+        leave = None
+        if still is not None:  # some were fooled
+            leave = torch.ones(len(work.idx), dtype=torch.bool, device=work.idx.device)
+            leave[still] = False
+        if final_check:  # points checked after their last step leave too
+            done = work.taken >= steps
+            leave = done if leave is None else leave | done
+        if grad is not None:
+            step(work, grad)
+            work.taken += 1
+        iteration += 1
+        if leave is None:
+            continue
+        free = leave.nonzero().squeeze(1)  # host sync: which slots to fill or drop
+        new = waiting[admitted:admitted + len(free)]
+        if len(new):
+            admitted += len(new)
+            work.put(free[:len(new)], admit(new))
+            joined.append(iteration)
+            leave[free[:len(new)]] = False
+        if len(new) < len(free):  # nobody left to admit: the batch shrinks
+            work = work.take((~leave).nonzero().squeeze(1))
 
 
 @contextlib.contextmanager

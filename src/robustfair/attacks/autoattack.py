@@ -14,6 +14,9 @@ one left robust, so a point is robust only if all of them failed:
              passes misclassify the point.
 ============ ===================================================================================
 
+``steps`` (APGD's and FAB's iterations, 100) and ``n_queries`` (Square's, 5,000) can be
+lowered for a quick first look; the settings then say so beside every result.
+
 The result says which part broke each point first (``AttackResult.broken_by`` indexes
 ``AttackResult.parts``); the audit stores it, so a report can say per class how many points
 each part broke (``ClassReport.broken_by()``), and a black-box part breaking points that every
@@ -33,6 +36,7 @@ from torch import nn
 from .._tensor_checks import check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, build_attack, register_attack
+from ._search import check_positive_int
 
 VERSIONS = ("standard", "plus", "rand")
 
@@ -75,6 +79,8 @@ class AutoAttack(Attack):
         norm: str = "linf",
         version: str = "standard",
         parts: list[str] | tuple[str, ...] | None = None,
+        steps: int = 100,
+        n_queries: int = 5000,
         seed: int | None = 0,
         amp: bool = False,
     ) -> None:
@@ -90,6 +96,8 @@ class AutoAttack(Attack):
                                   f"{', '.join(known)}; got {parts!r}")
             parts = list(parts)
         self.version, self.parts, self.amp = version, parts, amp
+        self.steps = check_positive_int("steps", steps)
+        self.n_queries = check_positive_int("n_queries", n_queries)
         self.part_attacks()  # build once now, so bad settings fail at construction
 
     def part_names(self) -> list[str]:
@@ -103,12 +111,15 @@ class AutoAttack(Attack):
         built = []
         for name, settings in self._selected():
             extra = {"amp": self.amp} if name in _AMP_PARTS else {}
+            extra.update({"n_queries": self.n_queries} if name == "square" else {"steps": self.steps})
+            settings = {k: v for k, v in settings.items() if k not in extra}
             built.append((name, build_attack(name, eps=self.eps, norm=self.norm, seed=self.seed,
                                              **settings, **extra)))
         return built
 
     def settings(self) -> dict:
-        return {**super().settings(), "version": self.version, "amp": self.amp,
+        return {**super().settings(), "version": self.version, "steps": self.steps,
+                "n_queries": self.n_queries, "amp": self.amp,
                 "parts": [a.settings() for _, a in self.part_attacks()]}
 
     def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

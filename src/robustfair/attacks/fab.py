@@ -32,8 +32,9 @@ Defaults are AutoAttack's: 100 steps, 1 restart, ``alpha_max = 0.1``, ``eta = 1.
 ``eps / 2`` from ``x0`` in a random direction (AutoAttack's random-start scale).
 
 Every model pass (forward, and backward when a step needs the gradient) goes through
-:meth:`FAB._evaluate`. A step costs one pass on the points still robust, plus one on the
-points whose new iterate was adversarial beyond ``eps`` (linearised again after stepping back).
+:meth:`FAB._evaluate`. A step costs, on the points still robust, one gradient pass (which
+linearises and checks the iterate) and one forward pass (which checks the new iterate), as in
+the paper's code.
 
 >>> t, w, b = torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), torch.tensor([1.5])
 >>> _project_linf(t, w, b).tolist()  # move both coordinates by 0.25 to reach x1 + x2 = 1.5
@@ -275,33 +276,34 @@ class FAB(GradientAttack):
 
     def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor,
              target: torch.Tensor | None, x: torch.Tensor) -> None:
-        """FAB from ``x`` (N×D) on the points ``idx``; each leaves once broken within ``eps``."""
+        """FAB from ``x`` (N×D) on the points ``idx``; each leaves once broken within ``eps``.
+
+        Each step, as in the paper's code: linearise the boundary at ``x`` (the gradient pass
+        also checks ``x``), step, check the new iterate with a forward pass and, where it is
+        adversarial beyond ``eps``, step back toward ``x0``.
+        """
         image = search.x.shape[1:]
         x0, y = search.x[idx].flatten(1), search.y[idx]
-        for step in range(self.steps + 1):
-            last = step == self.steps  # only checked: no step follows
-            logits, f, g = self._evaluate(search, x.reshape(-1, *image), y, target, not last)
-            broken, adversarial = self._broken(search, idx, x, x0, logits, y, eps)
-            back = (adversarial & ~broken).nonzero().squeeze(1)
-            if back.numel() and not last:
-                # adversarial beyond eps: step back toward x0, linearise again there (and
-                # keep the backed-off point if it is adversarial within eps)
-                x = x.clone()
-                x[back] = x0[back] + self.beta * (x[back] - x0[back])
-                tb = None if target is None else target[back]
-                logits_b, f[back], g[back] = self._evaluate(
-                    search, x[back].reshape(-1, *image), y[back], tb, True)
-                broken_b, _ = self._broken(search, idx[back], x[back], x0[back], logits_b,
-                                           y[back], eps[back])
-                broken = broken.clone()
-                broken[back] = broken_b
+        for _ in range(self.steps):
+            logits, f, g = self._evaluate(search, x.reshape(-1, *image), y, target, True)
+            broken, _ = self._broken(search, idx, x, x0, logits, y, eps)
             keep = (~broken).nonzero().squeeze(1)
-            if last or keep.numel() == 0:
+            if keep.numel() == 0:
                 return
             if keep.numel() < len(idx):
                 idx, x, x0, y, eps, f, g, target = take(keep, idx, x, x0, y, eps, f, g, target)
             f_k, g_k = _closest_hyperplane(f, g, self.norm)
             x = _fab_step(x, x0, f_k, g_k, self.norm, self.alpha_max, self.eta)
+            logits, _, _ = self._evaluate(search, x.reshape(-1, *image), y, target, False)
+            broken, adversarial = self._broken(search, idx, x, x0, logits, y, eps)
+            keep = (~broken).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return
+            if keep.numel() < len(idx):
+                idx, x, x0, y, eps, target, adversarial = take(keep, idx, x, x0, y, eps, target,
+                                                               adversarial)
+            # adversarial beyond eps: keep searching for a closer one, from nearer x0
+            x = torch.where(adversarial.unsqueeze(1), x0 + self.beta * (x - x0), x)
 
 
 @register_attack("fab-t")

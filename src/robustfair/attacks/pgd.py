@@ -21,15 +21,12 @@ True
 """
 from __future__ import annotations
 
-import collections
-from dataclasses import dataclass, fields
-
 import torch
 
 from ..errors import AttackError
 from ._base import per_sample, register_attack
 from ._geometry import ascent_direction, make_generator, project, random_start
-from ._search import GradientAttack, Search, check_positive_int, take
+from ._search import GradientAttack, Search, Working, check_positive_int, refilling
 
 # alpha = eps * DEFAULT_ALPHA_FRACTION unless given: 2/255 at eps = 8/255.
 DEFAULT_ALPHA_FRACTION = 0.25
@@ -97,82 +94,21 @@ class PGD(GradientAttack):
 
     def _run(self, search: Search, waiting: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
              generator: torch.Generator) -> None:
-        """One restart on the points ``waiting``, at most ``search.capacity`` of them per pass.
+        """One restart on the points ``waiting``: ``steps`` steps each, in a refilling batch."""
 
-        A point leaves the working batch when it is fooled or when its last iterate has been
-        checked; a waiting point (with its own random start and step count) takes its slot in
-        place, so every pass runs on a full batch of the same size until the queue is empty
-        (same-size tensors also keep the CPU allocator from fragmenting). Then the batch
-        shrinks as points leave. With room for all points this is plain PGD on a shrinking
-        batch.
-        """
-        first = waiting[:search.capacity]
-        work = self._admit(search, first, eps, alpha, generator)
-        admitted, iteration = len(first), 0
-        joined: collections.deque[int] = collections.deque([0])  # iteration each live group joined
-        while len(work.idx):
-            while joined[0] < iteration - self.steps:  # groups whose last check has passed
-                joined.popleft()
-            final_check = joined[0] == iteration - self.steps  # some points are at their last iterate
-            need_grad = joined[-1] != iteration - self.steps  # not all of them: a step follows
-            logits, _, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
-            still = search.record(work.idx, work.x_adv, logits, work.y, work.target)
-            leave = None
-            if still is not None:  # some were fooled
-                leave = torch.ones(len(work.idx), dtype=torch.bool, device=work.idx.device)
-                leave[still] = False
-            if final_check:  # points checked after their last step leave too
-                done = work.taken >= self.steps
-                leave = done if leave is None else leave | done
-            if grad is not None:
-                work.x_adv = project(work.x_adv + work.alpha * ascent_direction(grad, self.norm),
-                                     work.x, work.eps, self.norm)
-                work.taken += 1
-            iteration += 1
-            if leave is None:
-                continue
-            free = leave.nonzero().squeeze(1)  # host sync: which slots to fill or drop
-            new = waiting[admitted:admitted + len(free)]
-            if len(new):
-                admitted += len(new)
-                work.put(free[:len(new)], self._admit(search, new, eps, alpha, generator))
-                joined.append(iteration)
-                leave[free[:len(new)]] = False
-            if len(new) < len(free):  # nobody left to admit: the batch shrinks
-                work = work.take((~leave).nonzero().squeeze(1))
+        def admit(idx: torch.Tensor) -> Working:
+            """Points entering the working batch at their starting iterate."""
+            x, y, target = search.points(idx)
+            e = eps[idx]
+            x_adv = random_start(x, e, self.norm, generator) if self.random_start else x.clone()
+            return Working(idx, x, y, target, x_adv, {"eps": e, "alpha": alpha[idx]})
 
-    def _admit(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
-               generator: torch.Generator) -> _Working:
-        """Points ``idx`` entering the working batch at their starting iterate."""
-        x, y, target = search.points(idx)
-        e = eps[idx]
-        x_adv = random_start(x, e, self.norm, generator) if self.random_start else x.clone()
-        taken = torch.zeros(len(idx), dtype=torch.long, device=idx.device)
-        return _Working(idx, x, y, target, e, alpha[idx], x_adv, taken)
+        def step(work: Working, grad: torch.Tensor) -> None:
+            """Madry et al.'s step: along the steepest-ascent direction, back onto the ball."""
+            work.x_adv = project(work.x_adv + work.state["alpha"] * ascent_direction(grad, self.norm),
+                                 work.x, work.state["eps"], self.norm)
 
-
-@dataclass
-class _Working:
-    """PGD's working batch: positions in the search, clean points, radii, iterates, steps taken."""
-
-    idx: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    target: torch.Tensor | None
-    eps: torch.Tensor
-    alpha: torch.Tensor
-    x_adv: torch.Tensor
-    taken: torch.Tensor
-
-    def take(self, keep: torch.Tensor) -> _Working:
-        return _Working(*take(keep, *(getattr(self, f.name) for f in fields(self))))
-
-    def put(self, slots: torch.Tensor, other: _Working) -> None:
-        """Write ``other``'s points into ``slots``, in place."""
-        for f in fields(self):
-            mine = getattr(self, f.name)
-            if mine is not None:
-                mine[slots] = getattr(other, f.name)
+        refilling(search, waiting, self.steps, admit, step)
 
 
 @register_attack("cw")

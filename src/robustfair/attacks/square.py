@@ -62,9 +62,6 @@ from .losses import check_loss, objective
 
 # Guards divisions by a norm that can be exactly 0 (an empty window, a zero perturbation).
 _TINY = 1e-12
-# The L-inf step draws a square's signs again while the square would not change x_best; a
-# point whose square cannot change at all (eps = 0) must not loop forever.
-_SIGN_TRIES = 10
 # (iterations of a 10,000-query budget after which p halves)
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -128,24 +125,18 @@ def _linf_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: floa
                generator: torch.Generator) -> torch.Tensor:
     """``x_best`` with one random square per point set, per channel, to ``x + eps`` or ``x - eps``.
 
-    Signs that would leave the square as it is (it already sits on that corner of the ball)
-    are drawn again, so no query is spent on an unchanged image.
+    Where the drawn signs would leave the square as it is (it already sits on that corner of
+    the ball), the opposite signs are taken, so no query is spent on an unchanged image (with
+    one channel that is the only other choice; the official code redraws until it changes).
     """
     n, c, h, w = x.shape
     s = _side(p, h, w, smallest=1)
-    window = _window_mask(*_corners(n, s, h, w, generator, x.device), s, h, w)
-    x_new = x_best.clone()
-    redraw = torch.arange(n, device=x.device)
-    for _ in range(_SIGN_TRIES):
-        signs = _signs((len(redraw), c, 1, 1), generator, x)
-        proposal = (x[redraw] + eps[redraw] * signs).clamp(0.0, 1.0)
-        inside = window[redraw]
-        x_new[redraw] = torch.where(inside, proposal, x_best[redraw])
-        changed = ((x_new[redraw] - x_best[redraw]).abs() * inside).flatten(1).amax(1) > 1e-7
-        redraw = redraw[~changed]
-        if redraw.numel() == 0:
-            break
-    return x_new
+    inside = _window_mask(*_corners(n, s, h, w, generator, x.device), s, h, w)
+    signs = _signs((n, c, 1, 1), generator, x)
+    proposal = torch.where(inside, (x + eps * signs).clamp(0.0, 1.0), x_best)
+    unchanged = (proposal == x_best).flatten(1).all(dim=1).view(-1, 1, 1, 1)
+    opposite = torch.where(inside, (x - eps * signs).clamp(0.0, 1.0), x_best)
+    return torch.where(unchanged, opposite, proposal)
 
 
 # --------------------------------------------------------------------------------- L2

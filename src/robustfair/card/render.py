@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._atomic import write_all_atomically
+from .._atomic import write_folder_unit
 from ..errors import ConfigError, RobustfairError
 from .content import broken_by, card_context, model_name
 
@@ -85,7 +85,8 @@ def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: 
 
 def build_card(report: "ClassReport", out_dir: str | os.PathLike, *, title: str | None = None,
                n_boot: int = 1000, seed: int = 0) -> Card:
-    """Write ``card.html``, ``card.png`` and ``report.json`` into ``out_dir`` (all or none)."""
+    """Write ``card.html``, ``card.png`` and ``report.json`` into ``out_dir``, as one unit
+    (``report.json`` last: it vouches for the other two)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory")
@@ -94,12 +95,15 @@ def build_card(report: "ClassReport", out_dir: str | os.PathLike, *, title: str 
     card = Card(out / "card.html", out / "card.png", out / "report.json")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    def fill(staging: Path) -> None:
+        (staging / card.html.name).write_text(page, encoding="utf-8")
+        (staging / card.png.name).write_bytes(png)
+
     try:
-        write_all_atomically({
-            card.html: lambda tmp: Path(tmp).write_text(page, encoding="utf-8"),
-            card.png: lambda tmp: Path(tmp).write_bytes(png),
-            card.report: lambda tmp: Path(tmp).write_text(report.to_json_text(), encoding="utf-8"),
-        })
+        # one unit: report.json (the record) goes last, a killed write never mixes two cards
+        write_folder_unit(out, fill, card.report.name,
+                          lambda path: path.write_text(report.to_json_text(), encoding="utf-8"),
+                          what="a card being written")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()

@@ -4,10 +4,14 @@ user errors into one line and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+from typing import Iterator
 
 from .._device import torch_threads
+from ..data._download import NO_DOWNLOAD_ENV
 from ..errors import RobustfairError
 
 # sub-command name -> module under robustfair.cli (imported lazily so `--help` stays fast)
@@ -37,7 +41,35 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # sub-command not built yet
             raise
         mod.add_parser(sub)
+    _add_no_download(parser)
     return parser
+
+
+def _add_no_download(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub-)command that reads data sets (it has ``--data-dir``) ``--no-download``."""
+    children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in children:
+        for child in action.choices.values():
+            _add_no_download(child)
+    if not children and "--data-dir" in parser._option_string_actions:
+        parser.add_argument("--no-download", action="store_true",
+                            help=f"never download a data set: a missing one is an error "
+                                 f"(the same as {NO_DOWNLOAD_ENV}=1)")
+
+
+@contextlib.contextmanager
+def _downloads_off(off: bool) -> Iterator[None]:
+    """Set ``ROBUSTFAIR_NO_DOWNLOAD`` for the command (worker processes inherit it)."""
+    before = os.environ.get(NO_DOWNLOAD_ENV)
+    if off:
+        os.environ[NO_DOWNLOAD_ENV] = "1"
+    try:
+        yield
+    finally:
+        if off and before is None:
+            os.environ.pop(NO_DOWNLOAD_ENV, None)
+        elif off:
+            os.environ[NO_DOWNLOAD_ENV] = before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustfair: error: --threads must be at least 1, got {threads}", file=sys.stderr)
         return 2
     try:
-        with torch_threads(threads):
+        with torch_threads(threads), _downloads_off(getattr(args, "no_download", False)):
             return int(args.run(args) or 0)
     except RobustfairError as exc:
         print(f"robustfair: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine, not the input (a full disk, a permission): one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"robustfair: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("robustfair: interrupted", file=sys.stderr)

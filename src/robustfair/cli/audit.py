@@ -20,7 +20,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int
 from ._sources import add_data_arguments, add_model_arguments, check_source_options, load_sources
@@ -62,6 +62,8 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", default=DEFAULT_EPS, help=f"perturbation budget, e.g. 8/255 (default: {DEFAULT_EPS})")
     p.add_argument("--steps", type=int, metavar="N", help=f"attack iterations (default: {DEFAULT_STEPS} for pgd and cw, "
                         "each attack's own for the others, e.g. 100 for APGD)")
+    p.add_argument("--queries", type=int, metavar="Q", dest="n_queries",
+                   help="Square's query budget, alone or in autoattack (default: 5000)")
     p.add_argument("--alpha", metavar="A", help="step size, e.g. 2/255 (default: the attack's own)")
     p.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (default: linf)")
     p.add_argument("--restarts", type=int, metavar="R", help="random restarts (default: the attack's own)")
@@ -123,14 +125,15 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
             notes.append("--aa-version applies to autoattack only")
         default_steps = DEFAULT_STEPS if name in PGD_FAMILY else None
         wanted = {"steps": args.steps if args.steps is not None else default_steps,
-                  "alpha": alpha, "restarts": args.restarts}
+                  "alpha": alpha, "restarts": args.restarts, "n_queries": args.n_queries}
         for key, value in wanted.items():
             if value is None:
                 continue
             if accepted is None or key in accepted:
                 settings[key] = value
             elif key != "steps" or args.steps is not None:
-                notes.append(f"{name} has no {key} setting; --{key} does not apply to it")
+                flag = "queries" if key == "n_queries" else key
+                notes.append(f"{name} has no {key} setting; --{flag} does not apply to it")
         if targeted and accepted is None:
             settings["targeted"] = True
         elif accepted is not None and "targeted" in accepted:
@@ -146,7 +149,7 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._atomic import write_files_atomically
+    from .._atomic import write_text_unit
     from ..card.content import confusion_markdown
 
     report = run_audit(args)
@@ -160,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
         out / "report.md": report.to_markdown() + "\n" + confusion_markdown(report),
     }
     try:
-        write_files_atomically(files)
+        # one unit: report.json (the record) goes last, a killed write never mixes two audits
+        write_text_unit(out, {p.name: text for p, text in files.items()}, record="report.json",
+                        what="an audit writing its report")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -179,11 +184,10 @@ def run_audit(args: argparse.Namespace):
     from ..data import class_index
 
     # 1. everything that can be checked without the data or the model
-    eps = parse_number(args.eps, what="--eps")
-    if eps < 0:
-        raise ConfigError(f"--eps must be non-negative, got {args.eps!r}")
+    eps = check_eps(parse_number(args.eps, what="--eps"), args.norm, what="--eps")
     alpha = parse_number(args.alpha, what="--alpha") if args.alpha is not None else None
     for value, flag, minimum in ((args.limit, "--limit", 1), (args.steps, "--steps", 0),
+                                 (args.n_queries, "--queries", 1),
                                  (args.restarts, "--restarts", 1),
                                  (None if args.batch_size == "auto" else args.batch_size, "--batch-size", 1)):
         check_int(value, flag, minimum)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._parse import parse_number
+from .._parse import check_eps, parse_number
 from ..errors import ConfigError
 from ._checks import check_int, check_model_fits
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model, read_checkpoint_metadata
 
     # 1. everything that can be checked without the data or the model
-    eps = parse_number(args.eps, what="--eps")
+    eps = check_eps(parse_number(args.eps, what="--eps"), args.norm, what="--eps")
     if eps <= 0:
         raise ConfigError(f"--eps must be positive, got {args.eps!r}")
     eps_max = parse_number(args.eps_max, what="--eps-max") if args.eps_max is not None else None

@@ -34,6 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", metavar="NAME", help="data set, e.g. digits, mnist, cifar10")
     g.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
+    g.add_argument("--dataset-option", action="append", metavar="K=V",
+                   help="a data set loader option, repeatable; a comma makes a list "
+                        "(e.g. spread=0.1,0.3 for gaussian, image_size=14 for mnist5k)")
+    g.add_argument("--val-min-per-class",
+                   help="validation points per class at least (default 50, at most a quarter "
+                        "of the class)")
     g.add_argument("--model", metavar="NAME", help="architecture, e.g. small_cnn, preact_resnet18")
     g.add_argument("--model-arg", action="append", metavar="K=V",
                    help="extra model argument, repeatable (e.g. width=16)")
@@ -94,7 +100,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 _DIRECT = ("dataset", "data_dir", "model", "objective", "eps", "norm", "steps", "alpha", "beta",
            "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
            "schedule", "warmup_epochs", "label_smoothing", "ema", "seed", "augment", "pad",
-           "pad_mode", "flip", "val_fraction", "eval_steps", "keep", "co_guard", "co_drop",
+           "pad_mode", "flip", "val_fraction", "val_min_per_class", "eval_steps", "keep",
+           "co_guard", "co_drop",
            "device", "amp", "compile")
 
 
@@ -141,6 +148,11 @@ def config_from_args(args: argparse.Namespace):
     if args.model_arg:
         pairs = [_key_value(item, "--model-arg", "KEY=VALUE") for item in args.model_arg]
         overrides["model_kwargs"] = {key: parse_value(value) for key, value in pairs}
+    if getattr(args, "dataset_option", None):
+        pairs = [_key_value(item, "--dataset-option", "KEY=VALUE") for item in args.dataset_option]
+        overrides["dataset_options"] = {
+            key: [parse_value(v) for v in value.split(",")] if "," in value else parse_value(value)
+            for key, value in pairs}
     mitigations = [parse_mitigation(m) for m in args.mitigation or []]
     if args.class_weight:
         pairs = [_key_value(item, "--class-weight", "CLASS=WEIGHT") for item in args.class_weight]

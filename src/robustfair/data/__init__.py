@@ -1,8 +1,8 @@
 """Data sets by name: ``load_dataset("cifar10", data_dir=...)``, plus bring-your-own loaders.
 
 Importing this package registers every built-in loader: digits, gaussian, mnist,
-fashion_mnist, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet, image_folder and
-npz (a test set in one .npz file).
+fashion_mnist, mnist5k, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_imagenet, image_folder
+and npz (a test set in one .npz file).
 """
 from ._base import (
     Dataset,
@@ -16,7 +16,7 @@ from ._base import (
 )
 
 # imported for their @register_dataset side effect (and their public helpers)
-from . import cifar, digits, gaussian, mnist, stl10, svhn, tiny_imagenet  # noqa: E402,F401
+from . import cifar, digits, gaussian, mnist, mnist5k, stl10, svhn, tiny_imagenet  # noqa: E402,F401
 from .from_tensors import from_tensors  # noqa: E402
 from .image_folder import image_folder  # noqa: E402
 from .npz import load_npz  # noqa: E402

@@ -1,10 +1,14 @@
 """Find a data set's files on disk, or download them once, verified and atomically.
 
-A download goes to ``<file>.part``, is checked against its published checksum and only then
+A download goes to a fresh ``.<file>.<random>.part`` (created exclusively, so a planted link is
+never written through), is checked against its published checksum and only then
 renamed into place, so an interrupted or tampered download never looks like a good file.
 Archives are unpacked into a temporary folder beside the target and moved into place at the
 end, with every member checked to stay inside the target (no ``..``, no absolute paths, no
 links or devices).
+
+``ROBUSTFAIR_NO_DOWNLOAD=1`` (what ``--no-download`` sets) forbids every download: a missing
+data set is then an error that says where to put its files, and nothing is fetched.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -21,7 +26,11 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from .._atomic import _umask
 from ..errors import DataError
+
+# set (to anything but 0/false/no) to forbid every download; `--no-download` sets it
+NO_DOWNLOAD_ENV = "ROBUSTFAIR_NO_DOWNLOAD"
 
 
 @dataclass(frozen=True)
@@ -62,12 +71,28 @@ def _checksum_problem(path: Path, remote: Remote) -> str | None:
     return None
 
 
+def downloads_forbidden() -> bool:
+    """Whether ``ROBUSTFAIR_NO_DOWNLOAD`` (set by ``--no-download``) forbids every download."""
+    return os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def forbid_if_offline(url: str) -> None:
+    """Raise :class:`DataError` instead of fetching ``url`` when downloads are switched off."""
+    if downloads_forbidden():
+        raise DataError(f"downloads are switched off ({NO_DOWNLOAD_ENV} is set, e.g. by "
+                        f"--no-download); not fetching {url}")
+
+
 def _fetch(url: str, dest: Path, progress: bool) -> None:
-    """Stream ``url`` into ``dest`` (no checks here; the caller verifies)."""
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+    """Stream ``url`` into ``dest``, an existing file (no checks here; the caller verifies)."""
+    forbid_if_offline(url)
+    # O_NOFOLLOW: writes only ever go to the file the caller created, never through a link
+    flags = os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    with urllib.request.urlopen(url, timeout=60) as response, \
+            os.fdopen(os.open(dest, flags), "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(
-            total=total, unit="B", unit_scale=True, desc=dest.name.removesuffix(".part"),
+            total=total, unit="B", unit_scale=True, desc=url.rstrip("/").rsplit("/", 1)[-1],
             disable=not progress,
         ) as bar:
             for chunk in iter(lambda: response.read(1 << 20), b""):
@@ -87,7 +112,12 @@ def download_file(remote: Remote, folder: Path, progress: bool = False) -> Path:
     dest = folder / remote.filename
     if dest.is_file() and _checksum_problem(dest, remote) is None:
         return dest
-    part = dest.with_name(dest.name + ".part")
+    forbid_if_offline(remote.url)
+    # a fresh file (O_EXCL, random name): a planted `<file>.part` symlink is never followed
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    part = Path(tmp)
+    os.chmod(part, 0o666 & ~_umask())  # mkstemp's 0600 would stay on the data file
     try:
         _fetch(remote.url, part, progress)
         problem = _checksum_problem(part, remote)
@@ -191,6 +221,9 @@ def find_or_download(
         raise DataError(
             f"{name}: files not found ({expected}) in {where} and download=False; {how}"
         )
+    if downloads_forbidden():
+        raise DataError(f"{name}: files not found ({expected}) in {where} and downloads are "
+                        f"switched off ({NO_DOWNLOAD_ENV} / --no-download); {how}")
     try:
         for remote in remotes:
             path = download_file(remote, target, progress)

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ._arrays import make_dataset
 from ._base import Dataset, register_dataset
-from ._download import Remote, find_or_download, one_line, read_bytes
+from ._download import Remote, find_or_download, one_line
 
 # IDX type code -> numpy dtype (big-endian where it matters)
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -54,29 +54,66 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
+# an IDX file is read into memory whole, so the size its header promises is checked before
+# anything is allocated: at most MAX_IDX_BYTES (EMNIST, the largest IDX set in use, is 0.55
+# GB), and for a .gz at most MAX_GZIP_RATIO times the compressed size (MNIST's images
+# compress 5:1; deflate's limit is about 1000:1, which is what a 4 MB "zip bomb" uses)
+MAX_IDX_BYTES = 1 << 30
+MAX_GZIP_RATIO = 200
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (``.gz`` is decompressed); a one-line DataError if it is malformed."""
-    raw = read_bytes(path)
-    if path.suffix == ".gz":
+    """Parse an IDX file (``.gz`` is streamed); a one-line DataError if it is malformed.
+
+    Memory is bounded by the size the header promises, which is checked first (see
+    :data:`MAX_IDX_BYTES`); a file holding more or less than that is refused.
+    """
+    try:
+        on_disk = path.stat().st_size
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({one_line(exc)})") from None
+    with handle:
+        if path.suffix != ".gz":
+            return _read_idx_stream(handle, path, on_disk)
         try:
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=handle, mode="rb") as f:
+                return _read_idx_stream(f, path, on_disk)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: not a valid gzip file ({one_line(exc)})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+
+
+def _read_idx_stream(f, path: Path, on_disk: int) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+    ndim = magic[3]
+    raw_dims = f.read(4 * ndim)
+    if ndim == 0 or len(raw_dims) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = np.dtype(_IDX_TYPES[magic[2]])
     expected = math.prod(dims) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: wrong size: header says {'x'.join(map(str, dims))} values "
-            f"({expected} bytes) but the file holds {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    shape = "x".join(map(str, dims))
+    limit = MAX_IDX_BYTES if path.suffix != ".gz" else min(MAX_IDX_BYTES,
+                                                           MAX_GZIP_RATIO * max(on_disk, 1))
+    if expected > limit:
+        raise DataError(f"{path}: the header promises {shape} values ({expected} bytes), more "
+                        f"than a {path.suffix == '.gz' and 'compressed ' or ''}file of "
+                        f"{on_disk} bytes can sensibly hold; refusing to read it")
+    data = bytearray(expected)
+    view, got = memoryview(data), 0
+    while got < expected:
+        n = f.readinto(view[got:got + (1 << 22)])
+        if not n:
+            break
+        got += n
+    extra = f.read(1)
+    if got != expected or extra:
+        held = f"{got}" if not extra else f"more than {expected}"
+        raise DataError(f"{path}: wrong size: header says {shape} values ({expected} bytes) "
+                        f"but the file holds {held}")
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:

@@ -8,11 +8,14 @@ data as a plain ``.npz`` (read back without pickle) and reused while the file co
 """
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from ..errors import DataError
 from ._arrays import make_dataset
 from ._base import Dataset, register_dataset
@@ -59,32 +62,76 @@ def _file_lists(
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in index:
             raise DataError(f"{annotations}: bad line {line[:60]!r} (unknown class or format)")
+        if not _plain_file_name(fields[0]):  # "../x" or "/etc/x" would read outside val/images
+            raise DataError(f"{annotations}: refusing image name {fields[0][:60]!r} (not a "
+                            f"plain file name in val/images)")
         test_paths.append(folder / "val" / "images" / fields[0])
         test_y.append(index[fields[1]])
     return train_paths, train_y, test_paths, test_y
 
 
-def _load_cache(path: Path, n_train: int, n_test: int) -> tuple[np.ndarray, ...] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
-    except (OSError, KeyError, ValueError):
+def _plain_file_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and ":" not in name and "\0" not in name
+
+
+_CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _cache_layout(n_train: int, n_test: int, side: int) -> dict[str, tuple[tuple, np.dtype]]:
+    """The shape and dtype each cached array must have."""
+    return {"train_x": ((n_train, 3, side, side), np.dtype(np.uint8)),
+            "train_y": ((n_train,), np.dtype(np.int64)),
+            "test_x": ((n_test, 3, side, side), np.dtype(np.uint8)),
+            "test_y": ((n_test,), np.dtype(np.int64))}
+
+
+def _cache_headers_fit(path: Path, layout: dict[str, tuple[tuple, np.dtype]]) -> bool:
+    """Whether every array header in the cache has the expected shape and dtype and its
+    member the matching size, checked before anything is read (a lying header would
+    otherwise make numpy allocate whatever it claims)."""
+    with zipfile.ZipFile(path) as zf:
+        for key, (shape, dtype) in layout.items():
+            info = zf.getinfo(key + ".npy")
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                got_shape, fortran, got_dtype = header(f)
+                data_start = f.tell()
+            if (tuple(got_shape), got_dtype, fortran) != (shape, dtype, False):
+                return False
+            if info.file_size != data_start + math.prod(shape) * dtype.itemsize:
+                return False
+    return True
+
+
+def _load_cache(path: Path, n_train: int, n_test: int,
+                side: int = SIDE) -> tuple[np.ndarray, ...] | None:
+    """The cached arrays, or None when the cache is missing, stale or damaged (then the
+    images are decoded again and the cache rewritten)."""
+    if not path.is_file():
         return None
-    if len(arrays[0]) != n_train or len(arrays[2]) != n_test:
-        return None  # the folder changed since the cache was written
+    layout = _cache_layout(n_train, n_test, side)
+    try:
+        if not _cache_headers_fit(path, layout):
+            return None  # the folder changed since the cache was written, or it is damaged
+        with np.load(path, allow_pickle=False) as z:
+            arrays = tuple(z[k] for k in _CACHE_KEYS)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, MemoryError):
+        return None
     return arrays
 
 
 def _save_cache(path: Path, arrays: tuple[np.ndarray, ...]) -> None:
-    part = path.with_name(path.name + ".part")
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **dict(zip(_CACHE_KEYS, arrays)))
+
     try:
-        with open(part, "wb") as f:
-            np.savez(f, **dict(zip(("train_x", "train_y", "test_x", "test_y"), arrays)))
-        os.replace(part, path)
+        atomic_write(path, write)  # a fresh temporary file, renamed over a stale cache
     except OSError:
         pass  # a read-only data folder only costs the next load its decoding time
-    finally:
-        part.unlink(missing_ok=True)
 
 
 @register_dataset("tiny_imagenet")
@@ -108,7 +155,7 @@ def load_tiny_imagenet(
     classes = _class_names(folder, wnids)
     train_paths, train_y, test_paths, test_y = _file_lists(folder, wnids)
     cache_path = folder / f".robustfair-cache-{side}.npz"
-    arrays = _load_cache(cache_path, len(train_paths), len(test_paths)) if cache else None
+    arrays = _load_cache(cache_path, len(train_paths), len(test_paths), side) if cache else None
     if arrays is None:
         arrays = (
             read_images(train_paths, 3, side, side, progress=progress, desc="tiny_imagenet train"),

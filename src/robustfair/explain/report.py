@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from .._atomic import write_folder_unit
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, CorruptionResult, corruption_accuracy
@@ -100,7 +100,12 @@ class Explanation:
         s = self.similarity
         if math.isfinite(s.rho):
             out.append(f"Spearman correlation between nearest-class similarity and robust accuracy: "
-                       f"rho = {s.rho:.2f}, permutation p = {s.p_value:.3g} ({s.n_perm} permutations).")
+                       f"rho = {s.rho:.2f}{_interval(s.rho_interval)}, permutation p = "
+                       f"{s.p_value:.3g} ({s.n_perm} permutations).")
+        if math.isfinite(s.spread_rho):
+            out.append(f"Spearman correlation between within-class feature spread and robust "
+                       f"accuracy: rho = {s.spread_rho:.2f}{_interval(s.spread_rho_interval)}, "
+                       f"permutation p = {s.spread_p:.3g}.")
         med = self.margins.by_class["median"]
         if med.notna().any():
             out.append(f"Smallest median margin: class {med.idxmin()} ({_num(med.min())}); largest: "
@@ -145,7 +150,10 @@ class Explanation:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        """The explanation as strict JSON: a value that is not a finite number (a class with
+        no test points under ``--limit``) is written as ``null``."""
+        plain = json.loads(json.dumps(self.to_dict(), default=_json_default))  # NaN kept here
+        return json.dumps(_finite_or_none(plain), indent=1, allow_nan=False)
 
     def to_markdown(self) -> str:
         s = self.settings
@@ -160,9 +168,10 @@ class Explanation:
         corr = self.corruptions.by_corruption["mean"]
         rows = [[c, int(by.loc[c, "n"]), _pct(by.loc[c, "clean_acc"]), _pct(by.loc[c, "robust_acc"]),
                  _pct(corr[c]), _num(med.loc[c, "median"]), str(near.loc[c, "nearest"]),
-                 _num(near.loc[c, "similarity"])] for c in self.classes]
+                 _num(near.loc[c, "similarity"]), _num(near.loc[c, "spread"])]
+                for c in self.classes]
         lines += _table(["class", "n", "clean", "robust", "corrupted (mean)", "median margin",
-                         "nearest class", "similarity"], rows)
+                         "nearest class", "similarity", "spread"], rows)
         lines += ["", "## Confusion sinks", "",
                   "Where each class's successful adversarial examples (clean-correct, fooled) land.", ""]
         sk = self.sinks.sinks
@@ -190,9 +199,15 @@ class Explanation:
         lines += ["", "## Feature-space class similarity", "",
                   "Cosine similarity of class centroids of the penultimate features (centred); each "
                   "class's nearest class is in the table above.", "",
-                  f"Spearman rho(nearest-class similarity, robust accuracy) = {_num(sim.rho)}, "
-                  f"two-sided permutation p = {_num(sim.p_value, 4)} ({sim.n_perm} permutations, seed "
-                  f"{sim.seed}).", "", "![similarity](similarity.png)"]
+                  f"Spearman rho(nearest-class similarity, robust accuracy) = {_num(sim.rho)}"
+                  f"{_interval(sim.rho_interval)}, two-sided permutation p = "
+                  f"{_num(sim.p_value, 4)} ({sim.n_perm} permutations, seed {sim.seed}).", "",
+                  "Within-class spread (the 'spread' column): RMS distance of a class's features "
+                  "to its centroid, in units of the mean distance between centroids. Spearman "
+                  f"rho(spread, robust accuracy) = {_num(sim.spread_rho)}"
+                  f"{_interval(sim.spread_rho_interval)}, permutation p = "
+                  f"{_num(sim.spread_p, 4)}. Intervals: 95% bootstrap over the classes.", "",
+                  "![similarity](similarity.png)"]
         m = self.margins
         lines += ["", "## Margins", "",
                   f"Smallest {m.norm} eps at which PGD-{m.settings['steps']} flips each point, by bisection "
@@ -257,31 +272,26 @@ class Explanation:
     def save(self, out_dir: str | os.PathLike) -> list[Path]:
         """Write ``explain.md``, ``explain.json`` and the figures into ``out_dir``.
 
-        Everything is written into a temporary directory beside ``out_dir`` first; a new
-        ``out_dir`` is then that directory renamed, and an existing one gets each file by an
-        atomic rename (``explain.json`` last), so no reader sees a half-written file.
+        Everything is written into a staging folder first, then published as one unit
+        (:func:`~robustfair._atomic.write_folder_unit`): the old ``explain.json`` goes first
+        and the new one last, so a killed save never leaves a record of a mixed explanation.
         """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out} exists and is not a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+
+        def fill(staging: Path) -> None:
             (staging / "explain.md").write_text(self.to_markdown(), encoding="utf-8")
             self.plots(staging)
-            (staging / "explain.json").write_text(self.to_json(), encoding="utf-8")
-            if not out.exists():
-                os.replace(staging, out)
-            else:
-                for name in FILES:  # explain.json (the record of a complete run) goes last
-                    if name != "explain.json":
-                        os.replace(staging / name, out / name)
-                os.replace(staging / "explain.json", out / "explain.json")
+
+        text = self.to_json()  # before anything is written: a value it cannot hold fails here
+        try:
+            # one unit: explain.json (the record a study report looks for) goes last
+            write_folder_unit(out, fill, "explain.json",
+                              lambda path: path.write_text(text, encoding="utf-8"),
+                              what="an explanation being written")
         except OSError as exc:
             raise ConfigError(f"cannot write to {out}: {exc}") from None
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return [out / name for name in FILES]
 
 
@@ -289,6 +299,14 @@ def _lowest(values: pd.Series) -> list[str]:
     """The class(es) with the lowest value (all of them when several tie)."""
     v = values.dropna()
     return [str(c) for c in v.index[np.isclose(v.to_numpy(dtype=float), v.min())]]
+
+
+def _interval(interval) -> str:
+    """`` [lo, hi]`` (95% bootstrap over classes) or nothing when undefined."""
+    lo, hi = interval
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f" (95% interval over classes [{lo:.2f}, {hi:.2f}])"
 
 
 def _pct(v) -> str:
@@ -310,6 +328,17 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return out
+
+
+def _finite_or_none(value):
+    """``value`` with every NaN or infinity (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _json_default(value):

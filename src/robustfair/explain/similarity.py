@@ -12,7 +12,14 @@ Each class's *nearest class* is the other class with the most similar centroid. 
 classes, the Spearman rank correlation between "similarity to the nearest class" and robust
 accuracy says whether crowded classes are the fragile ones (a negative correlation); its
 two-sided p-value comes from a seeded permutation test (the robust accuracies are shuffled
-across classes ``n_perm`` times, all at once as one matrix).
+across classes ``n_perm`` times, all at once as one matrix), and its 95% interval from a
+bootstrap over the classes (K pairs resampled with replacement: with 10 classes the interval is
+wide, and that is the honest answer).
+
+Within-class spread: per class, the root-mean-square distance of its points' features to the
+class centroid, in units of the mean distance between centroids. A diffuse class overlaps its
+neighbours more and is expected to be less robust; its Spearman correlation with robust
+accuracy is reported the same way.
 
 >>> import numpy as np
 >>> rho, p = permutation_spearman(np.arange(10.0), np.arange(10.0) ** 2, n_perm=2000, seed=0)
@@ -44,6 +51,8 @@ __all__ = [
     "penultimate_features",
     "permutation_spearman",
     "spearman",
+    "spearman_interval",
+    "within_class_spread",
 ]
 
 
@@ -166,6 +175,63 @@ def permutation_spearman(a: Sequence[float], b: Sequence[float], *, n_perm: int 
     return rho, float((1 + extreme) / (1 + n_perm))
 
 
+def spearman_interval(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000,
+                      seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of Spearman's rho, resampling the (a, b) pairs (classes).
+
+    Resamples in which one side is constant (rho undefined) are left out. NaN pairs are
+    dropped first; fewer than 3 pairs give ``(nan, nan)``.
+
+    >>> lo, hi = spearman_interval(np.arange(10.0), np.arange(10.0), n_boot=200)
+    >>> round(lo, 6), round(hi, 6)
+    (1.0, 1.0)
+    """
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    ra = rankdata(a[idx], axis=1)
+    rb = rankdata(b[idx], axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denom = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(denom > 0, (ra * rb).sum(axis=1) / denom, np.nan)
+    rho = rho[np.isfinite(rho)]
+    if rho.size == 0:
+        return float("nan"), float("nan")
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(rho, [tail, 100.0 - tail])
+    return float(np.clip(lo, -1, 1)), float(np.clip(hi, -1, 1))
+
+
+def within_class_spread(features: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor) -> np.ndarray:
+    """Per class: RMS distance of its points' features to its centroid, divided by the mean
+    distance between distinct centroids (NaN for a class without points). Unitless, so models
+    and layers of different scale compare."""
+    f = features.double()
+    c = centroids.double().to(f.device)
+    y = y.to(f.device)
+    k = len(c)
+    sq = ((f - c[y]) ** 2).sum(dim=1)
+    sums = torch.zeros(k, dtype=f.dtype, device=f.device).index_add_(0, y, sq)
+    counts = torch.bincount(y, minlength=k).to(f.dtype)
+    rms = (sums / counts).sqrt()
+    present = ~torch.isnan(c).any(dim=1)
+    cp = c[present]
+    dist = torch.cdist(cp, cp)
+    m = len(cp)
+    scale = dist.sum() / max(m * (m - 1), 1)
+    out = (rms / scale.clamp_min(1e-12)).cpu().numpy()
+    out[~present.cpu().numpy()] = np.nan
+    return out
+
+
 @dataclass
 class ClassSimilarity:
     """Centroid similarity between classes and its relation to robust accuracy.
@@ -174,7 +240,10 @@ class ClassSimilarity:
     ``nearest``: per class, the nearest other class, its similarity, and the robust accuracy;
     ``rho``/``p_value``: Spearman correlation across classes between nearest-class similarity
     and robust accuracy, with its permutation p-value over ``n_perm`` shuffles (NaN if no
-    robust accuracies were given or they are all equal).
+    robust accuracies were given or they are all equal) and ``rho_interval``, its 95%
+    bootstrap interval over classes; ``nearest["spread"]``: the within-class spread
+    (:func:`within_class_spread`), and ``spread_rho``/``spread_p``/``spread_rho_interval`` the
+    same statistics for spread against robust accuracy.
     """
 
     classes: list[str]
@@ -184,6 +253,10 @@ class ClassSimilarity:
     p_value: float
     n_perm: int
     seed: int
+    rho_interval: tuple[float, float] = (float("nan"), float("nan"))
+    spread_rho: float = float("nan")
+    spread_p: float = float("nan")
+    spread_rho_interval: tuple[float, float] = (float("nan"), float("nan"))
 
     def to_dict(self) -> dict:
         return {
@@ -192,6 +265,10 @@ class ClassSimilarity:
             "nearest": records(self.nearest),
             "spearman_rho": finite_or_none(self.rho),
             "p_value": finite_or_none(self.p_value),
+            "spearman_rho_interval": [finite_or_none(v) for v in self.rho_interval],
+            "spread_spearman_rho": finite_or_none(self.spread_rho),
+            "spread_p_value": finite_or_none(self.spread_p),
+            "spread_spearman_rho_interval": [finite_or_none(v) for v in self.spread_rho_interval],
             "n_perm": self.n_perm,
             "seed": self.seed,
         }
@@ -215,20 +292,28 @@ def class_similarity(
     k = len(names)
     y = check_inputs(x, y, k)
     features = penultimate_features(model, x, batch_size=batch_size)
-    sim = cosine_similarity_matrix(class_centroids(features, y, k), center=center).cpu().numpy()
+    centroids = class_centroids(features, y, k)
+    sim = cosine_similarity_matrix(centroids, center=center).cpu().numpy()
     idx, value = nearest_classes(sim)
-    nearest = pd.DataFrame({"nearest": [names[i] for i in idx], "similarity": value},
+    nearest = pd.DataFrame({"nearest": [names[i] for i in idx], "similarity": value,
+                            "spread": within_class_spread(features, y, centroids)},
                            index=pd.Index(names, name="class"))
     empty = np.bincount(y.cpu().numpy(), minlength=k) == 0
     nearest.loc[empty, ["nearest", "similarity"]] = [None, np.nan]
-    rho = p = float("nan")
+    rho = p = spread_rho = spread_p = float("nan")
+    interval = spread_interval = (float("nan"), float("nan"))
     if robust_acc is not None:
         acc = np.asarray(robust_acc, dtype=float)
         if acc.shape != (k,):
             raise RobustfairError(f"robust_acc needs one value per class ({k}), got shape {acc.shape}")
         nearest["robust_acc"] = acc
-        rho, p = permutation_spearman(nearest["similarity"].to_numpy(dtype=float), acc,
-                                      n_perm=n_perm, seed=seed)
+        near = nearest["similarity"].to_numpy(dtype=float)
+        spread = nearest["spread"].to_numpy(dtype=float)
+        rho, p = permutation_spearman(near, acc, n_perm=n_perm, seed=seed)
+        interval = spearman_interval(near, acc, seed=seed)
+        spread_rho, spread_p = permutation_spearman(spread, acc, n_perm=n_perm, seed=seed)
+        spread_interval = spearman_interval(spread, acc, seed=seed)
     frame = pd.DataFrame(sim, index=pd.Index(names, name="class"), columns=names)
-    return ClassSimilarity(names, frame, nearest, rho, p, n_perm, seed)
+    return ClassSimilarity(names, frame, nearest, rho, p, n_perm, seed, interval, spread_rho,
+                           spread_p, spread_interval)
 

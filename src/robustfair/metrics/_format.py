@@ -110,13 +110,22 @@ def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple
     for measure in index:
         cells = [measure]
         for frame in frames.values():
-            v, lo, hi = frame.loc[measure, ["value", "lo", "hi"]]
-            if measure in _UNITLESS:
+            v, lo, hi, floor, p = frame.loc[measure, ["value", "lo", "hi", "noise_floor", "p_noise"]]
+            unitless = measure in _UNITLESS
+            if unitless:
                 cells.append("n/a" if not math.isfinite(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
             else:
                 cells.append(_cell(v, lo, hi))
+            if math.isfinite(p) and math.isfinite(v):
+                shown = f"{floor:.3f}" if unitless else _pct(floor)
+                cells[-1] += f" (no gap: {shown}, p {_p(p)})"
         rows.append(cells)
     return header, rows
+
+
+def _p(p: float) -> str:
+    """A p-value for display: two significant digits, ``<0.001`` below that."""
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -177,7 +186,9 @@ def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[Section]:
         sections.append(("Points broken first by each attack (in the order they ran)", header, rows))
     header, rows = discrepancy_table(report, n_boot=n_boot, seed=seed)
     sections.append((f"Class discrepancy (percentage points; ratio and normalized_std unitless; "
-                     f"95% stratified bootstrap CI, {n_boot} resamples)", header, rows))
+                     f"95% stratified bootstrap CI, {n_boot} resamples; 'no gap': the value "
+                     f"expected if every class had the same true accuracy, from sampling noise "
+                     f"alone; p: the chance of a gap this wide from that noise)", header, rows))
     if report.target_predictions is not None:
         header, rows = _target_matrix(report)
         sections.append(("Targeted success, % of source-class points pushed into the target", header, rows))

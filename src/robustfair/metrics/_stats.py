@@ -113,3 +113,240 @@ def stratified_bootstrap(
     rng = np.random.default_rng(seed)
     counts = rng.binomial(n, k / n, size=(n_boot, len(n)))
     return counts / n
+
+
+# ---------------------------------------------------------------------------- noise floor
+# measures on the accuracy scale whose p-value is taken from their distance to the class mean
+_LEVELS = ("worst", "worst_fraction_mean")
+
+def gap_direction(measure: str, higher_is_better: bool = True) -> int:
+    """+1 if a larger value of ``measure`` means a wider class gap, -1 if a smaller one, 0 if
+    the measure says nothing about the gap (the mean).
+
+    >>> gap_direction("std"), gap_direction("worst"), gap_direction("worst", False)
+    (1, -1, 1)
+    """
+    if measure == "mean":
+        return 0
+    if measure in ("difference", "std", "normalized_std"):
+        return 1
+    if measure == "ratio":
+        return -1
+    if measure in ("worst", "worst_fraction_mean", "worst_deviation"):
+        return -1 if higher_is_better else 1
+    raise ValueError(f"unknown measure {measure!r}")
+
+
+def noise_floor(
+    successes: np.ndarray,
+    n: np.ndarray,
+    *,
+    higher_is_better: bool = True,
+    fraction: float = 0.2,
+    n_sim: int = 2000,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What each discrepancy measure looks like when the classes do NOT differ, and how
+    surprising the observed value is under that hypothesis.
+
+    ``successes`` and ``n`` have shape ``(..., K)`` (leading axes: independent reports, e.g. the
+    draws of a calibration check). Under "no gap" every class has the same true accuracy,
+    estimated by the pooled rate ``sum(successes) / sum(n)``; each class's count is then
+    Binomial(``n_c``, pooled) — a parametric bootstrap that keeps every class's size. For each
+    measure this returns ``(expected, p_value)``, each of shape ``(...)``:
+
+    * ``expected``: the measure's mean over ``n_sim`` no-gap draws (e.g. the std of class
+      accuracies that sampling noise alone produces, or the worst class's shortfall that picking
+      the minimum of K noisy estimates produces);
+    * ``p_value``: the share of no-gap draws with a gap wider than observed, ties counted half
+      (the mid-p value: class counts are integers, so ties are common), as
+      ``(1 + wider) / (1 + n_sim)`` so it is never 0; NaN for the mean (not a gap measure).
+
+    Small p: the gap exceeds sampling noise. The draws are vectorised: memory is
+    ``n_sim × K`` per report.
+
+    >>> exp, p = noise_floor(np.array([45, 45, 45]), np.array([50, 50, 50]))["std"]
+    >>> float(exp) > 0, float(p) > 0.9   # equal observed accuracies: no evidence of a gap
+    (True, True)
+    """
+    k = np.asarray(successes, dtype=float)
+    n = np.broadcast_to(np.asarray(n, dtype=np.int64), k.shape)
+    if np.any(n <= 0):
+        raise ValueError("every class needs at least one point")
+    if n_sim < 1:
+        raise ValueError(f"n_sim must be at least 1, got {n_sim}")
+    pooled = k.sum(axis=-1, keepdims=True) / n.sum(axis=-1, keepdims=True)  # (..., 1)
+    rng = np.random.default_rng(seed)
+    shape = (n_sim,) + k.shape
+    sims = rng.binomial(n, np.broadcast_to(pooled, k.shape), size=shape) / n  # (n_sim, ..., K)
+    observed = discrepancy_measures(k / n, higher_is_better=higher_is_better, fraction=fraction)
+    null = discrepancy_measures(sims, higher_is_better=higher_is_better, fraction=fraction)
+    out = {}
+    for name in MEASURES:
+        direction = gap_direction(name, higher_is_better)
+        with np.errstate(invalid="ignore"):
+            expected = np.nanmean(null[name], axis=0) if np.isfinite(null[name]).any() else (
+                np.full(k.shape[:-1], np.nan))
+            if direction == 0:
+                p = np.full(k.shape[:-1], np.nan)
+            else:
+                # counts are integers, so no-gap draws often tie with the observed value:
+                # ties count half (the mid-p value), which keeps the p-value uniform under
+                # "no gap" where counting them whole would make it conservative
+                obs, sim = observed[name], null[name]
+                if name in _LEVELS:
+                    # measured from each draw's own class mean: the level of the accuracies
+                    # varies between no-gap draws, but is no part of the gap
+                    obs, sim = obs - observed["mean"], sim - null["mean"]
+                sign = 1.0 if direction > 0 else -1.0
+                delta = sign * (sim - obs)  # > 0: a wider gap than observed
+                tol = 1e-9
+                ties = (np.abs(delta) <= tol).sum(axis=0)
+                wider = (delta > tol).sum(axis=0) + 0.5 * ties
+                # a draw where the measure is undefined (ratio 0/0) is not "as wide"
+                p = (1.0 + wider) / (1.0 + n_sim)
+                # every draw ties (all classes at 0% or 100%): no gap is possible, p is 1
+                p = np.where(ties == n_sim, 1.0, p)
+        out[name] = (np.asarray(expected, dtype=float), np.asarray(p, dtype=float))
+    return out
+
+
+# ------------------------------------------------------------------ tests between conditions
+def class_resample_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each class: (its point indices, ``n_boot × n_c`` multinomial counts of how often each
+    point is drawn when the class's points are resampled with replacement)."""
+    y = np.asarray(y)
+    out = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        m = len(members)
+        # draw indices and count them per replicate (one bincount over offset indices: much
+        # faster than rng.multinomial, the same distribution)
+        draws = rng.integers(0, m, size=(n_boot, m)) + m * np.arange(n_boot)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=n_boot * m).reshape(n_boot, m)
+        out.append((members, counts))
+    return out
+
+
+def seed_resampled_means(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Means over runs of ``values`` ``(n_boot, runs)`` after resampling the runs with
+    replacement in every replicate, with the seed-level spread scaled by ``sqrt(n / (n - 1))``:
+    resampling n values understates their variance by (n - 1) / n, which matters with 3-5
+    seeds. With one run there is no seed level to resample: the plain values come back."""
+    n_boot, runs = values.shape
+    if runs < 2:
+        return values[:, 0].copy()
+    pick = rng.integers(0, runs, size=(n_boot, runs))
+    centre = values.mean(axis=1)
+    resampled = np.take_along_axis(values, pick, axis=1).mean(axis=1)
+    return centre + math.sqrt(runs / (runs - 1)) * (resampled - centre)
+
+
+def hierarchical_bootstrap(
+    correct: dict[str, np.ndarray],
+    y: np.ndarray,
+    measure,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of "the mean over runs of ``measure``" over both sources of noise in
+    a seeded comparison.
+
+    ``correct`` maps a condition's name to a boolean array ``(runs, N)``: whether each of its
+    runs (one per training seed) got each of the N test points right; every run is evaluated
+    on the same test points ``y`` (labels, length N). One replicate resamples
+
+    1. the test points, within each class (class sizes fixed), ONE draw shared by every run and
+       condition — the runs are paired by test point, as they were evaluated;
+    2. the runs of each condition, with replacement (seed-to-seed variation), the seed-level
+       spread corrected for the small number of runs (:func:`seed_resampled_means`).
+
+    ``measure(acc)`` gets per-class accuracies ``(n_boot, runs, K)`` and returns one value per
+    run ``(n_boot, runs)`` (e.g. each run's worst class). Returns ``{name: replicates}`` plus,
+    under ``"_point"``, ``{name: the mean over runs as observed}`` and, under ``"_runs"``,
+    ``{name: per-run values as observed}``.
+
+    Calibration (tests/test_metrics_noise.py and docs/STATISTICS.md): with no effect the share
+    of p < 0.05 stays at or below the nominal 5% when runs err on the same points, and well
+    below it when their errors are independent (then both levels count the same noise).
+    """
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    weights = class_resample_weights(y, n_boot, rng)
+    classes = np.unique(y)
+    reps: dict = {}
+    point: dict = {}
+    per_run: dict = {}
+    for name, c in correct.items():
+        c = np.asarray(c, dtype=float)
+        if c.ndim != 2 or c.shape[1] != len(y):
+            raise ValueError(f"{name}: correct must have shape (runs, {len(y)}), got {c.shape}")
+        runs = c.shape[0]
+        observed = np.stack([c[:, y == k].mean(axis=1) for k in classes], axis=-1)  # runs × K
+        per_run[name] = np.asarray(measure(observed[None])[0], dtype=float)
+        point[name] = float(per_run[name].mean())
+        acc = np.empty((n_boot, runs, len(classes)))
+        for j, (members, counts) in enumerate(weights):
+            acc[:, :, j] = (counts @ c[:, members].T) / len(members)   # n_boot × runs
+        reps[name] = seed_resampled_means(np.asarray(measure(acc), dtype=float), rng)
+    reps["_point"] = point
+    reps["_runs"] = per_run
+    return reps
+
+
+def bootstrap_p_value(replicates: np.ndarray) -> float:
+    """Two-sided p-value of "the effect is zero" from bootstrap replicates of the effect: twice
+    the smaller tail beyond 0, counted ``(1 + tail) / (1 + B)`` (the inversion of the percentile
+    interval: p < 0.05 exactly when the 95% percentile interval excludes 0).
+
+    >>> bootstrap_p_value(np.array([1.0, 2.0, 3.0, -1.0]))
+    0.8
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return math.nan
+    below, above = np.sum(r <= 0), np.sum(r >= 0)
+    return float(min(1.0, 2.0 * (1.0 + min(below, above)) / (1.0 + r.size)))
+
+
+def holm(p_values: "list[float] | np.ndarray") -> np.ndarray:
+    """Holm's step-down adjustment of several p-values (family-wise error control; NaN kept).
+
+    >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
+    [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok])]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def shifted_interval(replicates: np.ndarray, estimate: float, confidence: float = 0.95,
+                     bounds: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
+    """Percentile interval of bootstrap ``replicates`` moved so that their median sits on the
+    ``estimate``, clipped to ``bounds``. For statistics that resampling pushes one way — each
+    resample adds test-point noise, which pulls a correlation of noisy profiles toward 0 — the
+    plain percentile interval can miss the estimate altogether; this one keeps the spread of
+    the replicates and removes their shift.
+
+    >>> r = np.linspace(0.0, 0.5, 101)          # every replicate below the estimate 0.6
+    >>> lo, hi = shifted_interval(r, 0.6)       # (a plain 95% interval: 0.0125 to 0.4875)
+    >>> round(lo, 4), round(hi, 4)
+    (0.3625, 0.8375)
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size == 0 or not math.isfinite(estimate):
+        return math.nan, math.nan
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, median, hi = np.percentile(r, [tail, 50.0, 100.0 - tail])
+    shift = estimate - median
+    return (float(np.clip(lo + shift, *bounds)), float(np.clip(hi + shift, *bounds)))

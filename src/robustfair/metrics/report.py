@@ -40,9 +40,10 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from .._atomic import atomic_write_text
-from ._stats import MEASURES, discrepancy_measures, stratified_bootstrap, wilson_interval
+from ._stats import (MEASURES, discrepancy_measures, noise_floor, stratified_bootstrap,
+                     wilson_interval)
 
-__all__ = ["ClassReport", "profile_similarity", "worst_case", "MISSING"]
+__all__ = ["ClassReport", "profile_similarities", "profile_similarity", "worst_case", "MISSING"]
 
 SCHEMA = "robustfair.ClassReport"
 SCHEMA_VERSION = 1
@@ -328,11 +329,31 @@ class ClassReport:
         fraction: float = 0.2,
         confidence: float = 0.95,
     ) -> pd.DataFrame:
-        """Every scalar discrepancy measure with a stratified-bootstrap percentile interval.
+        """Every scalar discrepancy measure with a stratified-bootstrap interval and its noise floor.
 
-        Points are resampled with replacement within each class (class sizes stay fixed), the
-        measure is recomputed on each of ``n_boot`` resamples, and ``lo``/``hi`` are the
-        ``(1 ± confidence) / 2`` percentiles. Classes without a value are left out.
+        Columns:
+
+        * ``value``; ``lo``/``hi``: the ``(1 ± confidence) / 2`` percentiles of the measure over
+          ``n_boot`` resamples of the points with replacement within each class (class sizes
+          stay fixed);
+        * ``bias``: the bootstrap estimate of the measure's bias (mean over resamples minus
+          ``value``). For ``worst`` it is the selection bias of taking the minimum of K noisy
+          class estimates: the observed worst class is, on average, lower than that class's
+          true accuracy by about ``-bias`` (``value - bias`` is the bias-corrected estimate);
+        * ``noise_floor``: the measure's expected value if every class had the same true
+          accuracy (the pooled one), from a parametric bootstrap that keeps each class's n: the
+          gap that sampling noise alone produces;
+        * ``p_noise``: the share of those no-gap draws with a gap at least as wide as observed
+          (NaN for ``mean``). Small: the gap exceeds sampling noise.
+
+        Classes without a value are left out. ``n_boot`` draws serve both bootstraps.
+
+        >>> preds = pd.DataFrame({"y_true": [0] * 50 + [1] * 50, "clean_pred": [0] * 100,
+        ...                       "worst_pred": [0] * 100})
+        >>> d = ClassReport(predictions=preds, classes=["a", "b"], attacks=[]).discrepancy(
+        ...     "clean_acc", n_boot=200)
+        >>> float(d.loc["difference", "value"]), float(d.loc["difference", "p_noise"]) < 0.01
+        (1.0, True)
         """
         if n_boot < 1:
             raise RobustfairError(f"n_boot must be at least 1, got {n_boot}")
@@ -344,15 +365,22 @@ class ClassReport:
         point = discrepancy_measures(hits[keep] / n[keep], higher_is_better=higher, fraction=fraction)
         boot = stratified_bootstrap(hits[keep], n[keep], n_boot, seed)
         reps = discrepancy_measures(boot, higher_is_better=higher, fraction=fraction)
+        floor = noise_floor(hits[keep], n[keep], higher_is_better=higher, fraction=fraction,
+                            n_sim=n_boot, seed=seed + 1)
         tail = 100.0 * (1.0 - confidence) / 2.0
         rows = []
         for name in MEASURES:
             r = reps[name]
             with np.errstate(all="ignore"):
-                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if np.isfinite(r).any()
+                finite = np.isfinite(r).any()
+                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if finite
                           else (math.nan, math.nan))
-            rows.append((float(point[name]), float(lo), float(hi)))
-        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"), columns=["value", "lo", "hi"])
+                bias = float(np.nanmean(r)) - float(point[name]) if finite else math.nan
+            expected, p_value = floor[name]
+            rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
+                         float(p_value)))
+        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"),
+                             columns=["value", "lo", "hi", "bias", "noise_floor", "p_noise"])
         frame.attrs.update(metric=metric, n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
         return frame
 
@@ -553,6 +581,8 @@ def profile_similarity(report_a: ClassReport, report_b: ClassReport, metric: str
     """Cosine similarity of two reports' class-wise ``metric`` vectors (same classes required).
 
     The paper's measure of how alike two models' per-class profiles are: 1 means the same shape.
+    It saturates near 1 when every class is well above 0; :func:`profile_similarities` gives
+    the centred correlation beside it, both with intervals.
     """
     if list(report_a.classes) != list(report_b.classes):
         raise RobustfairError("the two reports have different class lists; profiles cannot be compared")
@@ -564,3 +594,64 @@ def profile_similarity(report_a: ClassReport, report_b: ClassReport, metric: str
     if na == 0 or nb == 0:
         raise RobustfairError(f"{metric!r} is zero for every class in one report; cosine is undefined")
     return float(a @ b / (na * nb))
+
+
+def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: str = "robust_acc",
+                         *, n_boot: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> pd.DataFrame:
+    """Cosine similarity AND centred correlation (Pearson r) of two reports' class profiles,
+    each with a bootstrap interval over test points.
+
+    The cosine of two accuracy vectors is near 1 whenever every class is well above 0 (two
+    standard models: 0.999), whatever the pattern; Pearson's r asks whether the same classes
+    are above and below the mean. Reports audited on the same points (same ``y_true``, in
+    order) are resampled with one shared draw of points per replicate (paired); otherwise each
+    report's classes are resampled on their own. The intervals are percentile intervals
+    shifted onto the estimate (resampling adds noise, which pulls a correlation toward 0). Rows ``cosine`` and
+    ``pearson``; columns ``value``, ``lo``, ``hi``.
+    """
+    from ._stats import shifted_interval, class_resample_weights
+
+    profile_similarity(report_a, report_b, metric)  # the same checks
+    if n_boot < 1:
+        raise RobustfairError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    ya = report_a.predictions["y_true"].to_numpy()
+    yb = report_b.predictions["y_true"].to_numpy()
+    hit_a, _, unknown_a = report_a._outcomes(metric)
+    hit_b, _, unknown_b = report_b._outcomes(metric)
+    k = report_a.num_classes
+    if np.array_equal(ya, yb) and not unknown_a.any() and not unknown_b.any():
+        acc = np.zeros((n_boot, 2, k))
+        for members, counts in class_resample_weights(ya, n_boot, rng):
+            c = int(ya[members[0]])
+            both = np.stack([hit_a[members], hit_b[members]]).astype(float)  # 2 × n_c
+            acc[:, :, c] = counts @ both.T / len(members)
+    else:
+        acc = np.stack([stratified_bootstrap(*_hits_n(r, metric), n_boot, int(rng.integers(2**31)))
+                        for r in (report_a, report_b)], axis=1)
+    a = report_a.by_class[metric].to_numpy(float)
+    b = report_b.by_class[metric].to_numpy(float)
+
+    def cos(u, v):
+        with np.errstate(all="ignore"):
+            return (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+
+    centre = lambda m: m - m.mean(axis=-1, keepdims=True)  # noqa: E731
+    rows = []
+    for name, fn in (("cosine", lambda u, v: cos(u, v)),
+                     ("pearson", lambda u, v: cos(centre(u), centre(v)))):
+        reps = fn(acc[:, 0], acc[:, 1])
+        value = float(fn(a, b))
+        # shifted onto the estimate: a resample's extra noise pulls a correlation toward 0
+        lo, hi = shifted_interval(reps, value, confidence)
+        rows.append((value, float(lo), float(hi)))
+    return pd.DataFrame(rows, index=pd.Index(["cosine", "pearson"], name="similarity"),
+                        columns=["value", "lo", "hi"])
+
+
+def _hits_n(report: ClassReport, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    hits, n, unknown = report._class_counts(metric)
+    if unknown.any() or (n == 0).any():
+        raise RobustfairError(f"{metric!r} is missing for some class; no interval")
+    return hits, n

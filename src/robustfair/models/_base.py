@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ._size import allocation_failed, check_size
 
 
 class Normalize(nn.Module):
@@ -90,9 +91,17 @@ def build_model(
     if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
         raise ModelError(f"model {name!r} does not take argument(s): {', '.join(unknown)}")
     try:
+        # its size first, on the meta device: a model beyond this machine's memory is one line
+        check_size(lambda: fn(num_classes=num_classes, in_channels=in_channels,
+                              image_size=image_size, **kwargs), name)
         body = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"cannot build model {name!r}: {exc}") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not allocation_failed(exc):
+            raise
+        raise ModelError(f"cannot build model {name!r}: not enough memory for its weights "
+                         f"({' '.join(str(exc).split())[:120]})") from None
     model = NormalizedModel(Normalize(mean, std), body)
     model.robustfair_config = {
         "name": name,

@@ -38,6 +38,7 @@ from .._atomic import atomic_write
 from .._device import resolve_device
 from ..errors import ModelError
 from ._base import build_model, list_models
+from ._size import on_meta
 
 HEADER_KEY = "robustfair"
 FORMAT = 1
@@ -196,6 +197,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     info = read_checkpoint_metadata(path)
     config = info["config"]
     target = resolve_device(device)
+    _check_header_fits(path, config)  # before any weights are read or any model is built
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -264,6 +266,19 @@ def _rebuild(config: dict) -> nn.Module:
     # caller's random stream (a training run would stop being reproducible)
     with torch.random.fork_rng(devices=[]):
         return build_model(name, **args, **config.get("kwargs", {}))
+
+
+def _check_header_fits(path: Path, config: dict) -> None:
+    """Compare the config's model (built on the meta device: no memory) with the tensor shapes
+    the file's header lists, so a tiny file describing a huge model is refused for free."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable safetensors file ({_one_line(exc)})") from None
+    preview = on_meta(lambda: _rebuild(config))  # None: the real build reports the problem
+    if preview is not None:
+        _check_fits(preview, shapes, name=config["name"], source=str(path))
 
 
 def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,

@@ -59,6 +59,8 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     runs = expand(spec)
+    if executor == "ray" and address:
+        check_reachable(address)  # before anything is written; Ray itself would retry for ages
     store = StudyStore(out_dir)
     store.prepare(spec.text, spec.name, runs, description=spec.description,
                   expected_time=spec.expected_time)
@@ -158,6 +160,27 @@ def _import_ray():
     except ImportError:
         raise RobustfairError("the ray executor needs Ray: pip install 'robustfair[ray]'") from None
     return ray
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail within ``timeout`` seconds when a Ray cluster address does not answer.
+
+    ``ray.init(address=...)`` retries an unreachable address for a very long time (a study
+    that seems to hang); one TCP connection tells at once. ``auto``/``local`` and addresses
+    without a port are left to Ray.
+    """
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise RobustfairError(f"cannot reach Ray at {address} ({reason}); is the cluster "
+                              f"running (ray start --head) and the address right?") from None
 
 
 def _run_ray(store, todo, spec, options, device, address, bar, result) -> None:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from .._parse import check_eps
 from ..errors import ConfigError, RobustfairError
 from .spec import StudySpec
 
 __all__ = ["Run", "config_hash", "expand", "format_value", "CONFIG_COLUMNS"]
 
 SCHEMA = "robustfair.study.run/1"
+# more runs than any study on one cluster could train; a bigger grid is a typo (an axis of
+# 1000 values) and would only fill memory while it is expanded, so it is refused up front
+MAX_RUNS = 10_000
 # config columns every results table has (in this order), whatever the spec varies
 CONFIG_COLUMNS = ("dataset", "model", "objective", "mitigation", "eps", "optimizer", "lr",
                   "weight_decay", "schedule", "epochs", "batch_size", "seed")
@@ -104,6 +109,7 @@ def _evaluation(spec: StudySpec, train: dict) -> dict:
     if not eps > 0:
         raise ConfigError("the evaluation needs eps > 0: set 'eps' (an axis or fixed) or "
                           "'evaluation: {eps: ...}'")
+    check_eps(eps, train["norm"], what="evaluation eps")  # audit's and train's rule
     attacks = []
     for a in ev.attacks:
         settings = {"eps": eps, "norm": train["norm"], **a.settings}
@@ -131,6 +137,7 @@ def expand(spec: StudySpec) -> list[Run]:
 
     A run whose settings do not fit together raises ``FILE:LINE: run <axes>: <problem>``.
     """
+    _check_grid_size(spec)
     points: list[tuple[int, dict]] = []
     for b, block in enumerate(spec.blocks):
         axes = list(block)
@@ -155,6 +162,20 @@ def expand(spec: StudySpec) -> list[Run]:
         if key not in runs:
             runs[key] = Run(key=key, config=config, axes=axes, label=label)
     return list(runs.values())
+
+
+def _check_grid_size(spec: StudySpec) -> None:
+    """Refuse a grid of more than :data:`MAX_RUNS` points, counted without expanding it."""
+    total = 0
+    for block in spec.blocks:
+        total += math.prod(len(values) for values in block.values())
+        if total > MAX_RUNS:
+            break
+    if total > MAX_RUNS:
+        sizes = " + ".join("x".join(str(len(v)) for v in block.values()) or "1"
+                           for block in spec.blocks)
+        raise ConfigError(f"{spec.source}:1: the grid has {sizes} points, more than "
+                          f"{MAX_RUNS} runs; split it into several studies")
 
 
 def _line_of(lines: dict[str, int], message: str) -> int:

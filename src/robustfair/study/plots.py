@@ -108,15 +108,17 @@ def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
 
 
 def similarity_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
-    """Cosine-similarity matrices (symmetric frames) with their values written in."""
+    """Cosine-similarity (or, for a title with "centred", Pearson r) matrices (symmetric
+    frames) with their values written in."""
     n = max(len(f) for _, f in panels)
     side = min(5.5, 2.0 + 0.45 * n)
     fig, axes = _grid(len(panels), ncols=2, panel=(side + 1.0, side))
     for ax, (title, frame) in zip(axes, panels):
         values = frame.to_numpy(float)
         off = values[~np.eye(len(values), dtype=bool) & np.isfinite(values)]
-        # the colours span what is there (all near 1 is common), never less than 0.02 wide
-        low = max(0.0, min(0.98, float(off.min()) - 0.005)) if off.size else 0.0
+        # the colours span what is there (all near 1 is common), never less than 0.02 wide;
+        # centred correlations can be negative
+        low = max(-1.0, min(0.98, float(off.min()) - 0.005)) if off.size else 0.0
         image = ax.imshow(values, cmap="viridis", vmin=low, vmax=1.0)
         labels = [_short(str(c), 22) for c in frame.columns]
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
@@ -127,7 +129,8 @@ def similarity_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if v < (low + 1) / 2 else "black")
         ax.set_title(_short(title, 60), fontsize=10)
-        fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
+        fig.colorbar(image, ax=ax, shrink=0.8,
+                     label="Pearson r" if "centred" in title else "cosine")
     return fig
 
 

@@ -96,7 +96,7 @@ def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, run
         model = train(cfg, store.train_dir(key), resume=True, progress=False).model
 
         ev = config["evaluation"]
-        ds = load_dataset(cfg.dataset, data_dir=data_dir)
+        ds = load_dataset(cfg.dataset, data_dir=data_dir, **cfg.dataset_options)
         idx = evaluation_indices(ds.test.y, ev["n"], ev["seed"])
         attacks = {a["column"]: build_attack(a["attack"], **a["settings"]) for a in ev["attacks"]}
         report = audit(model, ds.test.x[idx], ds.test.y[idx], attacks=attacks,

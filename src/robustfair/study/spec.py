@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from .._parse import parse_number
+from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
 
 __all__ = [
@@ -70,14 +71,9 @@ class _Located:
 
     def __init__(self, text: str, source: str) -> None:
         self.source = source
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{source}:{line}: not valid YAML: {problem}") from None
-        self._loader = yaml.SafeLoader("")  # its constructors turn scalar nodes into values
+        # plain tags only, aliases bounded: a foreign tag or an alias bomb is one line
+        root = compose_yaml(text, source, merge=False)
+        self._loader = PlainLoader("")  # its constructors turn scalar nodes into values
         self.key_lines: dict[Path_, int] = {}
         self.value_lines: dict[Path_, int] = {}
         self.data = {} if root is None else self._walk(root, ())
@@ -458,7 +454,8 @@ def _evaluation(doc: _Located, raw: Any) -> Evaluation:
         if eps <= 0:
             raise doc.error(where + ("eps",), f"evaluation eps must be > 0, got {eps}")
 
-    attacks_raw = raw.get("attacks", {"pgd20": {"attack": "pgd", "steps": 20}})
+    # no attacks named: the reliable evaluation (AutoAttack, standard version)
+    attacks_raw = raw.get("attacks", {"autoattack": {"attack": "autoattack"}})
     if isinstance(attacks_raw, list):  # [pgd, apgd-ce] or [{pgd20: {...}}, ...]
         merged: dict = {}
         for i, item in enumerate(attacks_raw):

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
 from ..errors import ConfigError, RobustfairError
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write_text, write_files_atomically
 from .grid import Run, canonical_json, config_hash
 
 __all__ = ["StudyStore", "RunBusy"]
@@ -77,8 +77,28 @@ class StudyStore:
             "expected_time": expected_time,
             "runs": [{"key": r.key, "label": r.label, "axes": r.axes} for r in runs],
         }
-        atomic_write_text(self.root / "study.yaml", spec_text)
-        atomic_write_text(self.root / INDEX, json.dumps(index, indent=1) + "\n")
+        self._refuse_other_study(spec_name, runs)
+        write_files_atomically({self.root / "study.yaml": spec_text,
+                                self.root / INDEX: json.dumps(index, indent=1) + "\n"})
+
+    def _refuse_other_study(self, spec_name: str, runs: list[Run]) -> None:
+        """Refuse to replace the index of a study whose runs this spec would orphan.
+
+        The same spec (or one that only adds runs) may run again into its folder; a spec
+        that drops earlier runs or has another name is another study.
+        """
+        if not (self.root / INDEX).exists():
+            return
+        old = self.read_index()
+        old_runs = old.get("runs")
+        if not isinstance(old_runs, list) or not all(isinstance(r, dict) for r in old_runs):
+            raise RobustfairError(f"{self.root / INDEX} is not a robustfair study index")
+        dropped = {str(r.get("key")) for r in old_runs} - {r.key for r in runs}
+        if old.get("name") != spec_name or dropped:
+            why = (f"{len(dropped)} of its {len(old_runs)} runs are not in this spec" if dropped
+                   else f"this spec is named {spec_name!r}")
+            raise ConfigError(f"{str(self.root)!r} holds study {old.get('name')!r} and {why}; "
+                              f"use another --out (its own spec is {self.root / 'study.yaml'})")
 
     def read_index(self) -> dict:
         """The study's index; a one-line error if ``root`` is not a study directory."""

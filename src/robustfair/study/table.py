@@ -12,6 +12,9 @@
 classes; no interval). ``label`` names the run by the axes that vary, seed excluded, so the
 seeds of one configuration share it.
 
+``runs``: one row per run with its class-gap measures, each with an interval, and the noise
+p-value (:func:`runs_table`).
+
 ``epochs``: the training logs (``epochs.csv`` of every run: a row per epoch × class on the
 validation split, and a row per epoch with ``scope == "epoch"``), with the same config columns
 (the learning rate of each epoch is ``lr_epoch``, beside the config's ``lr``).
@@ -36,7 +39,7 @@ from .grid import CONFIG_COLUMNS, format_value
 from .store import StudyStore
 
 __all__ = ["StudyTables", "config_columns", "epochs_table", "load_tables", "results_table",
-           "write_tables"]
+           "runs_table", "write_tables"]
 
 RESULT_COLUMNS = ("class", "class_index", "n", "measure", "value", "lo", "hi")
 
@@ -77,6 +80,8 @@ class StudyTables:
     epochs: pd.DataFrame
     missing: list[str] = field(default_factory=list)   # keys of runs not finished
     total_runs: int = 0
+    # per finished run: its checkpoint rule (keep) and the epoch whose weights were audited
+    run_info: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_tables(root: str | os.PathLike) -> StudyTables:
@@ -86,7 +91,7 @@ def load_tables(root: str | os.PathLike) -> StudyTables:
     store = StudyStore(root)
     index = store.read_index()
     extra = _extra_axes(index)
-    result_frames, epoch_frames, missing = [], [], []
+    result_frames, epoch_frames, missing, info = [], [], [], []
     for entry in index["runs"]:
         key = entry["key"]
         if not store.is_done(key):
@@ -96,6 +101,8 @@ def load_tables(root: str | os.PathLike) -> StudyTables:
         cols = {"run": key, "label": entry.get("label", key), **config_columns(config, extra)}
         report = ClassReport.from_json(store.report_path(key))
         result_frames.append(_report_rows(report, cols))
+        info.append({"run": key, "keep": config["train"].get("keep", "last"),
+                     "val_min_per_class": config["train"].get("val_min_per_class", 0)})
         log_path = store.epochs_path(key)
         if log_path.is_file():
             # class names are text even when they look like numbers ("0".."9")
@@ -110,7 +117,7 @@ def load_tables(root: str | os.PathLike) -> StudyTables:
     results = pd.concat(result_frames, ignore_index=True)
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
     return StudyTables(results=results, epochs=epochs, missing=missing,
-                       total_runs=len(index["runs"]))
+                       total_runs=len(index["runs"]), run_info=pd.DataFrame(info))
 
 
 def results_table(root: str | os.PathLike) -> pd.DataFrame:
@@ -153,14 +160,33 @@ def parquet_available() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
+def runs_table(tables: StudyTables, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per finished run: its config, then for clean and robust accuracy the mean over
+    classes, the worst class (and its name), the std over classes, the normalised std and the
+    mean of the worst 20% of classes, each with a 95% bootstrap interval over test points
+    (``_lo``/``_hi``); the noise floor of the std and its p-value (``_p_noise``: could classes
+    with one common accuracy show a std this large?); and the checkpoint rule (``keep``).
+    See :func:`robustfair.study.analysis.run_statistics`."""
+    from .analysis import StudyData, run_statistics
+
+    runs = run_statistics(StudyData(tables.results), n_boot=n_boot, seed=seed)
+    if not tables.run_info.empty:
+        runs = runs.merge(tables.run_info, on="run", how="left")
+    return runs
+
+
 def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables, str | None]:
-    """Write ``results`` and ``epochs`` as CSV, and as Parquet when pyarrow is installed.
+    """Write ``results``, ``epochs`` and ``runs`` (:func:`runs_table`) as CSV, and as Parquet
+    when pyarrow is installed.
 
     Returns (written paths by name, the tables, a note: why Parquet was not written, or None).
     """
     root = Path(root)
     tables = load_tables(root)
     written: dict[str, Path] = {}
+    path = root / "runs.csv"
+    atomic_write_text(path, runs_table(tables).to_csv(index=False))
+    written["runs.csv"] = path
     for name, frame in (("results", tables.results), ("epochs", tables.epochs)):
         if frame.empty:
             continue

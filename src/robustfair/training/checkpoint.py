@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_write, atomic_write_text
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 
 MANIFEST = "state.json"
 FORMAT = "robustfair-train-state"
@@ -129,12 +129,20 @@ def commit(run_dir: Path, writers: dict[str, Callable[[Path], None]], manifest: 
     """
     old = read_manifest(run_dir) or {}
     digests = dict(old.get("files", {}))
-    for name, write in writers.items():
-        partial = run_dir / (name + PARTIAL)
-        write(partial)
-        digests[name] = file_sha256(partial)
-    manifest = {**manifest, "format": FORMAT, "version": VERSION, "files": digests}
-    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, allow_nan=False))
+    try:
+        for name, write in writers.items():
+            partial = run_dir / (name + PARTIAL)
+            write(partial)
+            digests[name] = file_sha256(partial)
+        manifest = {**manifest, "format": FORMAT, "version": VERSION, "files": digests}
+        atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, allow_nan=False))
+    except (OSError, SafetensorError, ModelError) as exc:
+        # the previous epoch's files and manifest are untouched: the run resumes from there
+        for name in writers:
+            (run_dir / (name + PARTIAL)).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the training state to {run_dir} (disk full?): "
+                          f"{_one_line(exc)}; the run resumes from its last complete epoch "
+                          f"once there is room") from None
     for name in writers:
         os.replace(run_dir / (name + PARTIAL), run_dir / name)
 
@@ -158,7 +166,57 @@ def read_manifest(run_dir: Path) -> dict | None:
     for key in ("epoch", "global_step", "config", "files"):
         if key not in data:
             raise ConfigError(f"{path} lacks {key!r} (corrupt state); rerun with --force")
+    problem = manifest_problem(data)
+    if problem:
+        raise ConfigError(f"{path} is corrupt ({problem}); rerun with --force to start over")
     return data
+
+
+def manifest_problem(data: dict) -> str | None:
+    """What is wrong with a manifest's fields (types, file names, epoch), or None.
+
+    Nothing in ``state.json`` is trusted: its file names could point outside the run folder
+    (resume renames over them), its epoch could claim a million epochs after one.
+    """
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key, ok, kind in (
+            ("epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+            ("global_step", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+            ("config", lambda v: isinstance(v, dict), "a mapping"),
+            ("files", lambda v: isinstance(v, dict), "a mapping"),
+            ("history", lambda v: isinstance(v, list) and all(
+                isinstance(h, dict) and is_int(h.get("epoch")) for h in v),
+             "a list of epoch rows"),
+            ("complete", lambda v: isinstance(v, bool), "true or false"),
+            ("best", lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            ("optimizer", lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            ("mitigations", lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            ("scaler", lambda v: v is None or isinstance(v, dict), "a mapping or null"),
+            ("ema_updates", lambda v: v is None or is_int(v) and v >= 0, "an integer or null"),
+            ("chosen_epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+            ("stopped", lambda v: v is None or isinstance(v, str), "text or null")):
+        if key in data and not ok(data[key]):
+            return f"{key!r} must be {kind}, got {str(data[key])[:40]!r}"
+    for name, digest in data["files"].items():
+        if not _plain_name(name):  # resume renames over these: never a path out of the run
+            return f"it names a file {str(name)[:60]!r} that is not a plain file name in the run"
+        if not (isinstance(digest, str) and len(digest) == 64
+                and all(c in "0123456789abcdef" for c in digest)):
+            return f"the digest of {name} is not a SHA-256"
+    epochs = data["config"].get("epochs")
+    if is_int(epochs) and data["epoch"] > epochs:
+        return f"epoch {data['epoch']} is beyond the config's {epochs} epochs"
+    logged = max((h["epoch"] for h in data.get("history", [])), default=0)
+    if "history" in data and logged != data["epoch"]:
+        return f"epoch {data['epoch']} does not match the history, whose last epoch is {logged}"
+    return None
+
+
+def _plain_name(name: str) -> bool:
+    return (bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name)
 
 
 def recover(run_dir: Path, manifest: dict) -> None:
@@ -175,6 +233,15 @@ def recover(run_dir: Path, manifest: dict) -> None:
                           f"missing); rerun with --force to start over")
     for leftover in run_dir.glob("*" + PARTIAL):  # from a commit that never reached its manifest
         leftover.unlink(missing_ok=True)
+    sweep_temporaries(run_dir)
+
+
+def sweep_temporaries(run_dir: Path) -> None:
+    """Remove the temporary files of writes that were killed (``.NAME.*.tmp``, also of
+    partials) and partials no manifest names; only this run's own file names are touched."""
+    for name in RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.*.tmp"):  # .NAME.x.tmp and .NAME.partial.x.tmp
+            tmp.unlink(missing_ok=True)
 
 
 def clear_run(run_dir: Path) -> None:

@@ -20,6 +20,12 @@ from ..data import to_float
 from .mitigations import EpochStats
 
 
+# the largest share of a class that the validation minimum may take from training
+MAX_VAL_SHARE = 0.25
+# below this many validation points per class, training warns that steering on it is noise
+VAL_WARN_PER_CLASS = 30
+
+
 @dataclass
 class ClassCounts:
     """Per-class counts (LongTensor[K]) of one evaluation."""
@@ -38,17 +44,23 @@ class ClassCounts:
 
 
 def stratified_holdout(y: torch.Tensor, fraction: float, max_size: int, seed: int,
-                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       num_classes: int, min_per_class: int = 0,
+                       max_share: float = MAX_VAL_SHARE) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, val), each sorted: ``fraction`` of every class (at most ``max_size`` in all).
 
     Each class gives ``round(fraction·count)`` points (at least one when it has two or more),
-    scaled down evenly when the total would exceed ``max_size``. The draw depends only on
-    ``seed``, so runs with different training seeds share the validation split.
+    scaled down evenly when the total would exceed ``max_size``; then raised to
+    ``min_per_class`` where that stays within ``max_share`` of the class (a class accuracy
+    measured on 12 points moves in steps of 8 points: too coarse to steer on). The draw depends
+    only on ``seed``, so runs with different training seeds share the validation split.
 
     >>> y = torch.tensor([0] * 10 + [1] * 20)
     >>> tr, va = stratified_holdout(y, 0.1, 100, seed=0, num_classes=2)
     >>> torch.bincount(y[va]).tolist(), len(tr)
     ([1, 2], 27)
+    >>> tr, va = stratified_holdout(y, 0.1, 100, seed=0, num_classes=2, min_per_class=50)
+    >>> torch.bincount(y[va]).tolist()  # a quarter of each class at most
+    [2, 5]
     """
     g = torch.Generator().manual_seed(seed)
     y_cpu = y.cpu()
@@ -59,6 +71,7 @@ def stratified_holdout(y: torch.Tensor, fraction: float, max_size: int, seed: in
         members = (y_cpu == k).nonzero().squeeze(1)
         c = int(counts[k])
         take = int(round(fraction * scale * c))
+        take = max(take, min(int(min_per_class), int(max_share * c)))
         if c >= 2:
             take = min(max(take, 1), c - 1)
         else:
@@ -124,3 +137,21 @@ def evaluate_classwise(
         dist.all_reduce(both)
         n, clean, robust = both[0], both[1], both[2]
     return ClassCounts(n=n.cpu(), clean=clean.cpu(), robust=robust.cpu())
+
+
+def warn_small_validation(val_y: torch.Tensor, num_classes: int, classes: list[str]) -> int:
+    """Warn (``UserWarning``) when a class has fewer than :data:`VAL_WARN_PER_CLASS` validation
+    points: adaptive mitigations and the ``best_*`` checkpoint rules would steer on noise.
+    Returns the smallest per-class count."""
+    import warnings
+
+    counts = torch.bincount(val_y.cpu(), minlength=num_classes)
+    smallest = int(counts.min()) if len(counts) else 0
+    if smallest < VAL_WARN_PER_CLASS:
+        name = classes[int(counts.argmin())]
+        warnings.warn(
+            f"the validation split has only {smallest} point(s) of class {name!r}: a class "
+            f"accuracy on so few moves in steps of {100 / max(smallest, 1):.0f} points, so "
+            f"adaptive mitigations and keep=best_* steer on noise (raise val_min_per_class or "
+            f"val_fraction, or use a larger data set)", UserWarning, stacklevel=3)
+    return smallest

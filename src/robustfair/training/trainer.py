@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
+from .._lock import folder_lock
 from ..errors import ConfigError, ModelError
 from ..models import attack_view, build_model, load_model, save_model
 from ..models.checkpoint import read_checkpoint_metadata
@@ -36,7 +37,7 @@ from . import distributed as ddp
 from .augment import augment, default_flip, default_pad
 from .config import TrainConfig
 from .ema import EMA
-from .evaluate import evaluate_classwise, stratified_holdout
+from .evaluate import evaluate_classwise, stratified_holdout, warn_small_validation
 from .mitigations import EpochStats, MitigationContext, MitigationStack, build_mitigation
 from .objectives import Batch, build_objective
 from .optim import build_optimizer, lr_at, set_lr
@@ -95,9 +96,28 @@ def train(config: TrainConfig | dict, out_dir: str | Path, *, resume: bool = Tru
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     info, device = ddp.setup(cfg.device)
     try:
-        return _Run(cfg, Path(out_dir), info, device, progress).run(resume=resume, force=force)
+        with _run_dir_lock(Path(out_dir), info.is_main):  # one training run per folder
+            return _Run(cfg, Path(out_dir), info, device, progress).run(resume=resume,
+                                                                        force=force)
     finally:
         ddp.teardown(info)
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path, main: bool):
+    """Hold the run folder's lock (main process only); remove the folder again if this call
+    created it and left it empty (a run refused before it wrote anything)."""
+    if not main:
+        yield
+        return
+    created = not run_dir.exists()
+    try:
+        with folder_lock(run_dir, "a training run"):
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only succeeds when nothing was written
 
 
 class _Run:
@@ -123,6 +143,10 @@ class _Run:
         stored = manifest["config"] if manifest else self._stored_config()
         if stored is not None:
             diffs = self.cfg.differences(stored)
+            if manifest is None:
+                # no epoch was ever committed (the run was refused, e.g. for a mitigation
+                # combination, or killed in its first epoch): nothing to lose, start over
+                diffs = []
             if diffs:
                 raise ConfigError(
                     f"{self.run_dir} holds a run with a different config (differs in: "
@@ -156,6 +180,7 @@ class _Run:
             self._restore(manifest)
         elif self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.sweep_temporaries(self.run_dir)  # of writes a killed first epoch left
             ckpt.atomic_write_text(self._path("config.json"), json.dumps(
                 {"config": self.cfg.to_dict(), "resolved": self.resolved}, indent=1))
         ddp.barrier(self.info)
@@ -163,14 +188,16 @@ class _Run:
 
     def _build(self) -> None:
         cfg, device = self.cfg, self.device
-        ds = load_dataset(cfg.dataset, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}))
+        ds = load_dataset(cfg.dataset, **({"data_dir": cfg.data_dir} if cfg.data_dir else {}),
+                          **cfg.dataset_options)
         self.classes = list(ds.classes)
         k = ds.num_classes
         train_idx, val_idx = stratified_holdout(ds.train.y, cfg.val_fraction, cfg.val_max,
-                                                cfg.val_seed, k)
+                                                cfg.val_seed, k, cfg.val_min_per_class)
         if len(val_idx) == 0 or len(train_idx) == 0:
             raise ConfigError(f"dataset {cfg.dataset!r} is too small for val_fraction "
                               f"{cfg.val_fraction}")
+        warn_small_validation(ds.train.y[val_idx], k, self.classes)
         self.train_x = ds.train.x[train_idx].to(device)
         self.train_y = ds.train.y[train_idx].to(device)
         self.val_x = ds.train.x[val_idx].to(device)
