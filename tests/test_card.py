@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from robustfair.card import card_context, render_html
+from robustfair.card.content import DISCREPANCY_COLUMNS
 from robustfair.cli import main
 from robustfair.cli._sources import data_sha256
 from robustfair.data import load_dataset
@@ -81,6 +82,8 @@ def test_card_shows_the_reports_numbers(card):
     assert f"worst class: {worst} (robust)" in text
     for header in report.discrepancy().columns:  # every column discrepancy() returns
         assert f"<th>{header}</th>" in card["html"]
+        if header in DISCREPANCY_COLUMNS:  # explained below the table
+            assert DISCREPANCY_COLUMNS[header] in text
     for name, settings in zip(report.attack_names, report.attacks):
         for line in describe_attack(name, settings).splitlines():
             assert line in text
@@ -101,14 +104,14 @@ def test_card_lists_flags_escaped_and_any_discrepancy_columns(card, monkeypatch)
                      "classes": ["8", "9"]}]
     original = ClassReport.discrepancy
 
-    def with_noise_floor(self, metric="robust_acc", **kwargs):
+    def with_a_new_column(self, metric="robust_acc", **kwargs):
         frame = original(self, metric, **kwargs)
-        return frame.assign(noise_floor=0.0123)
+        return frame.assign(a_new_column=0.0123)
 
-    monkeypatch.setattr(ClassReport, "discrepancy", with_noise_floor)
+    monkeypatch.setattr(ClassReport, "discrepancy", with_a_new_column)
     page, png = render_html(report, title="t <b>")
     assert "square broke &lt;3&gt; points; add more restarts" in page and "(classes: 8, 9)" in page
-    assert "<th>noise_floor</th>" in page and "<td>0.012</td>" in page
+    assert "<th>a_new_column</th>" in page and "<td>0.012</td>" in page
     assert "<title>t &lt;b&gt;</title>" in page
     assert png.startswith(b"\x89PNG")
 

@@ -26,6 +26,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["broken_by", "card_context", "confusion_markdown", "sanity_flags", "top_confusions"]
 
 UNITLESS = ("ratio", "normalized_std")  # discrepancy measures that are not in accuracy units
+# what the columns of report.discrepancy() mean, for those it returns (others are shown as they are)
+DISCREPANCY_COLUMNS = {
+    "bias": "bias: the bootstrap estimate of the measure's bias (for worst, the selection bias of "
+            "taking the lowest of K noisy class estimates; value - bias corrects it)",
+    "noise_floor": "noise_floor: the value sampling noise alone gives if every class had the same "
+                   "true accuracy",
+    "p_noise": "p_noise: the share of such no-gap draws with a gap at least as wide as observed "
+               "(small: the gap exceeds sampling noise)",
+}
 
 
 def confusion_markdown(report: "ClassReport", attack: str = "worst") -> str:
@@ -193,6 +202,8 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
         "class_rows": rows,
         "broken_columns": list(broken.columns),
         "discrepancy": discrepancy,
+        "discrepancy_notes": [text for column, text in DISCREPANCY_COLUMNS.items()
+                              if any(column in d["header"] for d in discrepancy)],
         "top_confusions": top_confusions(report),
         "flags": sanity_flags(report),
         "attacks": attacks,
