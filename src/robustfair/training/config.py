@@ -226,6 +226,10 @@ class TrainConfig:
         check_eps(self.eps, self.norm)  # the same rule as audit's and explain's --eps
         if self.objective != "standard" and self.eps == 0:
             raise ConfigError(f"objective {self.objective!r} needs eps > 0")
+        if self.objective == "standard" and any(m["name"] == "class_eps" for m in self.mitigations):
+            raise ConfigError("class_eps sets the training attack's radius per class, but "
+                              "objective 'standard' has no training attack; use pgd_at, "
+                              "trades or fgsm_rs")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         _positive(self, "steps", "epochs", "batch_size", "eval_steps", "eval_batch_size",
