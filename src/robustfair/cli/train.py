@@ -273,9 +273,9 @@ def chance_level_warning(clean_acc: float, num_classes: int) -> str | None:
     if clean_acc > chance + min(0.05, 0.5 * chance):
         return None
     return (f"warning: validation clean accuracy {clean_acc:.1%} is chance level for "
-            f"{num_classes} classes ({chance:.1%}): the model learned nothing useful; try a "
-            f"smaller --lr, more --epochs, a smaller --eps, or --objective standard to check "
-            f"the data and model first")
+            f"{num_classes} classes ({chance:.1%}): the model learned nothing useful; try another "
+            f"--lr, more --epochs, a smaller --eps, or --objective standard to check the data "
+            f"and model first")
 
 
 def _key_value(item: str, flag: str, form: str) -> tuple[str, str]:
