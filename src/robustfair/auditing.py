@@ -48,6 +48,7 @@ from .errors import AttackError, ModelError, RobustfairError
 from .metrics.report import _RESERVED, MISSING, ClassReport
 from .models.attack_view import attack_view
 from .sanity import model_flags, result_flags
+from ._checks import is_int
 
 __all__ = ["audit"]
 
@@ -269,8 +270,7 @@ def audit(
     check_model_input(model, x)  # the channels the model was built for
     if len(x) == 0:
         raise RobustfairError("no images to audit")
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                 or batch_size < 1):
+    if batch_size != "auto" and (not is_int(batch_size) or batch_size < 1):
         raise RobustfairError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     for name, flag in (("optimize", optimize), ("compile", compile), ("amp", amp)):
         if not isinstance(flag, bool):

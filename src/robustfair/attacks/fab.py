@@ -51,6 +51,7 @@ from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import l2_norm, make_generator
 from ._search import GradientAttack, Search, check_fraction, check_positive_int, take
+from .._checks import is_real
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
 # 1e-8 floor on the move lengths in alpha is the paper's code's.
@@ -204,7 +205,7 @@ class FAB(GradientAttack):
         self.restarts = check_positive_int("restarts", restarts)
         self.alpha_max = check_fraction("alpha_max", alpha_max, open_low=False)
         self.beta = check_fraction("beta", beta)
-        number = isinstance(eta, (int, float)) and not isinstance(eta, bool)
+        number = is_real(eta)
         if not (number and 1.0 <= eta < float("inf")):
             raise AttackError(f"eta (the overshoot) must be a number >= 1, got {eta!r}")
         self.eta = float(eta)

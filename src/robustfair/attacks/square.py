@@ -59,6 +59,7 @@ from ._base import Attack, AttackResult, CallOptions, per_sample, register_attac
 from ._geometry import l2_norm, make_generator
 from ._search import Search, check_fraction, check_positive_int
 from .losses import check_loss, objective
+from .._checks import is_int
 
 # Guards divisions by a norm that can be exactly 0 (an empty window, a zero perturbation).
 _TINY = 1e-12
@@ -270,7 +271,7 @@ class Square(Attack):
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed)
         if not isinstance(targeted, bool):
             raise AttackError(f"targeted must be True or False, got {targeted!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not is_int(seed):
             raise AttackError(f"seed must be an integer or None, got {seed!r}")
         self.n_queries = check_positive_int("n_queries", n_queries)
         self.p_init = check_fraction("p_init", p_init)

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import DataError
 from ._arrays import make_dataset, resize_uint8, stratified_split
 from ._base import Dataset, register_dataset
+from .._checks import is_int
 
 TEST_FRACTION = 0.3  # per class: 150 of the 500 images
 SPLIT_SEED = 0
@@ -60,7 +61,7 @@ def load_mnist5k(data_dir: Path | None = None, download: bool = False, *,
     >>> len(ds.train), len(ds.test), tuple(ds.train.x.shape[1:])  # doctest: +SKIP
     (3500, 1500, (1, 28, 28))
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= 28:
+    if not is_int(image_size) or not 1 <= image_size <= 28:
         raise DataError(f"mnist5k: image_size must be an integer in 1..28, got {image_size!r}")
     xtr, ytr, xte, yte = _arrays()
     ds = make_dataset("mnist5k", (xtr, ytr), (xte, yte), [str(i) for i in range(10)],

@@ -41,6 +41,7 @@ from ..data import Dataset, Split
 from ..errors import ConfigError, RobustfairError
 from ._common import check_batch_size, check_inputs, finite_or_none, float_batches, predict, records
 from .similarity import classifier_layer
+from .._checks import is_int
 
 __all__ = [
     "FeatureDatasetStudy",
@@ -72,7 +73,7 @@ def _derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _check_steps(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise RobustfairError(f"{name} must be a positive integer, got {value!r}")
     return value
 

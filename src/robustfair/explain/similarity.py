@@ -40,6 +40,7 @@ from .._device import model_device
 from ..attacks._base import eval_mode
 from ..errors import ModelError, RobustfairError
 from ._common import check_inputs, finite_or_none, float_batches, records, resolve_classes
+from .._checks import is_int
 
 __all__ = [
     "ClassSimilarity",
@@ -152,7 +153,7 @@ def permutation_spearman(a: Sequence[float], b: Sequence[float], *, n_perm: int 
     Pairs with a NaN on either side are dropped. All permutations are drawn at once as an
     ``n_perm × K`` matrix of shuffled ranks (seeded), so the test is one matrix product.
     """
-    if isinstance(n_perm, bool) or not isinstance(n_perm, int) or n_perm < 1:
+    if not is_int(n_perm) or n_perm < 1:
         raise RobustfairError(f"n_perm must be a positive integer, got {n_perm!r}")
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:

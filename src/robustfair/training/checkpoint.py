@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_write, atomic_write_text
 from ..errors import ConfigError, ModelError
+from .._checks import is_int
 
 MANIFEST = "state.json"
 FORMAT = "robustfair-train-state"
@@ -179,7 +180,7 @@ def manifest_problem(data: dict) -> str | None:
     (resume renames over them), its epoch could claim a million epochs after one.
     """
     def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+        return is_int(v)
 
     for key, ok, kind in (
             ("epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),

@@ -27,8 +27,8 @@ class ClassWeight(Mitigation):
         self.weights = {str(k): parse_number(v, what=f"weight of class {k!r}")
                         for k, v in dict(weights or {}).items()}
         if not self.weights:  # every weight 1 would train as if there were no mitigation
-            raise ConfigError("class_weight needs weights, e.g. class_weight:weights=3=50 "
-                              "(or --class-weight 3=50)")
+            raise ConfigError("class_weight needs weights (e.g. weights=3=50: class 3 weighs 50, "
+                              "the others 1); without them it changes nothing")
         for k, v in self.weights.items():
             if v < 0:
                 raise ConfigError(f"weight of class {k!r} must be >= 0, got {v}")
