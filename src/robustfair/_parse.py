@@ -9,8 +9,8 @@ import math
 import re
 from fractions import Fraction
 
-from .errors import ConfigError
 from ._checks import is_real
+from .errors import ConfigError
 
 # a plain decimal with an optional exponent; Fraction("1e99999999") would build a number with
 # a hundred million digits (a hang), so the exponent is bounded before Fraction sees it

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
+from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
@@ -48,7 +49,6 @@ from .errors import AttackError, ModelError, RobustfairError
 from .metrics.report import _RESERVED, MISSING, ClassReport
 from .models.attack_view import attack_view
 from .sanity import model_flags, result_flags
-from ._checks import is_int
 
 __all__ = ["audit"]
 

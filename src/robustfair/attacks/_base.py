@@ -26,9 +26,9 @@ from typing import Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
+from .._checks import is_int
 from .._tensor_checks import as_float_images, check_model_input
 from ..errors import AttackError
-from .._checks import is_int
 
 NORMS = ("linf", "l2")
 

@@ -29,11 +29,11 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .._checks import is_int, is_real
 from .._tensor_checks import check_labels, check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample
 from .losses import check_classes, check_loss, cw_margin, objective
-from .._checks import is_int, is_real
 
 
 def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:

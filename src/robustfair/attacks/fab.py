@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import l2_norm, make_generator
 from ._search import GradientAttack, Search, check_fraction, check_positive_int, take
-from .._checks import is_real
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
 # 1e-8 floor on the move lengths in alpha is the paper's code's.

@@ -54,12 +54,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from .._checks import is_int
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
 from ._geometry import l2_norm, make_generator
 from ._search import Search, check_fraction, check_positive_int
 from .losses import check_loss, objective
-from .._checks import is_int
 
 # Guards divisions by a norm that can be exactly 0 (an empty window, a zero perturbation).
 _TINY = 1e-12

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._checks import add_progress_flags, progress_wanted
 from ..demo import PRESET, discrepancy_rows, reliable_note, run_demo, side_by_side
+from ._checks import add_progress_flags, progress_wanted
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -12,9 +12,9 @@ from typing import Sequence
 
 import torch
 
+from .._checks import is_int
 from ..errors import DataError
 from ._base import Dataset, Split, register_dataset
-from .._checks import is_int
 
 
 def _spreads(spread: float | Sequence[float], num_classes: int) -> torch.Tensor:

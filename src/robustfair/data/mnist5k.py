@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import is_int
 from ..errors import DataError
 from ._arrays import make_dataset, resize_uint8, stratified_split
 from ._base import Dataset, register_dataset
-from .._checks import is_int
 
 TEST_FRACTION = 0.3  # per class: 150 of the 500 images
 SPLIT_SEED = 0

@@ -8,11 +8,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._checks import is_int
 from .._device import model_device
 from .._tensor_checks import as_float_images, check_labels
 from ..attacks._base import eval_mode
 from ..errors import RobustfairError
-from .._checks import is_int
 
 
 def float_batches(x: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:

@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import is_int
 from .._device import model_device
 from .._tensor_checks import as_float_images
 from ..attacks._base import eval_mode
 from ..errors import RobustfairError
 from ._common import check_inputs, float_batches, records, resolve_classes
-from .._checks import is_int
 
 __all__ = [
     "CORRUPTIONS",

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._checks import is_int
 from .._device import model_device
 from ..attacks import build_attack
 from ..attacks._base import eval_mode
@@ -41,7 +42,6 @@ from ..data import Dataset, Split
 from ..errors import ConfigError, RobustfairError
 from ._common import check_batch_size, check_inputs, finite_or_none, float_batches, predict, records
 from .similarity import classifier_layer
-from .._checks import is_int
 
 __all__ = [
     "FeatureDatasetStudy",

@@ -34,6 +34,7 @@ import pandas as pd
 from torch import nn
 
 from .._atomic import write_folder_unit
+from .._checks import is_int
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, CorruptionResult, corruption_accuracy
@@ -42,7 +43,6 @@ from .margins import Margins, margin_analysis
 from .similarity import ClassSimilarity, class_similarity
 from .sinks import CIFAR100_FINE_TO_COARSE, ConfusionSinks, sink_analysis
 from .targeted import TargetedVulnerability, targeted_vulnerability
-from .._checks import is_int
 
 __all__ = ["Explanation", "explain_model"]
 

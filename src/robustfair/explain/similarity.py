@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._checks import is_int
 from .._device import model_device
 from ..attacks._base import eval_mode
 from ..errors import ModelError, RobustfairError
 from ._common import check_inputs, finite_or_none, float_batches, records, resolve_classes
-from .._checks import is_int
 
 __all__ = [
     "ClassSimilarity",

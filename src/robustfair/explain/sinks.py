@@ -31,10 +31,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .._checks import is_int
 from ..errors import RobustfairError
 from ..metrics.report import MISSING
 from ._common import finite_or_none, records, safe_divide
-from .._checks import is_int
 
 __all__ = [
     "CIFAR100_FINE_TO_COARSE",

@@ -35,11 +35,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._atomic import atomic_write
+from .._checks import is_int, is_real
 from .._device import resolve_device
 from ..errors import ModelError
 from ._base import build_model, list_models
 from ._size import on_meta
-from .._checks import is_int, is_real
 
 HEADER_KEY = "robustfair"
 FORMAT = 1

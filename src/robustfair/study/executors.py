@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._checks import is_int
 from ..errors import ConfigError, RobustfairError
 from .grid import Run, expand
 from .progress import StudyProgress
 from .run import execute_run_safely
 from .spec import StudySpec
 from .store import StudyStore
-from .._checks import is_int
 
 __all__ = ["EXECUTORS", "StudyResult", "run_study"]
 

@@ -42,10 +42,10 @@ from typing import Any
 
 import yaml
 
+from .._checks import is_int, is_real
 from .._parse import parse_number
 from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
-from .._checks import is_int, is_real
 
 __all__ = [
     "Attack",

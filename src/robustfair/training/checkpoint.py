@@ -35,8 +35,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_write, atomic_write_text
-from ..errors import ConfigError, ModelError
 from .._checks import is_int
+from ..errors import ConfigError, ModelError
 
 MANIFEST = "state.json"
 FORMAT = "robustfair-train-state"
@@ -179,9 +179,6 @@ def manifest_problem(data: dict) -> str | None:
     Nothing in ``state.json`` is trusted: its file names could point outside the run folder
     (resume renames over them), its epoch could claim a million epochs after one.
     """
-    def is_int(v: Any) -> bool:
-        return is_int(v)
-
     for key, ok, kind in (
             ("epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
             ("global_step", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
