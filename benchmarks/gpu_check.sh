@@ -14,7 +14,8 @@
 #   3. one epoch of DDP over NCCL with torchrun on every visible GPU (skipped, with a message,
 #      when there is only one).
 # Environment: PYTHON (default: python), GPU_CHECK_TRAIN_PER_CLASS (default 1000 training
-# points per class), GPU_CHECK_TEST_PER_CLASS (default 500 audit points per class).
+# points per class), GPU_CHECK_TEST_PER_CLASS (default 500 audit points per class),
+# GPU_CHECK_STEP_LIMIT (default 300: seconds before a step counts as hung and the check fails).
 # Exit status: 0 when every step ran, 1 with a one-line reason otherwise (no CUDA device first).
 set -euo pipefail
 
@@ -23,6 +24,7 @@ PYTHON="${PYTHON:-python}"
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export ROBUSTFAIR_NO_DOWNLOAD=1
 TRAIN_PER_CLASS="${GPU_CHECK_TRAIN_PER_CLASS:-1000}"
+LIMIT="${GPU_CHECK_STEP_LIMIT:-300}"  # seconds any one step may take before it counts as hung
 TEST_PER_CLASS="${GPU_CHECK_TEST_PER_CLASS:-500}"
 
 die() { echo "gpu_check: $*" >&2; exit 1; }
@@ -47,9 +49,9 @@ timed() {
     local label="$1"; shift
     local t0 t1
     t0="$(date +%s.%N)"
-    "$@" || die "step '$label' failed (exit $?); its output is above"
+    "$@" || die "step '$label' failed (exit $?: 124 is the step limit); its output is above"
     t1="$(date +%s.%N)"
-    printf '%-52s %8.1f s\n' "$label" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+    printf '%-58s %8.1f s\n' "$label" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
         | tee -a "$SUMMARY"
 }
 
@@ -62,13 +64,13 @@ TRAIN=(train "${DATA[@]}" --model preact_resnet18 --objective pgd_at --eps 8/255
 
 # ---------------------------------------------------------------- 1. training
 timed "train: 1 PGD-AT epoch (AMP, channels_last)" \
-    "$PYTHON" -m robustfair "${TRAIN[@]}" --device cuda --out "$WORK/at"
+    timeout "$LIMIT" "$PYTHON" -m robustfair "${TRAIN[@]}" --device cuda --out "$WORK/at"
 timed "train: 1 PGD-AT epoch with --compile" \
-    "$PYTHON" -m robustfair "${TRAIN[@]}" --device cuda --compile --out "$WORK/at_compiled"
+    timeout "$LIMIT" "$PYTHON" -m robustfair "${TRAIN[@]}" --device cuda --compile --out "$WORK/at_compiled"
 
 # ---------------------------------------------------------------- 2. audits
 audit_variants() {
-    "$PYTHON" - "$WORK/at/model.safetensors" "$TEST_PER_CLASS" "$SUMMARY" <<'PY'
+    timeout "$LIMIT" "$PYTHON" - "$WORK/at/model.safetensors" "$TEST_PER_CLASS" "$SUMMARY" <<'PY'
 import sys
 import time
 
@@ -93,7 +95,7 @@ def run(label, **options):
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     overall = report.overall
-    line = (f"{'audit: PGD-20 ' + label:<52} {seconds:8.1f} s   clean {overall['clean_acc']:.1%}"
+    line = (f"{'audit: PGD-20 ' + label:<58} {seconds:8.1f} s   clean {overall['clean_acc']:.1%}"
             f"  robust {overall['robust_acc']:.1%}  ({len(y)} points)")
     print(line, flush=True)
     with open(summary, "a") as f:
@@ -107,7 +109,10 @@ amp = run("--amp (successes confirmed in fp32)", amp=True)
 run("--batch-size auto", batch_size="auto")
 run("--compile", compile=True)
 gap = amp - full
-verdict = "ok" if gap <= 0.01 else "WEAKER: AMP misses adversarial examples full precision finds"
+if full == 0:
+    verdict = "uninformative: nothing is robust in full precision either"
+else:
+    verdict = "ok" if gap <= 0.01 else "WEAKER: AMP misses adversarial examples full precision finds"
 print(f"AMP robust accuracy minus full precision: {gap:+.2%} ({verdict})")
 PY
 }
@@ -121,7 +126,7 @@ else
     "$PYTHON" -c "import sys, torch.distributed as d; sys.exit(0 if d.is_nccl_available() else 1)" \
         || die "this torch build has no NCCL, so DDP on CUDA cannot run"
     timed "train: 1 PGD-AT epoch, DDP over NCCL on $NGPU GPUs" \
-        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" \
+        timeout "$LIMIT" "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" \
         -m robustfair "${TRAIN[@]}" --out "$WORK/ddp"
 fi
 
