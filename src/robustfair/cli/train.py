@@ -132,7 +132,8 @@ def mitigations_help() -> str:
 
     from ..training.mitigations import list_mitigations, mitigation_options
 
-    lines = ["mitigations (--mitigation NAME:KEY=VALUE,...; options shown with their defaults):"]
+    lines = ["mitigations (--mitigation NAME:KEY=VALUE,...), each with its options and defaults",
+             "(docs/MITIGATIONS.md describes each method and its paper):"]
     for name in list_mitigations():
         summary, options = mitigation_options(name)
         lines.append(f"  {name}: {summary}")

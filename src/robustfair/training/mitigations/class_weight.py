@@ -19,7 +19,7 @@ from ._base import Mitigation, MitigationContext, register_mitigation
 
 @register_mitigation("class_weight")
 class ClassWeight(Mitigation):
-    """Weight the loss of class ``c`` by ``weights[c]`` (classes by name or index; others 1)."""
+    """Weight the loss of class ``c`` by ``weights[c]`` (needed; classes by name or index; others 1)."""
 
     def __init__(self, weights: Mapping[str | int, float | str] | str | None = None) -> None:
         if isinstance(weights, str):  # "cat=50;dog=2" from a CLI option
