@@ -112,3 +112,15 @@ def test_a_run_at_chance_level_warns_in_one_line_and_draws_no_bars_into_a_log(tm
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "chance level for 10 classes" in warnings[0], captured.err
     assert "it/s" not in captured.err and "\r" not in captured.err  # no tqdm bar
+
+
+def test_an_interrupted_train_says_that_rerunning_resumes(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("robustfair.training.train", interrupted, raising=False)
+    code = main(["train", "--out", str(tmp_path / "run"), *TINY, "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and len(err) == 1
+    assert err[0] == ("robustfair: interrupted; rerun the same command to resume after the last "
+                      "complete epoch")
