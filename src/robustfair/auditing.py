@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
+from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
@@ -268,8 +269,7 @@ def audit(
     check_model_input(model, x)  # the channels the model was built for
     if len(x) == 0:
         raise RobustfairError("no images to audit")
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                 or batch_size < 1):
+    if batch_size != "auto" and (not is_int(batch_size) or batch_size < 1):
         raise RobustfairError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     for name, flag in (("optimize", optimize), ("compile", compile), ("amp", amp)):
         if not isinstance(flag, bool):
