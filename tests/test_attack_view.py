@@ -31,9 +31,6 @@ FOLDS = {
 # ReLUs whose output feeds only a max pooling (moved after it): small_cnn and lenet pool twice,
 # vgg19_bn four times at 16×16 (its fifth pool is skipped on maps that small)
 MOVED_RELUS = {"small_cnn": 2, "lenet": 2, "vgg19_bn": 4}
-# First convolutions (RGB, 3x3) with at least 16 outputs: their input gradient is the product
-# form of models/_input_conv.py (the others' cheap variants are narrower)
-FEW_CHANNEL_STEMS = ("resnet56", "resnext29", "wide_resnet")
 
 
 def with_statistics(model: nn.Module) -> nn.Module:
@@ -105,8 +102,6 @@ def test_view_computes_the_eval_function_with_folding_and_channels_last(name):
         expected.append("channels_last")
     if name in MOVED_RELUS:
         expected.append(f"{MOVED_RELUS[name]} relus after max pooling")
-    if name in FEW_CHANNEL_STEMS:
-        expected.append("input gradient of 1 few-channel convolution as a product")
     assert view.applied == expected
     assert_same_function(view, model, x, y)
 

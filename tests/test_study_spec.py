@@ -153,11 +153,13 @@ def test_duplicate_points_are_run_once_and_model_mappings_become_kwargs():
 
 
 def test_mitigation_axis_forms():
-    text = BASE.replace("  seed: [0, 1]\n", "  mitigation: [none, class_weight, {name: class_weight, weights: {\"3\": 5}}]\n")
+    text = BASE.replace("  seed: [0, 1]\n", "  mitigation: [none, focal, {name: class_weight, weights: {\"3\": 5}}]\n")
     runs = expand(spec_of(text))
     mitigations = {canonical_json(r.config["train"]["mitigations"]) for r in runs}
-    assert mitigations == {"[]", '[{"name":"class_weight"}]', '[{"name":"class_weight","weights":{"3":5}}]'}
-    assert {r.axes["mitigations"] for r in runs} == {"none", "class_weight", "class_weight(weights={3=5})"}
+    assert mitigations == {"[]", '[{"name":"focal"}]', '[{"name":"class_weight","weights":{"3":5}}]'}
+    assert {r.axes["mitigations"] for r in runs} == {"none", "focal", "class_weight(weights={3=5})"}
+    with pytest.raises(ConfigError, match="class_weight needs weights"):  # it would change nothing
+        expand(spec_of(BASE.replace("  seed: [0, 1]\n", "  mitigation: [none, class_weight]\n")))
 
 
 def test_evaluation_points_are_balanced_and_fixed():

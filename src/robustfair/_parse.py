@@ -9,6 +9,7 @@ import math
 import re
 from fractions import Fraction
 
+from ._checks import is_real
 from .errors import ConfigError
 
 # a plain decimal with an optional exponent; Fraction("1e99999999") would build a number with
@@ -46,7 +47,7 @@ def parse_number(text: str | float | int, *, what: str = "value") -> float:
     ...
     robustfair.errors.ConfigError: value '1e308/1e-308' is not a finite number
     """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if is_real(text):
         try:
             value = float(text)
         except OverflowError:  # an int beyond any float

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
+from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
@@ -245,8 +246,7 @@ def audit(
     Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
     CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
     :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last,
-    ReLUs moved after max pooling, the first layer's input gradient as a matrix product on a
-    CPU; the same function up to float rounding, checked on the first batch, and what was
+    ReLUs moved after max pooling; the same function up to float rounding, checked on the first batch, and what was
     applied is recorded in ``report.meta["model_optimizations"]``).
     ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
     audits; the first batches pay for the compilation; on a CPU it was slower here).
@@ -269,8 +269,7 @@ def audit(
     check_model_input(model, x)  # the channels the model was built for
     if len(x) == 0:
         raise RobustfairError("no images to audit")
-    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                 or batch_size < 1):
+    if batch_size != "auto" and (not is_int(batch_size) or batch_size < 1):
         raise RobustfairError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     for name, flag in (("optimize", optimize), ("compile", compile), ("amp", amp)):
         if not isinstance(flag, bool):

@@ -1,4 +1,4 @@
-"""``robustfair demo``: the whole story on real data in a few CPU minutes.
+"""``robustfair demo``: the whole story on real data in about 20 seconds on a CPU.
 
 On scikit-learn's bundled digits it trains a standard and a PGD-AT ``small_cnn``, audits both
 per class with PGD-20 at the training eps, and shows the two per-class tables side by side

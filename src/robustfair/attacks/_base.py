@@ -26,6 +26,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
+from .._checks import is_int
 from .._tensor_checks import as_float_images, check_model_input
 from ..errors import AttackError
 
@@ -158,10 +159,9 @@ class Attack(ABC):
             target = target.expand(len(x)).clone()
         elif target is not None:
             raise AttackError(f"{self.name} is untargeted: a target was given")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             raise AttackError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not is_int(seed):
             raise AttackError(f"seed must be an integer or None, got {seed!r}")
         if clean_logits is not None and clean_logits.shape[0] != len(x):
             raise AttackError(f"clean_logits has {clean_logits.shape[0]} rows for {len(x)} images")

@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .._checks import is_int, is_real
 from .._tensor_checks import check_labels, check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample
@@ -42,14 +43,14 @@ def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tenso
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     """Return ``value`` if it is an int >= ``minimum``, else raise a one-line :class:`AttackError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise AttackError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
 def check_fraction(name: str, value: object, *, open_low: bool = True) -> float:
     """Return ``value`` as a float in (0, 1] (or [0, 1] if not ``open_low``), else raise."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_real(value)
     if ok:
         ok = (0.0 < value <= 1.0) if open_low else (0.0 <= value <= 1.0)
     if not ok:
@@ -358,7 +359,7 @@ class GradientAttack(Attack):
             raise AttackError(f"targeted must be True or False, got {targeted!r}")
         if not isinstance(amp, bool):
             raise AttackError(f"amp must be True or False, got {amp!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not is_int(seed):
             raise AttackError(f"seed must be an integer or None, got {seed!r}")
         self.loss = check_loss(loss)
         self.amp = amp

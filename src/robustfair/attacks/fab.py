@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import l2_norm, make_generator
@@ -204,7 +205,7 @@ class FAB(GradientAttack):
         self.restarts = check_positive_int("restarts", restarts)
         self.alpha_max = check_fraction("alpha_max", alpha_max, open_low=False)
         self.beta = check_fraction("beta", beta)
-        number = isinstance(eta, (int, float)) and not isinstance(eta, bool)
+        number = is_real(eta)
         if not (number and 1.0 <= eta < float("inf")):
             raise AttackError(f"eta (the overshoot) must be a number >= 1, got {eta!r}")
         self.eta = float(eta)

@@ -25,6 +25,12 @@ SUBCOMMANDS = {
 }
 
 
+# what an interrupted command keeps: rerunning it carries on where it stopped
+_RESUME_HINT = {
+    "train": "; rerun the same command to resume after the last complete epoch",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
         self.exit(2, f"robustfair: error: {message}\n")
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustfair: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robustfair: interrupted", file=sys.stderr)
+        print(f"robustfair: interrupted{_RESUME_HINT.get(args.command, '')}", file=sys.stderr)
         return 130
 
 

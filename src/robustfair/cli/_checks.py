@@ -1,5 +1,7 @@
-"""Checks shared by the sub-commands that load a checkpoint and a data set."""
+"""Checks and flags shared by the sub-commands (checkpoint and data set fit, progress bars)."""
 from __future__ import annotations
+
+import sys
 
 from ..errors import ConfigError, ModelError
 
@@ -21,3 +23,17 @@ def check_model_fits(model, ds, checkpoint: str, dataset_name: str) -> None:
         raise ModelError(f"checkpoint {checkpoint} expects {shape[0]}-channel {shape[1]}x{shape[1]} "
                          f"images but dataset {dataset_name!r} has {ds.channels}-channel "
                          f"{ds.image_size}x{ds.image_size}")
+
+
+def add_progress_flags(parser) -> None:
+    """``--progress`` / ``--no-progress``; neither given: bars only when stderr is a terminal."""
+    parser.add_argument("--progress", dest="progress", action="store_const", const=True,
+                        help="show progress bars (default: only on a terminal, so logs stay clean)")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                        help="no progress bars")
+
+
+def progress_wanted(args) -> bool:
+    """The ``--progress`` choice, or whether stderr is a terminal when none was made."""
+    chosen = getattr(args, "progress", None)
+    return sys.stderr.isatty() if chosen is None else bool(chosen)

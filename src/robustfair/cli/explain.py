@@ -10,12 +10,11 @@ Ilyas et al.'s robust / non-robust data sets, which trains models (slow on large
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .._parse import check_eps, parse_number
 from ..errors import ConfigError
-from ._checks import check_int, check_model_fits
+from ._checks import add_progress_flags, check_int, check_model_fits, progress_wanted
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20     # PGD-20, the usual evaluation attack
@@ -61,6 +60,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for explain.md, explain.json and figures (STUDY_DIR/explain/NAME folds it into that study's report)")
+    add_progress_flags(p)
     p.set_defaults(run=run)
     return p
 
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         attack_steps=args.steps, margin_steps=args.margin_steps, eps_max=eps_max, n_perm=args.n_perm,
         feature_datasets=args.feature_datasets, standard_model=standard,
         feature_options=options if args.feature_datasets else None,
-        seed=args.seed, batch_size=args.batch_size, progress=sys.stderr.isatty())
+        seed=args.seed, batch_size=args.batch_size, progress=progress_wanted(args))
     explanation.meta.update(checkpoint=str(args.checkpoint), eps_text=args.eps)
     paths = explanation.save(out)
 

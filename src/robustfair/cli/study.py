@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._checks import add_progress_flags, progress_wanted
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -39,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
     r.add_argument("--dry-run", action="store_true",
                    help="list the runs and whether each is done, then stop")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flags(r)
     r.set_defaults(run=_run)
 
     t = sub.add_parser("table", help="write the results as tidy CSV and Parquet tables")
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: expected time {spec.expected_time}", file=sys.stderr)
     result = run_study(spec, args.out, executor=args.executor, workers=args.workers,
                        address=args.address, device=args.device, data_dir=args.data_dir,
-                       progress=not args.no_progress)
+                       progress=progress_wanted(args))
     n = len(result.runs)
     print(f"{n} runs: {len(result.already_done)} already done, {len(result.completed)} run now, "
           f"{len(result.failed)} failed ({result.seconds:.0f} s)")

@@ -11,28 +11,39 @@ over). Under ``torchrun`` the same command trains with DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from .._parse import parse_number
 from ..errors import ConfigError
+from ._checks import add_progress_flags, progress_wanted
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..data import list_datasets
+    from ..models import list_models
+    from ..training.config import OBJECTIVES
+
     p = subparsers.add_parser(
         "train", help="train a model, logging per-class clean and robust accuracy each epoch",
-        description="Train a model with an adversarial objective; every epoch evaluates each "
-                    "class (clean and PGD) on a validation split carved from train and writes "
-                    "epochs.csv, a resumable checkpoint and, at the end, model.safetensors.")
+        description=textwrap.fill(
+            "Train a model with an adversarial objective; every epoch evaluates each class "
+            "(clean and PGD) on a validation split carved from train and writes epochs.csv, a "
+            "resumable checkpoint and, at the end, model.safetensors. Rerunning the same "
+            "command resumes an interrupted run.", width=90),
+        epilog=mitigations_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--config", metavar="FILE", help="YAML file of training options (flags override it)")
     a("--out", required=True, metavar="DIR", help="run directory (resumed if it holds this run)")
     a("--force", action="store_true", help="delete the run in --out and start over")
-    a("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flags(p)
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", metavar="NAME", help="data set, e.g. digits, mnist, cifar10")
+    g.add_argument("--dataset", metavar="NAME",
+                   help=f"data set, one of: {', '.join(list_datasets())}")
     g.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
     g.add_argument("--dataset-option", action="append", metavar="K=V",
                    help="a data set loader option, repeatable; a comma makes a list "
@@ -40,11 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--val-min-per-class",
                    help="validation points per class at least (default 50, at most a quarter "
                         "of the class)")
-    g.add_argument("--model", metavar="NAME", help="architecture, e.g. small_cnn, preact_resnet18")
+    g.add_argument("--model", metavar="NAME", help=f"architecture, one of: {', '.join(list_models())}")
     g.add_argument("--model-arg", action="append", metavar="K=V",
                    help="extra model argument, repeatable (e.g. width=16)")
     g = p.add_argument_group("objective and training attack")
-    g.add_argument("--objective", metavar="NAME", help="standard, pgd_at, trades or fgsm_rs")
+    g.add_argument("--objective", metavar="NAME", help=f"one of: {', '.join(OBJECTIVES)}")
     g.add_argument("--eps", help="attack radius, e.g. 8/255 (also used by the per-epoch evaluation)")
     g.add_argument("--norm", help="linf or l2")
     g.add_argument("--steps", help="training attack steps")
@@ -56,7 +67,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--optimizer", help="sgd, adam or adamw")
     g.add_argument("--lr", help="(peak) learning rate, e.g. 0.1 or 2e-3")
     g.add_argument("--momentum")
-    g.add_argument("--nesterov", action="store_const", const=True, help="Nesterov momentum (sgd)")
+    g.add_argument("--nesterov", action="store_const", const=True,
+                   help="Nesterov momentum (sgd; default: off)")
     g.add_argument("--weight-decay")
     g.add_argument("--schedule", help="constant, step, cosine or onecycle")
     g.add_argument("--milestones", help="step schedule milestones as fractions, e.g. 0.5,0.75")
@@ -66,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--seed")
     g = p.add_argument_group("augmentation")
     g.add_argument("--no-augment", dest="augment", action="store_const", const=False,
-                   help="no random crops or flips")
+                   help="no random crops or flips (default: augment)")
     g.add_argument("--pad", help="crop padding (default image_size // 8)")
     g.add_argument("--pad-mode", help="reflect or zeros")
     g.add_argument("--flip", dest="flip", action="store_const", const=True,
@@ -78,7 +90,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--keep", help="final weights: last, best_avg or best_avg_worst")
     g.add_argument("--no-co-guard", dest="co_guard", action="store_const", const=False,
                    help="fgsm_rs: do not stop on catastrophic overfitting")
-    g.add_argument("--co-drop", help="fgsm_rs guard: robust accuracy drop that stops training (0.2)")
+    g.add_argument("--co-drop", help="fgsm_rs guard: robust accuracy drop that stops training")
     g = p.add_argument_group("mitigations")
     g.add_argument("--mitigation", action="append", metavar="NAME[:K=V,...]",
                    help="a mitigation with its options, repeatable (e.g. class_weight:weights=3=50)")
@@ -91,9 +103,47 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--amp", nargs="?", const="on", metavar="MODE",
                    help="mixed precision: on (bf16 where supported, else fp16), bf16, fp16, off "
                         "(default: on for CUDA, off on CPU)")
-    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    g.add_argument("--compile", action="store_const", const=True,
+                   help="torch.compile the model (default: off)")
+    _show_defaults(p)
     p.set_defaults(run=run)
     return p
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append TrainConfig's default to each value flag's help that does not state one."""
+    from ..training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for action in parser._actions:
+        default = defaults.get(action.dest, None)
+        if action.nargs == 0 or default is None or default is dataclasses.MISSING:
+            continue  # on/off switches say their default in words
+        if action.dest not in _DIRECT or "default" in (action.help or ""):
+            continue
+        shown = f"{default:.4g}" if isinstance(default, float) else str(default)
+        text = f"(default: {shown})".replace("%", "%%")
+        action.help = f"{action.help} {text}" if action.help else text
+
+
+def mitigations_help() -> str:
+    """The ``--mitigation`` choices for ``--help``: each with its summary, options and defaults."""
+    import inspect
+
+    from ..training.mitigations import list_mitigations, mitigation_options
+
+    lines = ["mitigations (--mitigation NAME:KEY=VALUE,...), each with its options and defaults",
+             "(docs/MITIGATIONS.md describes each method and its paper):"]
+    for name in list_mitigations():
+        summary, options = mitigation_options(name)
+        lines.append(f"  {name}: {summary}")
+        shown = ["{}={}".format(k, "(required)" if v is inspect.Parameter.empty
+                                else "(not set)" if v is None
+                                else f"{v:.4g}" if isinstance(v, float) else v)
+                 for k, v in options.items()]
+        lines.append(textwrap.fill(", ".join(shown) or "(no options)", width=90,
+                                   initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 # flags whose value goes straight to the TrainConfig key of the same name
@@ -182,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if manifest and not manifest.get("complete") and not cfg.differences(manifest["config"]):
             print(f"resuming {out} after epoch {manifest['epoch']} of {cfg.epochs}",
                   file=sys.stderr)
-    result = train(cfg, out, force=args.force, progress=not args.no_progress)
+    result = train(cfg, out, force=args.force, progress=progress_wanted(args))
     if not main_rank:
         return 0
     if result.already_complete:
@@ -202,7 +252,31 @@ def run(args: argparse.Namespace) -> int:
                  f"{r['worst_class_robust_acc']:.1%}")
     print(line)
     print(f"model: {result.paths.get('model.safetensors')}   log: {result.paths.get('epochs.csv')}")
+    if len(chosen):
+        classes = result.class_log["class"].nunique()
+        warning = chance_level_warning(float(chosen.iloc[0]["clean_acc"]), classes)
+        if warning:
+            print(warning, file=sys.stderr)
     return 0
+
+
+def chance_level_warning(clean_acc: float, num_classes: int) -> str | None:
+    """A one-line warning when ``clean_acc`` is at chance level (1/K plus a small margin).
+
+    >>> chance_level_warning(0.11, 10)[:40]
+    'warning: validation clean accuracy 11.0%'
+    >>> chance_level_warning(0.9, 10) is None
+    True
+    """
+    if num_classes < 2:
+        return None
+    chance = 1.0 / num_classes
+    if clean_acc > chance + min(0.05, 0.5 * chance):
+        return None
+    return (f"warning: validation clean accuracy {clean_acc:.1%} is chance level for "
+            f"{num_classes} classes ({chance:.1%}): the model learned nothing useful; try another "
+            f"--lr, more --epochs, a smaller --eps, or --objective standard to check the data "
+            f"and model first")
 
 
 def _key_value(item: str, flag: str, form: str) -> tuple[str, str]:

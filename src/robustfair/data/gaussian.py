@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from .._checks import is_int
 from ..errors import DataError
 from ._base import Dataset, Split, register_dataset
 
@@ -33,7 +34,7 @@ def _spreads(spread: float | Sequence[float], num_classes: int) -> torch.Tensor:
 
 
 def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise DataError(f"gaussian: {name} must be a positive integer, got {value!r}")
     return value
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import is_int
 from ..errors import DataError
 from ._arrays import make_dataset, resize_uint8, stratified_split
 from ._base import Dataset, register_dataset
@@ -60,7 +61,7 @@ def load_mnist5k(data_dir: Path | None = None, download: bool = False, *,
     >>> len(ds.train), len(ds.test), tuple(ds.train.x.shape[1:])  # doctest: +SKIP
     (3500, 1500, (1, 28, 28))
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= 28:
+    if not is_int(image_size) or not 1 <= image_size <= 28:
         raise DataError(f"mnist5k: image_size must be an integer in 1..28, got {image_size!r}")
     xtr, ytr, xte, yte = _arrays()
     ds = make_dataset("mnist5k", (xtr, ytr), (xte, yte), [str(i) for i in range(10)],

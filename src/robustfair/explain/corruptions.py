@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import is_int
 from .._device import model_device
 from .._tensor_checks import as_float_images
 from ..attacks._base import eval_mode
@@ -202,7 +203,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int = 0) -> torc
     """
     if name not in SEVERITY_PARAMS:
         raise RobustfairError(f"unknown corruption {name!r}; choose from: {', '.join(CORRUPTIONS)}")
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= 5:
+    if not is_int(severity) or not 0 <= severity <= 5:
         raise RobustfairError(f"severity must be an integer 0..5, got {severity!r}")
     x = as_float_images(x)
     if severity == 0:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._checks import is_int
 from .._device import model_device
 from ..attacks import build_attack
 from ..attacks._base import eval_mode
@@ -72,7 +73,7 @@ def _derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _check_steps(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise RobustfairError(f"{name} must be a positive integer, got {value!r}")
     return value
 

@@ -34,6 +34,7 @@ import pandas as pd
 from torch import nn
 
 from .._atomic import write_folder_unit
+from .._checks import is_int
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, CorruptionResult, corruption_accuracy
@@ -392,7 +393,7 @@ def explain_model(
         raise RobustfairError(f"dataset must be a robustfair Dataset, got {type(dataset).__name__}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ConfigError(f"eps must be a positive number, got {eps!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and (not is_int(limit) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
     classes = list(dataset.classes)
     target = class_index(classes, target_class) if target_class is not None else None

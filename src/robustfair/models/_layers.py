@@ -10,24 +10,26 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from .._checks import is_int, is_real
+
 
 def check_geometry(in_channels: int, image_size: int) -> None:
     """Reject channel counts and image sizes no network can use."""
-    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+    if not is_int(in_channels) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+    if not is_int(image_size) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
 
 
 def check_positive(value: object, what: str) -> int:
     """An integer architecture argument (width, depth, ...) that must be at least 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return value
 
 
 def check_probability(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_real(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
     return float(value)
 

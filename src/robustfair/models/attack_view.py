@@ -2,16 +2,13 @@
 
 Attacks (and adversarial training's inner attack) run many forward and backward passes that
 need gradients with respect to the *input* only, always in eval mode. Four things make those
-passes cheaper on a CPU without changing the function:
+passes cheaper without changing the function:
 
 - in eval mode a batch norm right after a convolution is a fixed per-channel affine map, so
   it is folded into the convolution's weight and bias;
 - convolutions and max pooling run in channels_last memory format (pooling about 4x faster);
 - a ReLU whose only user is a max pooling runs after it, on a quarter of the values
-  (``maxpool(relu(x)) == relu(maxpool(x))``, gradients included);
-- the input gradient of the convolution that reads the image (1-3 channels) is computed as
-  one matrix product and a shift-and-add (``models/_input_conv.py``), about twice as fast as
-  oneDNN's transposed convolution to so few channels.
+  (``maxpool(relu(x)) == relu(maxpool(x))``, gradients included).
 
 On the digits SmallCNN (batch 128, one thread) forward+backward took 4.58 ms as is and
 3.59 ms with the first two.
@@ -50,7 +47,6 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError
-from . import _input_conv as few_channels_input
 
 __all__ = ["AttackView", "attack_view"]
 
@@ -119,9 +115,6 @@ class _DerivedConv(nn.Module):
         object.__setattr__(self, "conv", conv)
         object.__setattr__(self, "bn", bn)
         self.channels_last = channels_last
-        # few input channels (in practice: the layer that reads the image): on a CPU its input
-        # gradient has a faster form
-        self.few_channels = few_channels_input.applies_to(conv)
         self.recomputations = 0
         self._stamp: tuple | None = None
         self._weight: torch.Tensor | None = None
@@ -167,9 +160,6 @@ class _DerivedConv(nn.Module):
         stamp = self._stamp_of(sources)
         if stamp != self._stamp:
             self._recompute(sources, stamp)
-        if self.few_channels and x.requires_grad:
-            return few_channels_input.FewChannelConv2d.apply(x, self._weight, self._bias,
-                                                             self.conv.padding)
         return self.conv._conv_forward(x, self._weight, self._bias)
 
     def extra_repr(self) -> str:
@@ -468,9 +458,6 @@ def _describe(derived: Sequence[_DerivedConv], moved_relus: int) -> list[str]:
         applied.append("channels_last")
     if moved_relus:
         applied.append(f"{_plural(moved_relus, 'relu')} after max pooling")
-    few = sum(d.few_channels for d in derived)
-    if few:
-        applied.append(f"input gradient of {_plural(few, 'few-channel convolution')} as a product")
     return applied
 
 
@@ -521,8 +508,7 @@ def _problem(view: AttackView, rows: torch.Tensor, reference: tuple[Any, torch.T
              ) -> str | None:
     """Why the view cannot stand in for the model on ``rows`` (``None``: it can)."""
     try:
-        with few_channels_input.always_product():  # the form full batches will use
-            out, grad = _outputs(view, rows)
+        out, grad = _outputs(view, rows)
     except Exception as exc:  # noqa: BLE001  (any failure just means: use a simpler view)
         return _short(exc)
     want_out, want_grad = reference
@@ -587,8 +573,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
     >>> x = torch.rand(4, 1, 8, 8)
     >>> view = attack_view(model, x)
     >>> view.applied  # doctest: +NORMALIZE_WHITESPACE
-    ['batchnorm folded into 4 convolutions', 'channels_last', '2 relus after max pooling',
-     'input gradient of 1 few-channel convolution as a product']
+    ['batchnorm folded into 4 convolutions', 'channels_last', '2 relus after max pooling']
     >>> model.training  # the model keeps its mode; the view always computes eval mode
     True
     >>> torch.allclose(view(x), model.eval()(x), atol=1e-5)

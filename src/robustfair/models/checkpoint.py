@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._atomic import atomic_write
+from .._checks import is_int, is_real
 from .._device import resolve_device
 from ..errors import ModelError
 from ._base import build_model, list_models
@@ -233,12 +234,12 @@ def _checked_config(config: object, *, where: str) -> dict:
         raise ModelError(f"{where}: 'name' must be a string, got {config['name']!r}")
     for key in ("num_classes", "in_channels", "image_size"):
         value = config.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not is_int(value):
             raise ModelError(f"{where}: {key!r} must be an integer, got {value!r}")
     for key in ("mean", "std"):
         value = config.get(key)
         numbers = isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            is_real(v) for v in value)
         if value is not None and not numbers:
             raise ModelError(f"{where}: {key!r} must be a list of numbers, got {value!r}")
     kwargs = config.get("kwargs", {})

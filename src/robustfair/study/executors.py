@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._checks import is_int
 from ..errors import ConfigError, RobustfairError
 from .grid import Run, expand
 from .progress import StudyProgress
@@ -56,7 +57,7 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not is_int(workers) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     runs = expand(spec)
     if executor == "ray" and address:

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from .._checks import is_int, is_real
 from .._parse import parse_number
 from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
@@ -437,13 +438,13 @@ def _evaluation(doc: _Located, raw: Any) -> Evaluation:
     n = raw.get("n")
     if n in (None, "all"):
         n = None
-    elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    elif not is_int(n) or n < 1:
         raise doc.error(where + ("n",), f"evaluation n must be a positive integer or 'all', got {n!r}")
     batch_size = raw.get("batch_size", 256)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise doc.error(where + ("batch_size",), f"batch_size must be a positive integer, got {batch_size!r}")
     seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise doc.error(where + ("seed",), f"seed must be a non-negative integer, got {seed!r}")
     eps = raw.get("eps")
     if eps is not None:
@@ -511,7 +512,7 @@ def _resources(doc: _Located, raw: Any) -> Resources:
     values = {}
     for key, default in (("num_gpus", 0.0), ("num_cpus", 1.0)):
         v = raw.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if not is_real(v) or not math.isfinite(v) or v < 0:
             raise doc.error(where + (key,), f"{key} must be a number >= 0, got {v!r}")
         values[key] = float(v)
     if values["num_cpus"] == 0 and values["num_gpus"] == 0:

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_write, atomic_write_text
+from .._checks import is_int
 from ..errors import ConfigError, ModelError
 
 MANIFEST = "state.json"
@@ -178,9 +179,6 @@ def manifest_problem(data: dict) -> str | None:
     Nothing in ``state.json`` is trusted: its file names could point outside the run folder
     (resume renames over them), its epoch could claim a million epochs after one.
     """
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
     for key, ok, kind in (
             ("epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
             ("global_step", lambda v: is_int(v) and v >= 0, "a non-negative integer"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._checks import as_bool
 from .._parse import check_eps, parse_number
 from ..errors import ConfigError
 
@@ -188,10 +189,10 @@ class TrainConfig:
         if self.pad is not None:
             self.pad = _as_int(self.pad, "pad")
         for name in ("nesterov", "augment", "co_guard", "compile"):
-            setattr(self, name, _as_bool(getattr(self, name), name))
+            setattr(self, name, as_bool(getattr(self, name), name))
         for name in ("flip", "channels_last"):
             if getattr(self, name) is not None:
-                setattr(self, name, _as_bool(getattr(self, name), name))
+                setattr(self, name, as_bool(getattr(self, name), name))
         if not isinstance(self.milestones, (list, tuple)):
             raise ConfigError("milestones must be a list of fractions of training, e.g. [0.5, 0.75]")
         self.milestones = [parse_number(m, what="milestone") for m in self.milestones]
@@ -226,6 +227,10 @@ class TrainConfig:
         check_eps(self.eps, self.norm)  # the same rule as audit's and explain's --eps
         if self.objective != "standard" and self.eps == 0:
             raise ConfigError(f"objective {self.objective!r} needs eps > 0")
+        if self.objective == "standard" and any(m["name"] == "class_eps" for m in self.mitigations):
+            raise ConfigError("class_eps sets the training attack's radius per class, but "
+                              "objective 'standard' has no training attack; use pgd_at, "
+                              "trades or fgsm_rs")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         _positive(self, "steps", "epochs", "batch_size", "eval_steps", "eval_batch_size",
@@ -286,17 +291,6 @@ def _as_int(value: Any, what: str) -> int:
     if not math.isfinite(number) or number != int(number):
         raise ConfigError(f"{what} must be an integer, got {value!r}")
     return int(number)
-
-
-def _as_bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
 def _mitigation_entry(entry: Any) -> dict[str, Any]:

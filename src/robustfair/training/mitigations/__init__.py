@@ -10,6 +10,7 @@ from ._base import (
     MitigationStack,
     build_mitigation,
     list_mitigations,
+    mitigation_options,
     register_mitigation,
     weighted_mean,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MitigationStack",
     "build_mitigation",
     "list_mitigations",
+    "mitigation_options",
     "register_mitigation",
     "weighted_mean",
 ]

@@ -117,6 +117,7 @@ __all__ = [
     "MitigationStack",
     "build_mitigation",
     "list_mitigations",
+    "mitigation_options",
     "register_mitigation",
 ]
 
@@ -277,6 +278,29 @@ def build_mitigation(name: str, **options: Any) -> Mitigation:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"bad options for mitigation {name!r}: {exc}") from None
+
+
+def mitigation_options(name: str) -> tuple[str, dict[str, Any]]:
+    """A registered mitigation's one-line summary and its options with their defaults.
+
+    An option without a default maps to :data:`inspect.Parameter.empty`; a ``**`` catch-all
+    (aliases) is left out.
+
+    >>> summary, options = mitigation_options("focal")
+    >>> options
+    {'gamma': 2.0, 'prior': 'none'}
+    """
+    _discover()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown mitigation {name!r}; choose from: {', '.join(list_mitigations()) or '(none)'}"
+        )
+    factory = _REGISTRY[name]
+    doc = (factory.__doc__ or "").strip()
+    summary = doc.splitlines()[0].replace("``", "") if doc else ""
+    options = {p.name: p.default for p in inspect.signature(factory).parameters.values()
+               if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return summary, options
 
 
 # ------------------------------------------------------------------------------- combination

@@ -6,8 +6,6 @@ arrive as Python values (from a study spec or ``TrainConfig``) or as strings (fr
 
 >>> parse_class_map("cat:0.1;2:8/255", what="eps")
 {'cat': 0.1, '2': 0.03137254901960784}
->>> as_bool("off", what="fawa")
-False
 """
 from __future__ import annotations
 
@@ -43,17 +41,6 @@ def as_float(value: Any, *, what: str, low: float | None = None, high: float | N
             rule = f"must lie in {lo}, {hi}"
         raise ConfigError(f"{what} {rule}, got {x:g}")
     return x
-
-
-def as_bool(value: Any, *, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
 def as_choice(value: Any, choices: tuple[str, ...], *, what: str) -> str:

@@ -57,8 +57,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._checks import as_bool
 from ._base import EpochStats, MitigationContext, register_mitigation
-from ._common import (ClasswiseCounter, DescribedMitigation, as_bool, as_float, epoch_index,
+from ._common import (ClasswiseCounter, DescribedMitigation, as_float, epoch_index,
                       present_classes, trades_beta)
 
 

@@ -36,9 +36,10 @@ from typing import Any, Mapping
 
 import torch
 
+from ..._checks import as_bool
 from ...errors import ConfigError
 from ._base import EpochStats, MitigationContext, register_mitigation
-from ._common import DescribedMitigation, as_bool, as_float, parse_class_map, present_classes
+from ._common import DescribedMitigation, as_float, parse_class_map, present_classes
 
 
 @register_mitigation("class_eps")

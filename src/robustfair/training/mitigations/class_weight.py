@@ -19,13 +19,16 @@ from ._base import Mitigation, MitigationContext, register_mitigation
 
 @register_mitigation("class_weight")
 class ClassWeight(Mitigation):
-    """Weight the loss of class ``c`` by ``weights[c]`` (classes by name or index; others 1)."""
+    """Weight the loss of class ``c`` by ``weights[c]`` (needed; classes by name or index; others 1)."""
 
     def __init__(self, weights: Mapping[str | int, float | str] | str | None = None) -> None:
         if isinstance(weights, str):  # "cat=50;dog=2" from a CLI option
             weights = dict(_split_pair(p) for p in weights.replace(";", ",").split(",") if p)
         self.weights = {str(k): parse_number(v, what=f"weight of class {k!r}")
                         for k, v in dict(weights or {}).items()}
+        if not self.weights:  # every weight 1 would train as if there were no mitigation
+            raise ConfigError("class_weight needs weights (e.g. weights=3=50: class 3 weighs 50, "
+                              "the others 1); without them it changes nothing")
         for k, v in self.weights.items():
             if v < 0:
                 raise ConfigError(f"weight of class {k!r} must be >= 0, got {v}")
