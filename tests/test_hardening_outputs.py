@@ -88,8 +88,10 @@ def _kill_at_rename(monkeypatch, n):
 
 
 def _audit(checkpoint, out, limit, capsys):
+    # PGD-2: what is tested is how the files are written, not the attack
     return cli(["audit", "--checkpoint", checkpoint, "--dataset", "digits", "--limit", limit,
-                "--steps", "2", "--eps", "0.1", "--out", out, "--threads", "1"], capsys)
+                "--attack", "pgd", "--steps", "2", "--eps", "0.1", "--out", out, "--threads", "1"],
+               capsys)
 
 
 @pytest.mark.parametrize("kill_at", [1, 2, 3])
