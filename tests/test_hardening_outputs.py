@@ -100,7 +100,7 @@ def test_12_a_killed_audit_never_leaves_a_mix_of_two_runs(checkpoint, tmp_path, 
     out = tmp_path / "audit"
     assert _audit(checkpoint, out, "40", capsys)[0] == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert sorted(first) == ["by_class.csv", "report.json", "report.md"]
+    assert sorted(first) == ["by_class.csv", "confusion.csv", "report.json", "report.md"]
     with monkeypatch.context() as m:
         _kill_at_rename(m, kill_at)
         with pytest.raises(_Killed):
@@ -113,7 +113,7 @@ def test_12_a_killed_audit_never_leaves_a_mix_of_two_runs(checkpoint, tmp_path, 
     assert any(p.name.startswith(".staging-") for p in out.iterdir())  # as a kill leaves it
     capsys.readouterr()
     assert _audit(checkpoint, out, "30", capsys)[0] == 0  # the next audit sweeps and completes
-    assert sorted(p.name for p in out.iterdir()) == ["by_class.csv", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["by_class.csv", "confusion.csv", "report.json", "report.md"]
     report = ClassReport.from_json(out / "report.json")
     assert report.meta["limit"] == 30 and len(report.predictions) == 30
 
