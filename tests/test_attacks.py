@@ -18,6 +18,7 @@ from robustfair.attacks import build_attack, list_attacks
 from robustfair.attacks.apgd import checkpoints
 from robustfair.attacks.losses import cw_margin, dlr, dlr_targeted, objective
 from robustfair.errors import AttackError
+from one_line import one_line_error
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -320,49 +321,41 @@ def test_works_under_no_grad_inference_mode_and_amp(model, digits):
     assert bool(amp.success.any())
 
 
-def _one_line_error(fn) -> str:
-    with pytest.raises(AttackError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg and msg
-    return msg
-
-
 def test_errors_are_one_line_attack_errors(model, digits):
     x, y, _, _ = digits
     x, y = x[:8], y[:8]
-    assert "unknown attack" in _one_line_error(lambda: build_attack("nope", eps=0.1))
-    assert "pgd" in _one_line_error(lambda: build_attack("nope", eps=0.1))
-    assert "non-negative" in _one_line_error(lambda: build_attack("pgd", eps=-0.1))
-    assert "targeted" in _one_line_error(
+    assert "unknown attack" in one_line_error(lambda: build_attack("nope", eps=0.1))
+    assert "pgd" in one_line_error(lambda: build_attack("nope", eps=0.1))
+    assert "non-negative" in one_line_error(lambda: build_attack("pgd", eps=-0.1))
+    assert "targeted" in one_line_error(
         lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y))
-    assert "target" in _one_line_error(
+    assert "target" in one_line_error(
         lambda: build_attack("apgd-t", eps=0.1, targeted=True).perturb(model, x, y))
-    assert "untargeted" in _one_line_error(
+    assert "untargeted" in one_line_error(
         lambda: build_attack("apgd-t", eps=0.1).perturb(model, x, y, target=(y + 1) % 10))
-    assert "batch_size" in _one_line_error(
+    assert "batch_size" in one_line_error(
         lambda: build_attack("pgd", eps=0.1).perturb(model, x, y, batch_size=0))
-    assert "seed" in _one_line_error(
+    assert "seed" in one_line_error(
         lambda: build_attack("pgd", eps=0.1).perturb(model, x, y, seed="1"))
-    assert "loss" in _one_line_error(lambda: build_attack("pgd", eps=0.1, loss="mse"))
-    assert "steps" in _one_line_error(lambda: build_attack("apgd", eps=0.1, steps=0))
-    assert "alpha" in _one_line_error(lambda: build_attack("pgd", eps=0.1, alpha=-1.0))
-    assert "random_start" in _one_line_error(
+    assert "loss" in one_line_error(lambda: build_attack("pgd", eps=0.1, loss="mse"))
+    assert "steps" in one_line_error(lambda: build_attack("apgd", eps=0.1, steps=0))
+    assert "alpha" in one_line_error(lambda: build_attack("pgd", eps=0.1, alpha=-1.0))
+    assert "random_start" in one_line_error(
         lambda: build_attack("pgd", eps=0.1, restarts=2, random_start=False))
-    assert "bad settings" in _one_line_error(lambda: build_attack("apgd-ce", eps=0.1, loss="dlr"))
-    assert "target classes" in _one_line_error(
+    assert "bad settings" in one_line_error(lambda: build_attack("apgd-ce", eps=0.1, loss="dlr"))
+    assert "target classes" in one_line_error(
         lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y, target=torch.full((8,), 12)))
     two = _cnn(num_classes=2).eval()
     y2 = y % 2
-    assert "3 classes" in _one_line_error(
+    assert "3 classes" in one_line_error(
         lambda: build_attack("apgd-dlr", eps=0.1).perturb(two, x, y2))
     three = _cnn(num_classes=3).eval()
-    assert "4 classes" in _one_line_error(
+    assert "4 classes" in one_line_error(
         lambda: build_attack("apgd-t", eps=0.1, targeted=True).perturb(three, x, y % 3, target=(y + 1) % 3))
     assert set(ALL_UNTARGETED + ["apgd", "apgd-t"]) <= set(list_attacks())
 
 
-def test_target_of_wrong_length_is_a_one_line_error():
+def test_target_of_wrong_length_is_aone_line_error():
     from robustfair.errors import AttackError
     from robustfair.models import build_model
 

@@ -29,6 +29,7 @@ from robustfair.errors import AttackError
 from robustfair.models import build_model
 
 from digits_model import train_mlp, train_small_cnn
+from one_line import one_line_error
 
 STEPS = 20       # both implementations, every comparison
 EPS = {"linf": 0.1, "l2": 0.5}  # robust accuracy 20-50% on these models (at L2 1.0 it is ~0)
@@ -374,30 +375,22 @@ def test_settings_are_autoattacks_and_fewer_classes_use_all_others():
     assert len(targets) == 3 and torch.equal(torch.stack(targets, 1), ranked[:, 1:])
 
 
-def _one_line_error(fn) -> str:
-    with pytest.raises(AttackError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg and msg
-    return msg
-
-
 def test_bad_settings_are_one_line_errors(digits, cnn):
     _, x, y = digits
     x, y = x[:8], y[:8]
-    assert "steps" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, steps=0))
-    assert "restarts" in _one_line_error(lambda: build_attack("fab", eps=0.1, restarts=0))
-    assert "top_k" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, top_k=0))
-    assert "alpha_max" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, alpha_max=1.5))
-    assert "beta" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, beta=0.0))
-    assert "eta" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, eta=0.5))
-    assert "eta" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, eta=float("inf")))
-    assert "norm" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, norm="l1"))
-    assert "non-negative" in _one_line_error(lambda: build_attack("fab-t", eps=-1.0))
-    assert "bad settings" in _one_line_error(lambda: build_attack("fab-t", eps=0.1, loss="ce"))
-    assert "untargeted" in _one_line_error(
+    assert "steps" in one_line_error(lambda: build_attack("fab-t", eps=0.1, steps=0))
+    assert "restarts" in one_line_error(lambda: build_attack("fab", eps=0.1, restarts=0))
+    assert "top_k" in one_line_error(lambda: build_attack("fab-t", eps=0.1, top_k=0))
+    assert "alpha_max" in one_line_error(lambda: build_attack("fab-t", eps=0.1, alpha_max=1.5))
+    assert "beta" in one_line_error(lambda: build_attack("fab-t", eps=0.1, beta=0.0))
+    assert "eta" in one_line_error(lambda: build_attack("fab-t", eps=0.1, eta=0.5))
+    assert "eta" in one_line_error(lambda: build_attack("fab-t", eps=0.1, eta=float("inf")))
+    assert "norm" in one_line_error(lambda: build_attack("fab-t", eps=0.1, norm="l1"))
+    assert "non-negative" in one_line_error(lambda: build_attack("fab-t", eps=-1.0))
+    assert "bad settings" in one_line_error(lambda: build_attack("fab-t", eps=0.1, loss="ce"))
+    assert "untargeted" in one_line_error(
         lambda: build_attack("fab-t", eps=0.1).perturb(cnn, x, y, target=y))
     two = build_model("mlp", num_classes=2, in_channels=1, image_size=8, hidden=[8]).eval()
-    assert "3 classes" in _one_line_error(
+    assert "3 classes" in one_line_error(
         lambda: build_attack("fab-t", eps=0.1).perturb(two, x, y % 2))
     assert build_attack("fab", eps=0.1, steps=2).perturb(two, x, y % 2).x_adv.shape == x.shape
