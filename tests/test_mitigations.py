@@ -554,3 +554,11 @@ def test_every_mitigation_describes_its_settings():
         text = m.describe()
         assert text.startswith(name) and "\n" not in text
         assert isinstance(m.settings(), dict)
+
+
+def test_objectives_say_whether_their_robust_term_is_beta_weighted():
+    from robustfair.training.mitigations import MitigationContext
+
+    weighted = {name: MitigationContext(num_classes=3, objective=name).beta_weighted
+                for name in ("standard", "pgd_at", "trades", "fgsm_rs")}
+    assert weighted == {"standard": False, "pgd_at": False, "trades": True, "fgsm_rs": False}

@@ -145,6 +145,14 @@ class MitigationContext:
             self.class_counts = torch.ones(self.num_classes, dtype=torch.long)
         self.device = torch.device(self.device)
 
+    @property
+    def beta_weighted(self) -> bool:
+        """Whether the objective has a separate robust term weighted by beta (TRADES)."""
+        from ..objectives import OBJECTIVES
+
+        objective = OBJECTIVES.get(self.objective)
+        return bool(objective is not None and objective.beta_weighted)
+
     def class_index(self, name_or_index: str | int) -> int:
         """A class given by name (first) or index, as a ConfigError if unknown."""
         key = str(name_or_index)

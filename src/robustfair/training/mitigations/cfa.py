@@ -116,12 +116,12 @@ class CFA(DescribedMitigation):
         return (self.lambda2 + self.robust_acc) * self.beta
 
     def class_beta(self) -> torch.Tensor | None:
-        if not self.ccr or self.ctx.objective != "trades":
+        if not self.ccr or not self.ctx.beta_weighted:
             return None
         return self._class_beta_values()
 
     def class_weights(self) -> torch.Tensor | None:
-        if not self.ccr or self.ctx.objective != "trades":
+        if not self.ccr or not self.ctx.beta_weighted:
             return None
         return (1.0 + self.beta) / (1.0 + self._class_beta_values())
 

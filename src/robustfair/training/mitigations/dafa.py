@@ -112,7 +112,7 @@ class DAFA(DescribedMitigation):
         return None if self.weights is None else float(self.ctx.eps) * self.weights
 
     def class_beta(self) -> torch.Tensor | None:
-        if self.weights is None or self.ctx.objective != "trades":
+        if self.weights is None or not self.ctx.beta_weighted:
             return None
         return self.beta / self.weights.clamp_min(1e-6)
 

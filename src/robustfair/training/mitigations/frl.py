@@ -132,12 +132,12 @@ class FRL(DescribedMitigation):
     def class_weights(self) -> torch.Tensor | None:
         if not self.reweight:
             return None
-        if self.ctx.objective == "trades":
+        if self.ctx.beta_weighted:
             return self.natural_weights()
         return 0.5 * (self.natural_weights() + self.boundary_weights())
 
     def class_beta(self) -> torch.Tensor | None:
-        if not self.reweight or self.ctx.objective != "trades":
+        if not self.reweight or not self.ctx.beta_weighted:
             return None
         # weight w_nat on the whole per-sample loss, so the KL term needs beta·w_bnd/w_nat
         return self.beta * self.boundary_weights() / self.natural_weights()

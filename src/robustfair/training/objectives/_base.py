@@ -52,6 +52,10 @@ class Objective:
 
     name: ClassVar[str] = "objective"
     adversarial: ClassVar[bool] = True
+    # a natural term plus a robust term weighted by a per-sample beta (TRADES): mitigations
+    # that weight the two terms apart use class_beta; with one adversarial term they use
+    # class_weights alone
+    beta_weighted: ClassVar[bool] = False
 
     def __init__(self, *, steps: int = 10, norm: str = "linf", beta: float = 6.0,
                  trades_start: float = 0.001) -> None:

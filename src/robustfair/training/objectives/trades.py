@@ -15,6 +15,7 @@ from ._base import Batch, Objective, cross_entropy, reduce_loss, training_attack
 
 class TRADES(Objective):
     name = "trades"
+    beta_weighted = True
 
     def __call__(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv = training_attack(batch, steps=self.steps, norm=self.norm, loss="kl",
