@@ -40,6 +40,7 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from .._atomic import atomic_write_text
+from .._json import jsonable
 from ._stats import (MEASURES, discrepancy_measures, noise_floor, stratified_bootstrap,
                      wilson_interval)
 
@@ -67,23 +68,6 @@ def worst_case(y_true: np.ndarray, clean_pred: np.ndarray, attack_preds: Sequenc
         worst[fooled] = pred[fooled]
         alive &= ~fooled
     return worst
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types for settings and metadata (numpy scalars, tensors, paths, tuples)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, bool, int)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if hasattr(value, "tolist"):  # numpy arrays and torch tensors
-        return _jsonable(value.tolist())
-    return str(value)
 
 
 def _int_column(frame: pd.DataFrame, col: str, lo: int, hi: int, where: str) -> np.ndarray:
@@ -146,7 +130,7 @@ class ClassReport:
         if not isinstance(predictions, pd.DataFrame):
             raise RobustfairError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
         k = len(classes)
-        attacks = [_jsonable(dict(a)) for a in attacks]
+        attacks = [jsonable(dict(a)) for a in attacks]
         names = [c[: -len("_pred")] for c in predictions.columns
                  if str(c).endswith("_pred") and c not in ("clean_pred", "worst_pred")]
         missing = [c for c in ("y_true", "clean_pred", "worst_pred") if c not in predictions.columns]
@@ -179,7 +163,7 @@ class ClassReport:
         self.predictions = pd.DataFrame(cols)
         self.classes = classes
         self.attacks = attacks
-        self.meta = _jsonable(dict(meta or {}))
+        self.meta = jsonable(dict(meta or {}))
         self.attack_names = names
         self.flags = _check_flags(flags)
         self.target_predictions = None
@@ -485,10 +469,10 @@ class ClassReport:
             "schema_version": SCHEMA_VERSION,
             "classes": list(self.classes),
             "attacks": self.attacks,
-            "meta": _jsonable(self.meta),  # callers may have added to it since
+            "meta": jsonable(self.meta),  # callers may have added to it since
             "predictions": {c: self.predictions[c].tolist() for c in self.predictions.columns},
             "target_predictions": None if tp is None else {c: tp[c].tolist() for c in tp.columns},
-            "flags": _jsonable(self.flags),
+            "flags": jsonable(self.flags),
         }
 
     @classmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._json import jsonable
 from ..data import load_dataset, to_float
 from .._lock import folder_lock
 from ..errors import ConfigError, ModelError
@@ -554,7 +554,7 @@ class _Run:
             "ema_updates": self.ema.updates if self.ema is not None else None,
             "rng": "every epoch's generators derive from (seed, epoch); nothing to store",
         }
-        ckpt.commit(self.run_dir, writers, _jsonable(manifest))
+        ckpt.commit(self.run_dir, writers, jsonable(manifest))
         ddp.barrier(self.info)
 
     def _model_metadata(self, epoch: int) -> dict:
@@ -583,12 +583,12 @@ class _Run:
             "eval_attack": f"PGD-{cfg.eval_steps} {cfg.norm} eps={cfg.eps:.6g} "
                            f"alpha={cfg.eval_alpha():.6g} on the validation split",
         }
-        meta = {**self._model_metadata(chosen), "summary": _jsonable(summary)}
+        meta = {**self._model_metadata(chosen), "summary": jsonable(summary)}
         if self.info.is_main:
             writers = {
-                "model.safetensors": lambda p: save_model(final, p, metadata=_jsonable(meta)),
+                "model.safetensors": lambda p: save_model(final, p, metadata=jsonable(meta)),
                 "summary.json": lambda p: ckpt.atomic_write_text(
-                    p, json.dumps(_jsonable(summary), indent=1)),
+                    p, json.dumps(jsonable(summary), indent=1)),
             }
             if stopped is not None:  # the collapsed epoch's row is logged, not its weights
                 writers["epochs.csv"] = lambda p: ckpt.atomic_write_text(
@@ -599,13 +599,13 @@ class _Run:
                         "complete": True, "stopped": stopped, "chosen_epoch": chosen,
                         "keep": cfg.keep}
             manifest.pop("files", None)
-            ckpt.commit(self.run_dir, writers, _jsonable(manifest))
+            ckpt.commit(self.run_dir, writers, jsonable(manifest))
         ddp.barrier(self.info)
-        final.robustfair_metadata = _jsonable(meta)
+        final.robustfair_metadata = jsonable(meta)
         return TrainResult(model=final, log=self.log.reset_index(drop=True),
                            out_dir=self.run_dir, paths=self._paths(), keep=cfg.keep,
                            chosen_epoch=chosen, epochs_run=last_epoch, stopped=stopped,
-                           already_complete=False, summary=_jsonable(summary))
+                           already_complete=False, summary=jsonable(summary))
 
     def _finished_result(self, manifest: dict, *, already_complete: bool) -> TrainResult:
         model = load_model(self._path("model.safetensors"), device=self.device)
@@ -678,18 +678,3 @@ def _read_csv(path: Path) -> pd.DataFrame:
                            na_values={c: [""] for c in CSV_COLUMNS if c not in text_columns})
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} is corrupt ({' '.join(str(exc).split())})") from None
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values (NaN -> None), so manifests and metadata always serialise."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
-    return value
