@@ -82,6 +82,12 @@ def per_sample(value: float | torch.Tensor, n: int, like: torch.Tensor) -> torch
     return t.view(n, 1, 1, 1)
 
 
+def check_seed(seed: object) -> None:
+    """A seed is an integer, or None for fresh entropy; anything else is a one-line error."""
+    if seed is not None and not is_int(seed):
+        raise AttackError(f"seed must be an integer or None, got {seed!r}")
+
+
 class Attack(ABC):
     """Base class: validation, eval-mode handling and the settings printed with results."""
 
@@ -102,6 +108,9 @@ class Attack(ABC):
                 raise AttackError("eps must be finite and non-negative")
         elif not (isinstance(eps, (int, float)) and eps >= 0 and math.isfinite(eps)):
             raise AttackError(f"eps must be a finite non-negative number, got {eps!r}")
+        if not isinstance(targeted, bool):
+            raise AttackError(f"targeted must be True or False, got {targeted!r}")
+        check_seed(seed)
         self.eps = eps
         self.norm = norm
         self.targeted = targeted
@@ -161,8 +170,7 @@ class Attack(ABC):
             raise AttackError(f"{self.name} is untargeted: a target was given")
         if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
             raise AttackError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if seed is not None and not is_int(seed):
-            raise AttackError(f"seed must be an integer or None, got {seed!r}")
+        check_seed(seed)
         if clean_logits is not None and clean_logits.shape[0] != len(x):
             raise AttackError(f"clean_logits has {clean_logits.shape[0]} rows for {len(x)} images")
         options = CallOptions(clean_logits=clean_logits, batch_size=batch_size,

@@ -139,6 +139,14 @@ class Search:
             distance = cw_margin(logits, self.target[idx])
         return idx[distance.argsort(descending=True, stable=True)]
 
+    def runner_ups(self, top_k: int) -> list[torch.Tensor]:
+        """Per point, the classes its clean logits rank 2nd, 3rd, ... (``top_k`` of them, at
+        most ``K - 1``): the targets AutoAttack's APGD-T and FAB-T steer toward in turn."""
+        num_classes = self.clean_logits.shape[1]
+        # column r: the class the clean logits rank r-th (0: the top one, the label if correct)
+        ranked = self.clean_logits.argsort(dim=1, descending=True)
+        return [ranked[:, rank] for rank in range(1, min(top_k, num_classes - 1) + 1)]
+
     def pieces(self) -> tuple[torch.Tensor, ...]:
         """The points not fooled yet, in consecutive pieces of at most ``capacity``."""
         return self.remaining().split(self.capacity)
@@ -355,12 +363,8 @@ class GradientAttack(Attack):
         amp: bool = False,
     ) -> None:
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed)
-        if not isinstance(targeted, bool):
-            raise AttackError(f"targeted must be True or False, got {targeted!r}")
         if not isinstance(amp, bool):
             raise AttackError(f"amp must be True or False, got {amp!r}")
-        if seed is not None and not is_int(seed):
-            raise AttackError(f"seed must be an integer or None, got {seed!r}")
         self.loss = check_loss(loss)
         self.amp = amp
 

@@ -248,12 +248,10 @@ class APGDTargeted(APGD):
         if num_classes < 4:
             raise AttackError(f"apgd-t uses the targeted DLR loss, which needs at least 4 "
                               f"classes; the model has {num_classes}")
-        # column r: the class the clean logits rank r-th (0: the top one, the label if correct)
-        ranked = search.clean_logits.argsort(dim=1, descending=True)
         search.any_misclassification = True
         try:
-            for rank in range(1, min(self.top_k, num_classes - 1) + 1):
-                search.target = ranked[:, rank]
+            for target in search.runner_ups(self.top_k):
+                search.target = target
                 super()._attack(search, eps, seed)  # on the points no earlier class fooled
         finally:
             search.target, search.any_misclassification = None, False

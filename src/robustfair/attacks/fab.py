@@ -50,7 +50,7 @@ import torch
 from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
-from ._geometry import l2_norm, make_generator
+from ._geometry import make_generator
 from ._search import GradientAttack, Search, check_fraction, check_positive_int, take
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
@@ -341,6 +341,4 @@ class FABTargeted(FAB):
         if num_classes < 3:
             raise AttackError(f"fab-t steers toward the runner-up classes and needs at least "
                               f"3 classes; the model has {num_classes}")
-        # column r: the class the clean logits rank r-th (0: the top one, the label if correct)
-        ranked = search.clean_logits.argsort(dim=1, descending=True)
-        return [ranked[:, rank] for rank in range(1, min(self.top_k, num_classes - 1) + 1)]
+        return search.runner_ups(self.top_k)

@@ -54,8 +54,6 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .._checks import is_int
-from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
 from ._geometry import l2_norm, make_generator
 from ._search import Search, check_fraction, check_positive_int
@@ -269,10 +267,6 @@ class Square(Attack):
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed)
-        if not isinstance(targeted, bool):
-            raise AttackError(f"targeted must be True or False, got {targeted!r}")
-        if seed is not None and not is_int(seed):
-            raise AttackError(f"seed must be an integer or None, got {seed!r}")
         self.n_queries = check_positive_int("n_queries", n_queries)
         self.p_init = check_fraction("p_init", p_init)
         self.restarts = check_positive_int("restarts", restarts)
