@@ -17,7 +17,11 @@ def train_small_cnn(ds: Dataset, epochs: int, seed: int = 0) -> nn.Module:
 
 def _fit(net: nn.Module, ds: Dataset, epochs: int) -> nn.Module:
     """``epochs`` of Adam at 1e-2 on batches of 64 of the training split; eval mode."""
-    x, y = ds.train.x.float() / 255, ds.train.y
+    return fit(net, ds.train.x.float() / 255, ds.train.y, epochs)
+
+
+def fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> nn.Module:
+    """``epochs`` of Adam at 1e-2 on batches of 64 of ``(x, y)``; eval mode."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(epochs):
         for idx in torch.randperm(len(x)).split(64):

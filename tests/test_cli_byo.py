@@ -27,6 +27,8 @@ from robustfair.metrics import ClassReport
 from robustfair.models import Normalize, NormalizedModel, SelectOutput
 from robustfair.models.external import load_weights, normalization, read_state_dict
 
+from digits_model import fit
+
 USER_NET = textwrap.dedent("""\
     import torch
     from torch import nn
@@ -67,14 +69,7 @@ ATTACK = ["--attack", "fgsm", "--eps", "0.1"]
 
 def _train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> nn.Module:
     torch.manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(64):
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
+    return fit(net, x, y, epochs)
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ class _Batch:
     """One batch's bookkeeping on the device: predictions per attack and the running worst case."""
 
     def __init__(self, clean: torch.Tensor, y: torch.Tensor,
-                 logits: torch.Tensor | None = None) -> None:
+                 logits: torch.Tensor | None = None, composite: Sequence[int] = ()) -> None:
         self.y = y
         self.clean = clean
         self.logits = logits  # the clean logits, handed to attacks that can reuse them
@@ -127,7 +127,8 @@ class _Batch:
         self.alive = self.correct.clone()  # clean-correct and not fooled by any attack so far
         self.worst = clean.clone()
         self.columns: list[torch.Tensor] = []
-        self.broken_by: dict[int, torch.Tensor] = {}  # composite attack's column -> part index
+        # per composite attack (by its column): the index of the part that broke each point
+        self.broken_by = {j: torch.full_like(clean, -1) for j in composite}
         self.per_target: list[torch.Tensor] = []  # targeted_all: K × B predictions per attack
 
     def record(self, pred: torch.Tensor) -> torch.Tensor:
@@ -201,7 +202,7 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
                                  clean_logits=b.logits[run], batch_size=batch_size)
             pred[run] = res.pred.to(pred.dtype)
             if res.broken_by is not None:  # which part of a composite attack broke each point
-                by = b.broken_by.setdefault(len(b.columns), torch.full_like(b.clean, -1))
+                by = b.broken_by[len(b.columns)]
                 by[run] = res.broken_by.to(by.dtype)
         fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
         column = torch.where(fooled_here, pred, column)
@@ -246,8 +247,8 @@ def audit(
     Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
     CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
     :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last,
-    ReLUs moved after max pooling; the same function up to float rounding, checked on the first batch, and what was
-    applied is recorded in ``report.meta["model_optimizations"]``).
+    ReLUs moved after max pooling; the same function up to float rounding, checked on the
+    first batch, and what was applied is recorded in ``report.meta["model_optimizations"]``).
     ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
     audits; the first batches pay for the compilation; on a CPU it was slower here).
 
@@ -319,8 +320,7 @@ def audit(
                         t_index = _resolve_target(target, class_names)
                         targets = list(range(k)) if targeted_all else [t_index]
                     yb = y[start:start + pool].to(dev, non_blocking=True)
-                    b = _Batch(logits.argmax(dim=1), yb, logits)
-                    b.broken_by = {j: torch.full_like(b.clean, -1) for j in composite}
+                    b = _Batch(logits.argmax(dim=1), yb, logits, composite)
                     if start == 0 and sanity:
                         flags += model_flags(model, xb[:batch_size], yb[:batch_size],
                                              logits[:batch_size], pairs[0][1])
