@@ -1,6 +1,15 @@
 """Attacks: FGSM, PGD (L-inf / L2, CE / CW-margin), APGD (CE / DLR, targeted), FAB / FAB-T,
 Square (black-box), and AutoAttack (their ensemble)."""
-from ._base import Attack, AttackResult, CallOptions, build_attack, eval_mode, list_attacks, register_attack
+from ._base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    CallOptions,
+    build_attack,
+    eval_mode,
+    list_attacks,
+    register_attack,
+)
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
 from .fab import FAB, FABTargeted
 from .fgsm import FGSM
@@ -13,6 +22,7 @@ __all__ = [
     "APGDCE",
     "APGDDLR",
     "APGDTargeted",
+    "ATTACKS",
     "Attack",
     "AutoAttack",
     "AttackResult",

@@ -28,6 +28,7 @@ from torch import nn
 
 from .._checks import is_int
 from .._tensor_checks import as_float_images, check_model_input
+from .._registry import Registry
 from ..errors import AttackError
 
 NORMS = ("linf", "l2")
@@ -192,26 +193,19 @@ class Attack(ABC):
 
 
 AttackFactory = Callable[..., Attack]
-_REGISTRY: dict[str, AttackFactory] = {}
+ATTACKS: Registry[AttackFactory] = Registry("attack", AttackError)
 
 
 def register_attack(name: str) -> Callable[[AttackFactory], AttackFactory]:
-    def deco(cls: AttackFactory) -> AttackFactory:
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: make an attack buildable by ``name``."""
+    return ATTACKS.register(name)
 
 
 def list_attacks() -> list[str]:
-    return sorted(_REGISTRY)
+    return ATTACKS.names()
 
 
 def build_attack(name: str, **settings) -> Attack:
-    """Build a registered attack: ``build_attack("pgd", eps=8/255, steps=20)``."""
-    if name not in _REGISTRY:
-        raise AttackError(f"unknown attack {name!r}; choose from: {', '.join(list_attacks())}")
-    try:
-        return _REGISTRY[name](**settings)
-    except TypeError as exc:
-        raise AttackError(f"bad settings for attack {name!r}: {exc}") from None
+    """Build a registered attack: ``build_attack("pgd", eps=8/255, steps=20)``; an unknown
+    name or setting is a one-line AttackError."""
+    return ATTACKS.build(name, **settings)

@@ -86,24 +86,22 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _attack_names(values: list[str] | None, targeted: bool = False) -> list[str]:
-    from ..attacks import list_attacks
+    from ..attacks import ATTACKS
 
     default = ["apgd-t"] if targeted else ["autoattack"]  # AutoAttack cannot be targeted
     names = [n.strip() for v in (values or default) for n in v.split(",") if n.strip()]
     if not names:
         raise ConfigError("--attack is empty; give at least one attack name")
-    known = list_attacks()
     for name in names:
-        if name not in known:
-            raise AttackError(f"unknown attack {name!r}; choose from: {', '.join(known)}")
+        ATTACKS.get(name)  # an unknown name: one line with a did-you-mean and the choices
     return names
 
 
 def _accepted(name: str) -> set[str] | None:
     """Keyword arguments the attack's constructor takes (``None``: it takes any)."""
-    from ..attacks._base import _REGISTRY
+    from ..attacks import ATTACKS
 
-    params = inspect.signature(_REGISTRY[name]).parameters
+    params = inspect.signature(ATTACKS.get(name)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return set(params)

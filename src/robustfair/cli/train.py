@@ -26,7 +26,7 @@ from ._checks import add_progress_flags, progress_wanted
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..data import list_datasets
     from ..models import list_models
-    from ..training.config import OBJECTIVES
+    from ..training.objectives import list_objectives
 
     p = subparsers.add_parser(
         "train", help="train a model, logging per-class clean and robust accuracy each epoch",
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--model-arg", action="append", metavar="K=V",
                    help="extra model argument, repeatable (e.g. width=16)")
     g = p.add_argument_group("objective and training attack")
-    g.add_argument("--objective", metavar="NAME", help=f"one of: {', '.join(OBJECTIVES)}")
+    g.add_argument("--objective", metavar="NAME", help=f"one of: {', '.join(list_objectives())}")
     g.add_argument("--eps", help="attack radius, e.g. 8/255 (also used by the per-epoch evaluation)")
     g.add_argument("--norm", help="linf or l2")
     g.add_argument("--steps", help="training attack steps")

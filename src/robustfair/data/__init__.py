@@ -5,6 +5,7 @@ fashion_mnist, mnist5k, svhn, cifar10, cifar100, cifar100_coarse, stl10, tiny_im
 and npz (a test set in one .npz file).
 """
 from ._base import (
+    DATASETS,
     Dataset,
     Split,
     class_index,
@@ -22,6 +23,7 @@ from .image_folder import image_folder  # noqa: E402
 from .npz import load_npz  # noqa: E402
 
 __all__ = [
+    "DATASETS",
     "Dataset",
     "Split",
     "class_index",

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .._registry import Registry
 from ..errors import DataError
 
 
@@ -117,56 +118,27 @@ def default_data_dir() -> Path:
 
 
 Loader = Callable[..., Dataset]
-_REGISTRY: dict[str, Loader] = {}
+# a loader is called as fn(data_dir, download, **options); its options are the rest
+DATASETS: Registry[Loader] = Registry("dataset", DataError)
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator: register ``fn(data_dir: Path, download: bool, **options) -> Dataset``."""
-
-    def deco(fn: Loader) -> Loader:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def load_dataset(
     name: str, *, data_dir: str | Path | None = None, download: bool = True, **options
 ) -> Dataset:
-    """Load a registered data set by name.
+    """Load a registered data set by name; an unknown name or option is a one-line DataError.
 
     >>> ds = load_dataset("digits")
     >>> ds.num_classes, ds.train.x.dtype
     (10, torch.uint8)
     """
-    if name not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}; choose from: {', '.join(list_datasets())}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    loader = _REGISTRY[name]
-    _check_options(name, loader, options)
-    return loader(root, download, **options)
-
-
-def _check_options(name: str, loader: Loader, options: dict) -> None:
-    """An unknown option is a one-line DataError listing the loader's options, not a TypeError."""
-    import inspect
-
-    try:
-        signature = inspect.signature(loader)
-    except (TypeError, ValueError):  # builtins or C callables: nothing to check against
-        return
-    params = list(signature.parameters.values())[2:]  # after data_dir, download
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    known = [p.name for p in params
-             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise DataError(
-            f"dataset {name!r} has no option {', '.join(unknown)}; its options are: "
-            f"{', '.join(known) or 'none'}"
-        )
+    return DATASETS.build(name, root, download, **options)

@@ -216,15 +216,14 @@ def _registered(ds: Dataset) -> Iterator[str]:
 
     digest = hashlib.sha256(ds.train.x.numpy().tobytes() + ds.train.y.numpy().tobytes()).hexdigest()[:12]
     name = f"{ds.name}-{digest}"
-    previous = _base._REGISTRY.get(name)
+    previous = _base.DATASETS.unregister(name)
     _base.register_dataset(name)(lambda data_dir=None, download=False: ds)
     try:
         yield name
     finally:
-        if previous is None:
-            _base._REGISTRY.pop(name, None)
-        else:
-            _base._REGISTRY[name] = previous
+        _base.DATASETS.unregister(name)
+        if previous is not None:
+            _base.register_dataset(name)(previous)
 
 
 def train_standard(feature_set: FeatureSet, template: Dataset, out_dir: str | Path, *,

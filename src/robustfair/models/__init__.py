@@ -2,7 +2,7 @@
 
 Importing this package registers every built-in architecture (one module each).
 """
-from ._base import Normalize, NormalizedModel, build_model, list_models, register_model
+from ._base import MODELS, Normalize, NormalizedModel, build_model, list_models, register_model
 
 # imported for their @register_model side effect
 from . import (  # noqa: F401  (isort: skip)
@@ -23,6 +23,7 @@ from .external import SelectOutput
 
 __all__ = [
     "AttackView",
+    "MODELS",
     "Normalize",
     "NormalizedModel",
     "attack_view",

@@ -7,12 +7,12 @@ records the arguments that built a model in ``model.robustfair_config`` so that
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .._registry import Registry
 from ..errors import ModelError
 from ._size import allocation_failed, check_size
 
@@ -30,7 +30,9 @@ class Normalize(nn.Module):
 
 
 Constructor = Callable[..., nn.Module]
-_REGISTRY: dict[str, Constructor] = {}
+# build_model fills in the shape arguments itself; the rest are the model's own options
+MODELS: Registry[Constructor] = Registry(
+    "model", ModelError, supplied=("num_classes", "in_channels", "image_size"))
 
 
 def register_model(name: str) -> Callable[[Constructor], Constructor]:
@@ -38,16 +40,11 @@ def register_model(name: str) -> Callable[[Constructor], Constructor]:
 
     The constructor builds the network body; :func:`build_model` puts the normaliser in front.
     """
-
-    def deco(fn: Constructor) -> Constructor:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 class NormalizedModel(nn.Sequential):
@@ -77,25 +74,20 @@ def build_model(
     >>> m(torch.rand(2, 1, 8, 8)).shape
     torch.Size([2, 10])
     """
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
+    fn = MODELS.get(name)
     if num_classes < 2:
         raise ModelError(f"num_classes must be at least 2, got {num_classes}")
     mean = list(mean) if mean is not None else [0.5] * in_channels
     std = list(std) if std is not None else [0.5] * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise ModelError(f"mean/std need {in_channels} values (one per channel)")
-    fn = _REGISTRY[name]
-    accepted = inspect.signature(fn).parameters
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-        raise ModelError(f"model {name!r} does not take argument(s): {', '.join(unknown)}")
+    shape = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    MODELS.check(name, **shape, **kwargs)
     try:
         # its size first, on the meta device: a model beyond this machine's memory is one line
-        check_size(lambda: fn(num_classes=num_classes, in_channels=in_channels,
-                              image_size=image_size, **kwargs), name)
-        body = fn(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
-    except (TypeError, ValueError) as exc:
+        check_size(lambda: fn(**shape, **kwargs), name)
+        body = fn(**shape, **kwargs)
+    except (TypeError, ValueError) as exc:  # a value the layers refuse (width=0)
         raise ModelError(f"cannot build model {name!r}: {exc}") from None
     except (MemoryError, RuntimeError) as exc:
         if not allocation_failed(exc):

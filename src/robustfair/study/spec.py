@@ -33,7 +33,6 @@ depth: 16}``, whose other keys become ``model_kwargs``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import yaml
 
 from .._checks import is_int, is_real
 from .._parse import parse_number
+from .._registry import did_you_mean
 from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
 
@@ -112,8 +112,7 @@ class _Located:
 
 
 def _did_you_mean(name: str, options) -> str:
-    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else f"; choose from: {', '.join(sorted(options))}"
+    return did_you_mean(name, options) or f"; choose from: {', '.join(sorted(options))}"
 
 
 # ------------------------------------------------------------------------------ the spec
@@ -272,8 +271,9 @@ def _train_fields() -> dict[str, str]:
 def _choices() -> dict[str, tuple[str, ...]]:
     """Settings that take one of a few names, so a misspelling is caught at its line."""
     from ..training import config as c
+    from ..training.objectives import list_objectives
 
-    return {"objective": c.OBJECTIVES, "norm": c.NORMS, "optimizer": c.OPTIMIZERS,
+    return {"objective": tuple(list_objectives()), "norm": c.NORMS, "optimizer": c.OPTIMIZERS,
             "schedule": c.SCHEDULES, "keep": c.KEEP_RULES, "pad_mode": c.PAD_MODES}
 
 

@@ -1,9 +1,11 @@
 """Mitigations of the class gap, as pluggable parts of the training objective.
 
-One module per mitigation, each registering itself with :func:`register_mitigation`; every
-module in this package is imported on first lookup. The hook contract is in ``_base.py``.
+One module per mitigation, each registering itself with :func:`register_mitigation` when it
+is imported below (a new mitigation adds its module to that list). The hook contract is in
+``_base.py``.
 """
 from ._base import (
+    MITIGATIONS,
     EpochStats,
     Mitigation,
     MitigationContext,
@@ -15,7 +17,25 @@ from ._base import (
     weighted_mean,
 )
 
+# imported for their @register_mitigation side effect
+from . import (  # noqa: E402,F401  (isort: skip)
+    adaptive_weight,
+    cb_loss,
+    cfa,
+    class_eps,
+    class_weight,
+    dafa,
+    fat,
+    focal,
+    frl,
+    ldam,
+    logit_adjust,
+    resample,
+    targeted_at,
+)
+
 __all__ = [
+    "MITIGATIONS",
     "EpochStats",
     "Mitigation",
     "MitigationContext",

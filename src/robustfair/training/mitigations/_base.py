@@ -83,8 +83,8 @@ on ``ctx.device``, float32 unless said otherwise):
     ``eval_model`` must include that model's weights.
 
 Register a mitigation with :func:`register_mitigation` and build it by name with
-:func:`build_mitigation`. Any module placed in this package is imported on first lookup, so a
-new mitigation needs no edit elsewhere.
+:func:`build_mitigation`; a new module in this package is imported by the package's
+``__init__.py``.
 
 >>> @register_mitigation("_doc_double_first")
 ... class DoubleFirst(Mitigation):
@@ -99,18 +99,17 @@ new mitigation needs no edit elsewhere.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
 
+from ..._registry import Registry
 from ...errors import ConfigError
 
 __all__ = [
+    "MITIGATIONS",
     "EpochStats",
     "Mitigation",
     "MitigationContext",
@@ -150,8 +149,7 @@ class MitigationContext:
         """Whether the objective has a separate robust term weighted by beta (TRADES)."""
         from ..objectives import OBJECTIVES
 
-        objective = OBJECTIVES.get(self.objective)
-        return bool(objective is not None and objective.beta_weighted)
+        return self.objective in OBJECTIVES and OBJECTIVES.get(self.objective).beta_weighted
 
     def class_index(self, name_or_index: str | int) -> int:
         """A class given by name (first) or index, as a ConfigError if unknown."""
@@ -231,15 +229,14 @@ class Mitigation:
 
 # ----------------------------------------------------------------------------------- registry
 Factory = Callable[..., Mitigation]
-_REGISTRY: dict[str, Factory] = {}
-_DISCOVERED = False
+MITIGATIONS: Registry[Factory] = Registry("mitigation", ConfigError)
 
 
 def register_mitigation(name: str) -> Callable[[Factory], Factory]:
-    """Class decorator: make a mitigation buildable by ``name``."""
+    """Class decorator: make a mitigation buildable by ``name`` (and set its ``name``)."""
 
     def deco(cls: Factory) -> Factory:
-        _REGISTRY[name] = cls
+        MITIGATIONS.register(name)(cls)
         if isinstance(cls, type):
             cls.name = name
         return cls
@@ -247,42 +244,16 @@ def register_mitigation(name: str) -> Callable[[Factory], Factory]:
     return deco
 
 
-def _discover() -> None:
-    """Import every module of this package once, so each registers itself."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-
-
 def list_mitigations() -> list[str]:
-    _discover()
-    return sorted(n for n in _REGISTRY if not n.startswith("_"))
+    return MITIGATIONS.names()
 
 
 def build_mitigation(name: str, **options: Any) -> Mitigation:
     """Build a registered mitigation: ``build_mitigation("class_weight", weights={"cat": 50})``."""
-    _discover()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown mitigation {name!r}; choose from: {', '.join(list_mitigations()) or '(none)'}"
-        )
-    factory = _REGISTRY[name]
-    params = inspect.signature(factory).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        unknown = [k for k in options if k not in params]
-        if unknown:
-            known = ", ".join(k for k in params if k != "self") or "(none)"
-            raise ConfigError(
-                f"mitigation {name!r} has no option(s) {', '.join(unknown)}; options are: {known}"
-            )
+    MITIGATIONS.check(name, **options)  # an unknown name or option, from the signature
     try:
-        return factory(**options)
-    except (TypeError, ValueError) as exc:
+        return MITIGATIONS.get(name)(**options)
+    except (TypeError, ValueError) as exc:  # a value of the wrong kind, found by the mitigation
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"bad options for mitigation {name!r}: {exc}") from None
@@ -298,17 +269,9 @@ def mitigation_options(name: str) -> tuple[str, dict[str, Any]]:
     >>> options
     {'gamma': 2.0, 'prior': 'none'}
     """
-    _discover()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown mitigation {name!r}; choose from: {', '.join(list_mitigations()) or '(none)'}"
-        )
-    factory = _REGISTRY[name]
-    doc = (factory.__doc__ or "").strip()
+    doc = (MITIGATIONS.get(name).__doc__ or "").strip()
     summary = doc.splitlines()[0].replace("``", "") if doc else ""
-    options = {p.name: p.default for p in inspect.signature(factory).parameters.values()
-               if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return summary, options
+    return summary, MITIGATIONS.options(name)
 
 
 # ------------------------------------------------------------------------------- combination

@@ -1,6 +1,7 @@
 """Training objectives by name: standard, pgd_at (Madry), trades (Zhang), fgsm_rs (Wong)."""
 from __future__ import annotations
 
+from ..._registry import Registry
 from ...errors import ConfigError
 from ._base import Batch, Objective, training_attack
 from .fgsm_rs import FGSMRS
@@ -8,16 +9,22 @@ from .pgd_at import PGDAT
 from .standard import Standard
 from .trades import TRADES
 
-OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (Standard, PGDAT, TRADES, FGSMRS)
-}
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", ConfigError)
+for _cls in (Standard, PGDAT, TRADES, FGSMRS):
+    OBJECTIVES.register(_cls.name)(_cls)
+del _cls
+
+
+def list_objectives() -> list[str]:
+    """The objectives' names: ``['fgsm_rs', 'pgd_at', 'standard', 'trades']``."""
+    return OBJECTIVES.names()
 
 
 def build_objective(name: str, **settings) -> Objective:
-    """``build_objective("trades", steps=10, norm="linf", beta=6.0)``."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {name!r}; choose from: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name](**settings)
+    """``build_objective("trades", steps=10, norm="linf", beta=6.0)``; an unknown name or
+    setting is a one-line ConfigError."""
+    return OBJECTIVES.build(name, **settings)
 
 
-__all__ = ["Batch", "OBJECTIVES", "Objective", "build_objective", "training_attack"]
+__all__ = ["Batch", "OBJECTIVES", "Objective", "build_objective", "list_objectives",
+           "training_attack"]
