@@ -342,7 +342,7 @@ def test_errors_are_one_line_attack_errors(model, digits):
     assert "alpha" in one_line_error(lambda: build_attack("pgd", eps=0.1, alpha=-1.0))
     assert "random_start" in one_line_error(
         lambda: build_attack("pgd", eps=0.1, restarts=2, random_start=False))
-    assert "bad settings" in one_line_error(lambda: build_attack("apgd-ce", eps=0.1, loss="dlr"))
+    assert "has no option(s) loss" in one_line_error(lambda: build_attack("apgd-ce", eps=0.1, loss="dlr"))
     assert "target classes" in one_line_error(
         lambda: build_attack("pgd", eps=0.1, targeted=True).perturb(model, x, y, target=torch.full((8,), 12)))
     two = _cnn(num_classes=2).eval()

@@ -172,7 +172,7 @@ def test_wide_resnet_dropout_only_in_train_mode():
     ("small_cnn", {"batch_norm": "no"}, "batch_norm"),
     ("mlp", {"hidden": "64"}, "hidden"),
     ("mlp", {"hidden": [64, -1]}, "hidden"),
-    ("small_cnn", {"depth": 3}, "does not take"),
+    ("small_cnn", {"depth": 3}, "has no option(s) depth; its options are: width, hidden, batch_norm"),
     ("small_cnn", {"image_size": 0}, "image_size"),
 ])
 def test_bad_arguments_give_one_line_model_errors(name, kwargs, needle):

@@ -62,7 +62,7 @@ def error_of(text: str) -> str:
      "study.yaml:5: unknown attack 'pgdd' (did you mean 'pgd'?)"),
     ("grid:\n  mitigation: [none, class_wieght]\n", "study.yaml:2: unknown mitigation 'class_wieght' (did you mean 'class_weight'?)"),
     # an attack setting the attack does not take
-    ("grid:\n  seed: [0]\nevaluation:\n  attacks:\n    p: {attack: pgd, stepz: 3}\n", "study.yaml:5: bad settings for attack 'pgd'"),
+    ("grid:\n  seed: [0]\nevaluation:\n  attacks:\n    p: {attack: pgd, stepz: 3}\n", "study.yaml:5: attack 'pgd' has no option(s) stepz"),
     # unknown keys at every level
     ("grid:\n  seed: [0]\nevalution: {}\n", "study.yaml:3: unknown key 'evalution' (did you mean 'evaluation'?)"),
     ("grid:\n  seed: [0]\nevaluation:\n  m: 5\n", "study.yaml:4: unknown evaluation key 'm'"),

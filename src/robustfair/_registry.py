@@ -95,9 +95,9 @@ class Registry(Generic[T]):
         """``name``'s options and their defaults (:data:`inspect.Parameter.empty` where an
         option has none), without ``self``, ``supplied`` ones and ``*args`` / ``**kwargs``.
 
-        >>> from robustfair.attacks import ATTACKS
-        >>> ATTACKS.options("fgsm")
-        {'eps': <class 'inspect._empty'>, 'norm': 'linf', 'targeted': False, 'seed': 0}
+        >>> from robustfair.training.objectives import OBJECTIVES
+        >>> OBJECTIVES.options("trades")
+        {'steps': 10, 'norm': 'linf', 'beta': 6.0, 'trades_start': 0.001}
         """
         return {p.name: p.default for p in self._parameters(name) or []
                 if p.kind in _KEYWORD and p.name not in self.supplied}
