@@ -23,7 +23,7 @@ def test_unknown_dataset_name_is_a_one_line_error():
 
 
 def test_unknown_option_names_the_loaders_options():
-    with pytest.raises(DataError, match="no option colour.*num_classes"):
+    with pytest.raises(DataError, match=r"no option\(s\) colour.*num_classes"):
         load_dataset("gaussian", colour=True)
 
 
