@@ -11,37 +11,39 @@
 """
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 
-# public name -> module that defines it; imported on first use so `import robustfair` is cheap
-_EXPORTS = {
-    "RobustfairError": "robustfair.errors",
-    "load_dataset": "robustfair.data",
-    "list_datasets": "robustfair.data",
-    "Dataset": "robustfair.data",
-    "build_model": "robustfair.models",
-    "list_models": "robustfair.models",
-    "save_model": "robustfair.models",
-    "load_model": "robustfair.models",
-    "build_attack": "robustfair.attacks",
-    "list_attacks": "robustfair.attacks",
-    "audit": "robustfair.auditing",
-    "ClassReport": "robustfair.metrics",
-    "profile_similarity": "robustfair.metrics",
-    "TrainConfig": "robustfair.training",
-    "train": "robustfair.training",
-    "explain_model": "robustfair.explain",
-    "run_study": "robustfair.study",
-    "from_tensors": "robustfair.data",
-    "image_folder": "robustfair.data",
-}
+# Plain imports, so editors and type checkers see the real names. `import robustfair` imports
+# torch and pandas; plotting (matplotlib), Ray and Jinja2 are imported only where they are used.
+from .auditing import audit
+from .data import Dataset, from_tensors, image_folder, list_datasets, load_dataset
+from .errors import RobustfairError
+from .explain import explain_model
+from .metrics import ClassReport, profile_similarity
+from .models import build_model, list_models, load_model, save_model
+from .attacks import build_attack, list_attacks
+from .study import run_study
+from .training import TrainConfig, train
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'robustfair' has no attribute {name!r}")
+__all__ = [
+    "ClassReport",
+    "Dataset",
+    "RobustfairError",
+    "TrainConfig",
+    "__version__",
+    "audit",
+    "build_attack",
+    "build_model",
+    "explain_model",
+    "from_tensors",
+    "image_folder",
+    "list_attacks",
+    "list_datasets",
+    "list_models",
+    "load_dataset",
+    "load_model",
+    "profile_similarity",
+    "run_study",
+    "save_model",
+    "train",
+]

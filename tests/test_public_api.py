@@ -1,0 +1,33 @@
+"""The public API is explicit: every name in ``__all__`` is a real attribute (no lazy
+``__getattr__`` tables for editors and type checkers to miss) and is documented."""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+PACKAGES = ["robustfair", "robustfair.data", "robustfair.models", "robustfair.attacks",
+            "robustfair.metrics", "robustfair.training", "robustfair.explain", "robustfair.study"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_name_is_a_plain_documented_attribute(name):
+    module = importlib.import_module(name)
+    assert "__getattr__" not in vars(module), f"{name} still resolves names lazily"
+    assert module.__all__, f"{name} exports nothing"
+    for public in module.__all__:
+        assert public in vars(module), f"{name}.{public} is listed in __all__ but not defined"
+        obj = vars(module)[public]
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert inspect.getdoc(obj), f"{name}.{public} has no docstring"
+
+
+def test_top_level_names_are_the_subpackages_objects():
+    import robustfair as rf
+    from robustfair.auditing import audit
+    from robustfair.metrics import ClassReport
+
+    assert rf.audit is audit and rf.ClassReport is ClassReport
+    with pytest.raises(AttributeError):
+        rf.no_such_name  # noqa: B018
