@@ -202,6 +202,7 @@ def register_attack(name: str) -> Callable[[AttackFactory], AttackFactory]:
 
 
 def list_attacks() -> list[str]:
+    """The registered attacks' names, sorted (``build_attack`` builds one by name)."""
     return ATTACKS.names()
 
 

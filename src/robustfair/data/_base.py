@@ -128,6 +128,7 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 
 def list_datasets() -> list[str]:
+    """The registered data sets' names, sorted (``load_dataset`` loads one by name)."""
     return DATASETS.names()
 
 

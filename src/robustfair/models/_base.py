@@ -44,6 +44,7 @@ def register_model(name: str) -> Callable[[Constructor], Constructor]:
 
 
 def list_models() -> list[str]:
+    """The registered models' names, sorted (``build_model`` builds one by name)."""
     return MODELS.names()
 
 

@@ -245,6 +245,7 @@ def register_mitigation(name: str) -> Callable[[Factory], Factory]:
 
 
 def list_mitigations() -> list[str]:
+    """The registered mitigations' names, sorted (``build_mitigation`` builds one)."""
     return MITIGATIONS.names()
 
 
