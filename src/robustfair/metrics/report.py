@@ -40,7 +40,7 @@ import pandas as pd
 from ..errors import RobustfairError
 from .._json import jsonable
 from . import _storage
-from ._frame import RESERVED as _RESERVED, check_flags, check_predictions, check_target_predictions
+from ._frame import check_flags, check_predictions, check_target_predictions
 from ._stats import discrepancy_measures, discrepancy_table, wilson_interval
 from .pointwise import MISSING, WorstCase, count_by_class, worst_case
 
