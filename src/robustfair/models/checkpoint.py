@@ -296,7 +296,7 @@ def state_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[
     ``""`` when they fit. Names the missing and unexpected keys and the first wrong shape.
 
     >>> state_mismatch({"w": (3, 2), "b": (3,)}, {"w": (4, 2), "x": (1,)})
-    'missing 1 key(s): b; unexpected 1 key(s): x; wrong shape for w ([4, 2] in the file, [3, 2] in the model)'
+    'missing 1 key(s): b; unexpected 1 key(s): x; wrong shape for w ([4, 2] in the weights, [3, 2] in the model)'
     """
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
@@ -308,7 +308,7 @@ def state_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[
         problems.append(f"unexpected {len(unexpected)} key(s): {_some(unexpected)}")
     if wrong:
         k = wrong[0]
-        problems.append(f"wrong shape for {k} ({list(found[k])} in the file, "
+        problems.append(f"wrong shape for {k} ({list(found[k])} in the weights, "
                         f"{list(expected[k])} in the model)"
                         + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
     return "; ".join(problems)
