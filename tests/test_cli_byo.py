@@ -346,7 +346,7 @@ def test_weights_loader_names_missing_unexpected_and_misshapen_keys(user, tmp_pa
         load_weights(user["module"].build(10, 1), tmp_path / "odd.pt")
     text = str(err.value)
     assert "missing 1 key(s): head.bias" in text and "unexpected 1 key(s): extra.weight" in text
-    assert "wrong shape for head.weight ([3, 512] in the file, [10, 512] in the model)" in text
+    assert "wrong shape for head.weight ([3, 512] in the weights, [10, 512] in the model)" in text
     assert "\n" not in text
 
 

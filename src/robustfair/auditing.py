@@ -46,7 +46,9 @@ from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
-from .metrics.report import _RESERVED, MISSING, ClassReport
+from .metrics import ClassReport
+from .metrics._frame import RESERVED as _RESERVED
+from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
 from .sanity import model_flags, result_flags
 
@@ -124,19 +126,16 @@ class _Batch:
         self.clean = clean
         self.logits = logits  # the clean logits, handed to attacks that can reuse them
         self.correct = clean == y
-        self.alive = self.correct.clone()  # clean-correct and not fooled by any attack so far
-        self.worst = clean.clone()
+        self.worst = WorstCase(y, clean)  # the running worst case over the attacks so far
         self.columns: list[torch.Tensor] = []
         # per composite attack (by its column): the index of the part that broke each point
         self.broken_by = {j: torch.full_like(clean, -1) for j in composite}
         self.per_target: list[torch.Tensor] = []  # targeted_all: K × B predictions per attack
 
-    def record(self, pred: torch.Tensor) -> torch.Tensor:
-        """Fold one run's predictions into the worst case; return the points it fooled."""
-        fooled = self.alive & (pred != self.y) & (pred != MISSING)
-        self.worst = torch.where(fooled, pred, self.worst)
-        self.alive &= ~fooled
-        return fooled
+    @property
+    def alive(self) -> torch.Tensor:
+        """Clean-correct and not fooled by any attack so far."""
+        return self.worst.robust
 
 
 # Attacks get several batches' worth of points at a time (a pool) and run at most batch_size
@@ -184,8 +183,8 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
     that fooled the model, else the clean prediction (``-1`` if skipped in the fast mode).
     """
     skipped = b.correct & ~b.alive if not independent else torch.zeros_like(b.correct)
-    column = torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean)
-    not_fooled_yet = b.correct & ~skipped  # by this attack, over the targets so far
+    # the worst case over this attack's targets (a skipped point starts, and stays, at -1)
+    column = WorstCase(b.y, torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean))
     preds = []
     for t in targets:
         eligible = b.correct if independent else b.alive
@@ -204,12 +203,10 @@ def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], indepen
             if res.broken_by is not None:  # which part of a composite attack broke each point
                 by = b.broken_by[len(b.columns)]
                 by[run] = res.broken_by.to(by.dtype)
-        fooled_here = not_fooled_yet & (pred != b.y) & (pred != MISSING)
-        column = torch.where(fooled_here, pred, column)
-        not_fooled_yet &= ~fooled_here
-        b.record(pred)
+        column.add(pred)
+        b.worst.add(pred)
         preds.append(pred)
-    b.columns.append(column)
+    b.columns.append(column.pred)
     if keep_per_target:
         b.per_target.append(torch.stack(preds))
 
@@ -327,7 +324,7 @@ def audit(
                     for _, attack in pairs:
                         _run_attack(net, attack, xb, b, targets, independent, targeted_all,
                                     batch_size)
-                    rows = torch.stack([yb, b.clean, *b.columns, b.worst,
+                    rows = torch.stack([yb, b.clean, *b.columns, b.worst.pred,
                                         *(b.broken_by[j] for j in composite)])
                     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
                     host = torch.cat(flat).cpu()  # the one device -> host transfer of the pool

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks._base import Attack
+from .metrics.pointwise import WorstCase
 
 __all__ = ["Flag", "model_flags", "result_flags", "BLACK_BOX"]
 
@@ -125,12 +126,12 @@ def _black_box_breaks(report) -> np.ndarray:
     """Per point: broken by a black-box attack while every gradient attack left it robust."""
     p = report.predictions
     y = p["y_true"].to_numpy()
-    robust_clean = p["clean_pred"].to_numpy() == y
+    clean = p["clean_pred"].to_numpy()
     by_black_box = np.zeros(len(y), dtype=bool)
     by_gradient = np.zeros(len(y), dtype=bool)
     for name, settings in zip(report.attack_names, report.attacks):
         pred = p[f"{name}_pred"].to_numpy()
-        fooled = robust_clean & (pred != y) & (pred >= 0)
+        fooled = WorstCase(y, clean).add(pred)  # by this attack alone
         parts = [s.get("attack") for s in settings.get("parts", [])]
         if f"{name}_by" in p.columns and parts:  # a composite: its parts run in order
             by = p[f"{name}_by"].to_numpy()

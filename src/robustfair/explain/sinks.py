@@ -33,7 +33,7 @@ import pandas as pd
 
 from .._checks import is_int
 from ..errors import RobustfairError
-from ..metrics.report import MISSING
+from ..metrics.pointwise import WorstCase
 from ._common import finite_or_none, records, safe_divide
 
 __all__ = [
@@ -70,7 +70,7 @@ def adversarial_confusion(
     y, clean, adv = (np.asarray(a, dtype=np.int64) for a in (y_true, clean_pred, adv_pred))
     if not (y.shape == clean.shape == adv.shape and y.ndim == 1):
         raise RobustfairError("y_true, clean_pred and adv_pred must be 1-D arrays of the same length")
-    fooled = (clean == y) & (adv != y) & (adv != MISSING)
+    fooled = WorstCase(y, clean).add(adv)
     k = num_classes
     return np.bincount(y[fooled] * k + adv[fooled], minlength=k * k).reshape(k, k)
 

@@ -13,6 +13,7 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 
 # Names of the scalar discrepancy measures, in the order they are reported.
 MEASURES = (
@@ -209,6 +210,33 @@ def noise_floor(
                 p = np.where(ties == n_sim, 1.0, p)
         out[name] = (np.asarray(expected, dtype=float), np.asarray(p, dtype=float))
     return out
+
+
+def discrepancy_table(successes: np.ndarray, n: np.ndarray, *, higher_is_better: bool, n_boot: int,
+                      seed: int, fraction: float, confidence: float) -> pd.DataFrame:
+    """Every measure of :data:`MEASURES` for per-class counts (each class with a point): its
+    value, a stratified-bootstrap interval ``lo``/``hi`` and ``bias``, and its
+    :func:`noise_floor` (``noise_floor``, ``p_noise``); ``n_boot`` draws serve both bootstraps.
+    :meth:`ClassReport.discrepancy` documents the columns."""
+    point = discrepancy_measures(successes / n, higher_is_better=higher_is_better, fraction=fraction)
+    boot = stratified_bootstrap(successes, n, n_boot, seed)
+    reps = discrepancy_measures(boot, higher_is_better=higher_is_better, fraction=fraction)
+    floor = noise_floor(successes, n, higher_is_better=higher_is_better, fraction=fraction,
+                        n_sim=n_boot, seed=seed + 1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    rows = []
+    for name in MEASURES:
+        r = reps[name]
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(r).any()
+            lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if finite
+                      else (math.nan, math.nan))
+            bias = float(np.nanmean(r)) - float(point[name]) if finite else math.nan
+        expected, p_value = floor[name]
+        rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
+                     float(p_value)))
+    return pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"),
+                        columns=["value", "lo", "hi", "bias", "noise_floor", "p_noise"])
 
 
 # ------------------------------------------------------------------ tests between conditions

@@ -28,7 +28,6 @@ and ``<name>_pred``; ``target_success`` is computed from it.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import cached_property
@@ -39,63 +38,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RobustfairError
-from .._atomic import atomic_write_text
 from .._json import jsonable
-from ._stats import (MEASURES, discrepancy_measures, noise_floor, stratified_bootstrap,
-                     wilson_interval)
+from . import _storage
+from ._frame import check_flags, check_predictions, check_target_predictions
+from ._stats import discrepancy_measures, discrepancy_table, wilson_interval
+from .pointwise import MISSING, WorstCase, count_by_class, worst_case
 
-__all__ = ["ClassReport", "profile_similarities", "profile_similarity", "worst_case", "MISSING"]
+__all__ = ["ClassReport", "worst_case", "MISSING"]
 
-SCHEMA = "robustfair.ClassReport"
-SCHEMA_VERSION = 1
-MISSING = -1  # a prediction that was not computed (the attack was skipped for that point)
-_RESERVED = ("y_true", "clean", "worst", "robust", "target", "index")
-
-
-def worst_case(y_true: np.ndarray, clean_pred: np.ndarray, attack_preds: Sequence[np.ndarray]) -> np.ndarray:
-    """Pointwise worst case: the clean prediction if it is wrong, else the prediction of the first
-    attack (in order) that fooled the model, else the true class.
-
-    >>> worst_case(np.array([0, 1, 1]), np.array([0, 1, 0]), [np.array([0, 2, 0]), np.array([1, 0, 0])])
-    array([1, 2, 0])
-    """
-    y = np.asarray(y_true)
-    worst = np.array(clean_pred, copy=True)
-    alive = worst == y  # still robust
-    for pred in attack_preds:
-        pred = np.asarray(pred)
-        fooled = alive & (pred != y) & (pred != MISSING)
-        worst[fooled] = pred[fooled]
-        alive &= ~fooled
-    return worst
-
-
-def _int_column(frame: pd.DataFrame, col: str, lo: int, hi: int, where: str) -> np.ndarray:
-    values = frame[col].to_numpy()
-    if values.dtype.kind not in "iu":
-        if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-            values = values.astype(np.int64)
-        else:
-            raise RobustfairError(f"{where}: column {col!r} must hold integers, got {frame[col].dtype}")
-    values = values.astype(np.int64, copy=False)
-    if values.size and (values.min() < lo or values.max() > hi):
-        raise RobustfairError(
-            f"{where}: column {col!r} must lie in {lo}..{hi}, got {values.min()}..{values.max()}"
-        )
-    return values
-
-
-def _check_flags(flags: Sequence[dict] | None) -> list[dict]:
-    """Sanity flags as stored: dicts with a ``code``, a one-line ``message`` and ``classes``."""
-    checked = []
-    for flag in flags or []:
-        if not (isinstance(flag, dict) and isinstance(flag.get("code"), str)
-                and isinstance(flag.get("message"), str)):
-            raise RobustfairError("flags must be dicts with a 'code' and a 'message' string")
-        classes = flag.get("classes")
-        checked.append({"code": flag["code"], "message": flag["message"],
-                        "classes": None if classes is None else [str(c) for c in classes]})
-    return checked
+SCHEMA, SCHEMA_VERSION = _storage.SCHEMA, _storage.SCHEMA_VERSION
 
 
 class ClassReport:
@@ -127,58 +78,14 @@ class ClassReport:
         classes = [str(c) for c in classes]
         if len(classes) < 1 or len(set(classes)) != len(classes):
             raise RobustfairError("classes must be a non-empty list of distinct names")
-        if not isinstance(predictions, pd.DataFrame):
-            raise RobustfairError(f"predictions must be a pandas DataFrame, got {type(predictions).__name__}")
-        k = len(classes)
         attacks = [jsonable(dict(a)) for a in attacks]
-        names = [c[: -len("_pred")] for c in predictions.columns
-                 if str(c).endswith("_pred") and c not in ("clean_pred", "worst_pred")]
-        missing = [c for c in ("y_true", "clean_pred", "worst_pred") if c not in predictions.columns]
-        if missing:
-            raise RobustfairError(f"predictions lack column(s): {', '.join(missing)}")
-        if len(names) != len(attacks):
-            raise RobustfairError(
-                f"predictions have {len(names)} attack column(s) but {len(attacks)} attack "
-                f"setting(s) were given"
-            )
-        bad = [n for n in names if n in _RESERVED]
-        if bad:
-            raise RobustfairError(f"attack name(s) {bad} are reserved; choose other names")
-        where = "predictions"
-        cols: dict[str, np.ndarray] = {"y_true": _int_column(predictions, "y_true", 0, k - 1, where),
-                                       "clean_pred": _int_column(predictions, "clean_pred", 0, k - 1, where)}
-        for name in names:
-            cols[f"{name}_pred"] = _int_column(predictions, f"{name}_pred", MISSING, k - 1, where)
-        cols["worst_pred"] = _int_column(predictions, "worst_pred", 0, k - 1, where)
-        if "target" in predictions.columns:
-            cols["target"] = _int_column(predictions, "target", 0, k - 1, where)
-        for name, settings in zip(names, attacks):
-            if f"{name}_by" in predictions.columns:
-                parts = settings.get("parts") or []
-                cols[f"{name}_by"] = _int_column(predictions, f"{name}_by", -1, len(parts) - 1, where)
-        expected = worst_case(cols["y_true"], cols["clean_pred"], [cols[f"{n}_pred"] for n in names])
-        if not np.array_equal(expected, cols["worst_pred"]):
-            raise RobustfairError(
-                "predictions: worst_pred disagrees with the clean and per-attack predictions")
-        self.predictions = pd.DataFrame(cols)
+        self.predictions, self.attack_names = check_predictions(predictions, len(classes), attacks)
         self.classes = classes
         self.attacks = attacks
         self.meta = jsonable(dict(meta or {}))
-        self.attack_names = names
-        self.flags = _check_flags(flags)
-        self.target_predictions = None
-        if target_predictions is not None:
-            where = "target_predictions"
-            n = len(self.predictions)
-            tcols = {"index": _int_column(target_predictions, "index", 0, max(n - 1, 0), where),
-                     "target": _int_column(target_predictions, "target", 0, k - 1, where)}
-            for name in names:
-                if f"{name}_pred" not in target_predictions.columns:
-                    raise RobustfairError(f"{where} lack column {name}_pred")
-                tcols[f"{name}_pred"] = _int_column(target_predictions, f"{name}_pred", MISSING, k - 1, where)
-            if np.any(self.predictions["y_true"].to_numpy()[tcols["index"]] == tcols["target"]):
-                raise RobustfairError(f"{where}: a point is targeted at its own class")
-            self.target_predictions = pd.DataFrame(tcols)
+        self.flags = check_flags(flags)
+        self.target_predictions = None if target_predictions is None else check_target_predictions(
+            target_predictions, self.predictions["y_true"].to_numpy(), len(classes), self.attack_names)
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -226,16 +133,14 @@ class ClassReport:
         hit, valid, unknown = self._outcomes(self._check_metric(metric))
         y = self.predictions["y_true"].to_numpy()
         k = self.num_classes
-        hits = np.bincount(y, weights=hit & valid, minlength=k)
-        n = np.bincount(y, weights=valid, minlength=k)
-        unknown = np.bincount(y, weights=unknown, minlength=k) > 0
-        return hits, n, unknown
+        return (count_by_class(y, hit & valid, k), count_by_class(y, valid, k),
+                count_by_class(y, unknown, k) > 0)
 
     @cached_property
     def by_class(self) -> pd.DataFrame:
         """One row per class: ``n``, then each metric with its 95% Wilson interval."""
         y = self.predictions["y_true"].to_numpy()
-        data: dict[str, np.ndarray] = {"n": np.bincount(y, minlength=self.num_classes)}
+        data: dict[str, np.ndarray] = {"n": count_by_class(y, None, self.num_classes)}
         for metric in self.metrics:
             hits, n, unknown = self._class_counts(metric)
             lo, hi = wilson_interval(hits, n)
@@ -345,26 +250,8 @@ class ClassReport:
         keep = (n > 0) & ~unknown
         if not keep.any():
             raise RobustfairError(f"no class has a value for {metric!r}")
-        higher = self.higher_is_better(metric)
-        point = discrepancy_measures(hits[keep] / n[keep], higher_is_better=higher, fraction=fraction)
-        boot = stratified_bootstrap(hits[keep], n[keep], n_boot, seed)
-        reps = discrepancy_measures(boot, higher_is_better=higher, fraction=fraction)
-        floor = noise_floor(hits[keep], n[keep], higher_is_better=higher, fraction=fraction,
-                            n_sim=n_boot, seed=seed + 1)
-        tail = 100.0 * (1.0 - confidence) / 2.0
-        rows = []
-        for name in MEASURES:
-            r = reps[name]
-            with np.errstate(all="ignore"):
-                finite = np.isfinite(r).any()
-                lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if finite
-                          else (math.nan, math.nan))
-                bias = float(np.nanmean(r)) - float(point[name]) if finite else math.nan
-            expected, p_value = floor[name]
-            rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
-                         float(p_value)))
-        frame = pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"),
-                             columns=["value", "lo", "hi", "bias", "noise_floor", "p_noise"])
+        frame = discrepancy_table(hits[keep], n[keep], higher_is_better=self.higher_is_better(metric),
+                                  n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
         frame.attrs.update(metric=metric, n_boot=n_boot, seed=seed, fraction=fraction, confidence=confidence)
         return frame
 
@@ -377,23 +264,21 @@ class ClassReport:
         """
         p = self.predictions
         y = p["y_true"].to_numpy()
-        correct = p["clean_pred"].to_numpy() == y
-        alive = correct.copy()
         k = self.num_classes
+        wc = WorstCase(y, p["clean_pred"].to_numpy())
+        clean_wrong = ~wc.robust
         data: dict[str, np.ndarray] = {}
         for name, settings in zip(self.attack_names, self.attacks):
-            pred = p[f"{name}_pred"].to_numpy()
-            fooled = alive & (pred != y) & (pred != MISSING)
+            fooled = wc.add(p[f"{name}_pred"].to_numpy())
             parts = [str(s.get("attack", i)) for i, s in enumerate(settings.get("parts") or [])]
             if f"{name}_by" in p.columns and parts:
                 by = p[f"{name}_by"].to_numpy()
                 for i, part in enumerate(parts):
-                    data[f"{name}:{part}"] = np.bincount(y[fooled & (by == i)], minlength=k)
+                    data[f"{name}:{part}"] = count_by_class(y, fooled & (by == i), k)
             else:
-                data[name] = np.bincount(y[fooled], minlength=k)
-            alive &= ~fooled
-        data["robust"] = np.bincount(y[alive], minlength=k)
-        data["clean_wrong"] = np.bincount(y[~correct], minlength=k)
+                data[name] = count_by_class(y, fooled, k)
+        data["robust"] = count_by_class(y, wc.robust, k)
+        data["clean_wrong"] = count_by_class(y, clean_wrong, k)
         return pd.DataFrame(data, index=pd.Index(self.classes, name="class"))
 
     # ------------------------------------------------------------------ confusion
@@ -463,73 +348,25 @@ class ClassReport:
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict:
         """Plain JSON types: the schema tag, classes, attack settings, metadata and predictions."""
-        tp = self.target_predictions
-        return {
-            "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "classes": list(self.classes),
-            "attacks": self.attacks,
-            "meta": jsonable(self.meta),  # callers may have added to it since
-            "predictions": {c: self.predictions[c].tolist() for c in self.predictions.columns},
-            "target_predictions": None if tp is None else {c: tp[c].tolist() for c in tp.columns},
-            "flags": jsonable(self.flags),
-        }
+        return _storage.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "report") -> "ClassReport":
         """Rebuild a report from :meth:`to_dict` output, checking the schema."""
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise RobustfairError(f"{source} is not a robustfair ClassReport (no {SCHEMA!r} schema tag)")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise RobustfairError(
-                f"{source} has schema version {version!r}; this robustfair reads version {SCHEMA_VERSION}"
-            )
-        try:
-            def frame(columns: dict) -> pd.DataFrame:
-                return pd.DataFrame({k: np.asarray(v) for k, v in columns.items()})
-
-            tp = data.get("target_predictions")
-            return cls(
-                predictions=frame(data["predictions"]),
-                classes=data["classes"],
-                attacks=data["attacks"],
-                meta=data.get("meta") or {},
-                target_predictions=None if tp is None else frame(tp),
-                flags=data.get("flags") or [],
-            )
-        except RobustfairError as exc:
-            raise RobustfairError(f"{source} is not a valid ClassReport: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise RobustfairError(
-                f"{source} is not a valid ClassReport: bad or missing field {exc}") from None
+        return _storage.from_dict(cls, data, source)
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON, atomically (temp file + rename). Returns the path."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise RobustfairError(f"cannot write {path}: directory {path.parent} does not exist")
-        return atomic_write_text(path, self.to_json_text())
+        return _storage.write_json(path, self.to_json_text())
 
     def to_json_text(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+        return _storage.json_text(self.to_dict())
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "ClassReport":
         """Read a report written by :meth:`to_json`; a one-line error for a missing or bad file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RobustfairError(f"report file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RobustfairError(f"cannot read report file {path}: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RobustfairError(
-                f"report file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, source=f"report file {path}")
+        return cls.from_dict(_storage.read_json(path), source=f"report file {path}")
 
     def equals(self, other: "ClassReport") -> bool:
         """Same classes, attack settings, metadata and predictions."""
@@ -560,82 +397,3 @@ class ClassReport:
         return (f"ClassReport(n={len(self.predictions)}, classes={self.num_classes}, "
                 f"attacks=[{attacks}], robust_acc={self.overall['robust_acc']:.4f})")
 
-
-def profile_similarity(report_a: ClassReport, report_b: ClassReport, metric: str = "robust_acc") -> float:
-    """Cosine similarity of two reports' class-wise ``metric`` vectors (same classes required).
-
-    The paper's measure of how alike two models' per-class profiles are: 1 means the same shape.
-    It saturates near 1 when every class is well above 0; :func:`profile_similarities` gives
-    the centred correlation beside it, both with intervals.
-    """
-    if list(report_a.classes) != list(report_b.classes):
-        raise RobustfairError("the two reports have different class lists; profiles cannot be compared")
-    a = report_a.by_class[report_a._check_metric(metric)].to_numpy(dtype=float)
-    b = report_b.by_class[report_b._check_metric(metric)].to_numpy(dtype=float)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise RobustfairError(f"{metric!r} is missing for some class in one of the reports")
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        raise RobustfairError(f"{metric!r} is zero for every class in one report; cosine is undefined")
-    return float(a @ b / (na * nb))
-
-
-def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: str = "robust_acc",
-                         *, n_boot: int = 1000, seed: int = 0,
-                         confidence: float = 0.95) -> pd.DataFrame:
-    """Cosine similarity AND centred correlation (Pearson r) of two reports' class profiles,
-    each with a bootstrap interval over test points.
-
-    The cosine of two accuracy vectors is near 1 whenever every class is well above 0 (two
-    standard models: 0.999), whatever the pattern; Pearson's r asks whether the same classes
-    are above and below the mean. Reports audited on the same points (same ``y_true``, in
-    order) are resampled with one shared draw of points per replicate (paired); otherwise each
-    report's classes are resampled on their own. The intervals are percentile intervals
-    shifted onto the estimate (resampling adds noise, which pulls a correlation toward 0). Rows ``cosine`` and
-    ``pearson``; columns ``value``, ``lo``, ``hi``.
-    """
-    from ._stats import shifted_interval, class_resample_weights
-
-    profile_similarity(report_a, report_b, metric)  # the same checks
-    if n_boot < 1:
-        raise RobustfairError(f"n_boot must be at least 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    ya = report_a.predictions["y_true"].to_numpy()
-    yb = report_b.predictions["y_true"].to_numpy()
-    hit_a, _, unknown_a = report_a._outcomes(metric)
-    hit_b, _, unknown_b = report_b._outcomes(metric)
-    k = report_a.num_classes
-    if np.array_equal(ya, yb) and not unknown_a.any() and not unknown_b.any():
-        acc = np.zeros((n_boot, 2, k))
-        for members, counts in class_resample_weights(ya, n_boot, rng):
-            c = int(ya[members[0]])
-            both = np.stack([hit_a[members], hit_b[members]]).astype(float)  # 2 × n_c
-            acc[:, :, c] = counts @ both.T / len(members)
-    else:
-        acc = np.stack([stratified_bootstrap(*_hits_n(r, metric), n_boot, int(rng.integers(2**31)))
-                        for r in (report_a, report_b)], axis=1)
-    a = report_a.by_class[metric].to_numpy(float)
-    b = report_b.by_class[metric].to_numpy(float)
-
-    def cos(u, v):
-        with np.errstate(all="ignore"):
-            return (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
-
-    centre = lambda m: m - m.mean(axis=-1, keepdims=True)  # noqa: E731
-    rows = []
-    for name, fn in (("cosine", lambda u, v: cos(u, v)),
-                     ("pearson", lambda u, v: cos(centre(u), centre(v)))):
-        reps = fn(acc[:, 0], acc[:, 1])
-        value = float(fn(a, b))
-        # shifted onto the estimate: a resample's extra noise pulls a correlation toward 0
-        lo, hi = shifted_interval(reps, value, confidence)
-        rows.append((value, float(lo), float(hi)))
-    return pd.DataFrame(rows, index=pd.Index(["cosine", "pearson"], name="similarity"),
-                        columns=["value", "lo", "hi"])
-
-
-def _hits_n(report: ClassReport, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    hits, n, unknown = report._class_counts(metric)
-    if unknown.any() or (n == 0).any():
-        raise RobustfairError(f"{metric!r} is missing for some class; no interval")
-    return hits, n

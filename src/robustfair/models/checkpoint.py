@@ -285,26 +285,36 @@ def _check_header_fits(path: Path, config: dict) -> None:
 def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,
                 source: str) -> None:
     """Check that ``reference`` (the model a config rebuilds) has these tensor names and shapes."""
-    expected = {k: tuple(t.shape) for k, t in reference.state_dict().items()}
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
-    if not (missing or unexpected or wrong):
-        return
+    problems = state_mismatch({k: tuple(t.shape) for k, t in reference.state_dict().items()}, shapes)
+    if problems:
+        raise ModelError(f"{source}: the weights do not match the {name!r} model its config "
+                         f"describes: {problems}")
+
+
+def state_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:
+    """How a file's tensor shapes (``found``) differ from a model's (``expected``), in one line;
+    ``""`` when they fit. Names the missing and unexpected keys and the first wrong shape.
+
+    >>> state_mismatch({"w": (3, 2), "b": (3,)}, {"w": (4, 2), "x": (1,)})
+    'missing 1 key(s): b; unexpected 1 key(s): x; wrong shape for w ([4, 2] in the weights, [3, 2] in the model)'
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
     problems = []
     if missing:
-        problems.append(f"missing {_some(missing)}")
+        problems.append(f"missing {len(missing)} key(s): {_some(missing)}")
     if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
+        problems.append(f"unexpected {len(unexpected)} key(s): {_some(unexpected)}")
     if wrong:
         k = wrong[0]
-        problems.append(f"wrong shape for {k} ({list(shapes[k])} instead of {list(expected[k])})"
+        problems.append(f"wrong shape for {k} ({list(found[k])} in the weights, "
+                        f"{list(expected[k])} in the model)"
                         + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
-    raise ModelError(f"{source}: the weights do not match the {name!r} model its config "
-                     f"describes: " + "; ".join(problems))
+    return "; ".join(problems)
 
 
-def _some(keys: list[str], n: int = 2) -> str:
+def _some(keys: list[str], n: int = 4) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 

@@ -47,6 +47,7 @@ from torch import nn
 from .._parse import parse_number
 from ..errors import ModelError
 from ._base import Normalize, NormalizedModel, build_model, list_models
+from .checkpoint import state_mismatch
 
 __all__ = ["NORMALIZATIONS", "SelectOutput", "build_from_spec", "check_forward", "file_sha256",
            "load_weights", "normalization", "read_state_dict", "with_normalization"]
@@ -281,21 +282,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
     state, container = read_state_dict(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state, stripped = _strip_wrapper_prefixes(state, set(expected))
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    if missing or unexpected or wrong:
-        problems = []
-        if missing:
-            problems.append(f"missing {len(missing)} key(s): {_some(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {len(unexpected)} key(s): {_some(unexpected)}")
-        if wrong:
-            k = wrong[0]
-            problems.append(f"wrong shape for {k} ({list(state[k].shape)} in the file, "
-                            f"{list(expected[k])} in the model)"
-                            + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""))
-        raise ModelError(f"the weights in {path} do not fit the model: " + "; ".join(problems))
+    problems = state_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if problems:
+        raise ModelError(f"the weights in {path} do not fit the model: {problems}")
     model.load_state_dict(state, strict=True)
     return {"path": str(path), "sha256": file_sha256(path), "container_key": container or None,
             "stripped_prefixes": stripped}
@@ -373,10 +362,6 @@ def check_forward(model: nn.Module, x: torch.Tensor, num_classes: int, data_name
     if out.shape[1] != num_classes:
         raise ModelError(f"the model outputs {out.shape[1]} class scores but {data_name} has "
                          f"{num_classes} classes")
-
-
-def _some(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,12 +11,14 @@ so every rank ends with the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..attacks import build_attack, eval_mode
 from ..data import to_float
+from ..metrics.pointwise import WorstCase, count_by_class
 from .mitigations import EpochStats
 
 
@@ -28,13 +30,42 @@ VAL_WARN_PER_CLASS = 30
 
 @dataclass
 class ClassCounts:
-    """Per-class counts (LongTensor[K]) of one evaluation."""
+    """Per-class counts (LongTensor[K]) of one evaluation: points, clean-correct points, and
+    robust points (the pointwise worst case over the clean image and the attacks, counted by
+    :mod:`robustfair.metrics.pointwise` as an audit's ``ClassReport`` counts them).
+
+    >>> c = ClassCounts.zeros(2)
+    >>> c.add(torch.tensor([0, 0, 1]), torch.tensor([0, 0, 1]), [torch.tensor([1, 0, 1])])
+    >>> c.n.tolist(), c.clean.tolist(), c.robust.tolist()
+    ([2, 1], [2, 1], [1, 1])
+    >>> c.stats(epoch=3).boundary_error.tolist()
+    [0.5, 0.0]
+    """
 
     n: torch.Tensor
     clean: torch.Tensor
     robust: torch.Tensor
 
+    @classmethod
+    def zeros(cls, num_classes: int, device: torch.device | str = "cpu") -> "ClassCounts":
+        def zero() -> torch.Tensor:
+            return torch.zeros(num_classes, dtype=torch.long, device=device)
+        return cls(n=zero(), clean=zero(), robust=zero())
+
+    def add(self, y: torch.Tensor, clean_pred: torch.Tensor,
+            attack_preds: Sequence[torch.Tensor] = ()) -> None:
+        """Count one batch: labels, clean predictions and each attack's predictions (tensors
+        on the counts' device; nothing waits for the device)."""
+        k = len(self.n)
+        worst = WorstCase(y, clean_pred)
+        self.n += count_by_class(y, None, k)
+        self.clean += count_by_class(y, worst.robust, k)
+        for pred in attack_preds:
+            worst.add(pred)
+        self.robust += count_by_class(y, worst.robust, k)
+
     def stats(self, epoch: int) -> EpochStats:
+        """Per-class accuracies and errors for the mitigations (0 for a class without points)."""
         n = self.n.clamp_min(1).double()
         clean = (self.clean / n).float()
         robust = (self.robust / n).float()
@@ -112,31 +143,23 @@ def evaluate_classwise(
     device = x.device
     attack = build_attack("pgd", eps=eps, norm=norm, steps=steps, alpha=alpha,
                           random_start=True, seed=seed) if eps > 0 else None
-    n = torch.zeros(num_classes, dtype=torch.long, device=device)
-    clean = torch.zeros_like(n)
-    robust = torch.zeros_like(n)
+    counts = ClassCounts.zeros(num_classes, device)
     mine = torch.arange(rank, len(y), world_size, device=device)
     with eval_mode(model):
         for start in range(0, len(mine), batch_size):
             idx = mine[start:start + batch_size]
             xb = to_float(x[idx]).contiguous(memory_format=memory_format)
             yb = y[idx]
-            ok = _clean_pred(model, xb) == yb
-            if attack is not None:
-                res = attack.perturb(model, xb, yb)
-                ok_adv = ok & (res.pred == yb)
-            else:
-                ok_adv = ok
-            n += torch.bincount(yb, minlength=num_classes)
-            clean += torch.bincount(yb[ok], minlength=num_classes)
-            robust += torch.bincount(yb[ok_adv], minlength=num_classes)
+            clean = _clean_pred(model, xb)
+            attacked = [] if attack is None else [attack.perturb(model, xb, yb).pred]
+            counts.add(yb, clean, attacked)
+    every = torch.stack([counts.n, counts.clean, counts.robust])
     if world_size > 1:
         import torch.distributed as dist
 
-        both = torch.stack([n, clean, robust])
-        dist.all_reduce(both)
-        n, clean, robust = both[0], both[1], both[2]
-    return ClassCounts(n=n.cpu(), clean=clean.cpu(), robust=robust.cpu())
+        dist.all_reduce(every)
+    every = every.cpu()  # the one device -> host copy of the evaluation
+    return ClassCounts(n=every[0], clean=every[1], robust=every[2])
 
 
 def warn_small_validation(val_y: torch.Tensor, num_classes: int, classes: list[str]) -> int:
