@@ -80,13 +80,6 @@ def output_width(model: nn.Module, x: torch.Tensor) -> int:
     return int(logits.shape[1])
 
 
-def per_class_counts(y: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hits, n) per class: how many of each class's points have ``mask`` set, and how many there are."""
-    n = np.bincount(y, minlength=k)
-    hits = np.bincount(y, weights=mask.astype(float), minlength=k)
-    return hits, n
-
-
 def safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a / b`` with NaN where ``b`` is 0."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
