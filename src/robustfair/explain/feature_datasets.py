@@ -22,11 +22,10 @@ training epochs); the defaults suit the 8×8 digits, not CIFAR.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -205,27 +204,6 @@ def profile_cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.clip(a[keep] @ b[keep] / (na * nb), -1.0, 1.0))
 
 
-@contextlib.contextmanager
-def _registered(ds: Dataset) -> Iterator[str]:
-    """Make ``ds`` loadable by name for the trainer (which loads data sets by name), then forget it.
-
-    The name carries a digest of the data so that a re-run on the same data resumes its run
-    directory and different data never does.
-    """
-    from ..data import _base
-
-    digest = hashlib.sha256(ds.train.x.numpy().tobytes() + ds.train.y.numpy().tobytes()).hexdigest()[:12]
-    name = f"{ds.name}-{digest}"
-    previous = _base.DATASETS.unregister(name)
-    _base.register_dataset(name)(lambda data_dir=None, download=False: ds)
-    try:
-        yield name
-    finally:
-        _base.DATASETS.unregister(name)
-        if previous is not None:
-            _base.register_dataset(name)(previous)
-
-
 def train_standard(feature_set: FeatureSet, template: Dataset, out_dir: str | Path, *,
                    config: dict | None = None, progress: bool = False) -> nn.Module:
     """Train a standard (non-adversarial) model on ``feature_set`` with :func:`robustfair.training.train`.
@@ -241,12 +219,12 @@ def train_standard(feature_set: FeatureSet, template: Dataset, out_dir: str | Pa
                 "eval_steps": 1, "seed": 0}
     settings.update(config or {})
     settings.update(objective="standard", eps=0.0)  # a *standard* model on the constructed data
-    with _registered(ds) as name:
-        try:
-            cfg = TrainConfig.from_dict(settings, dataset=name)
-        except ConfigError as exc:
-            raise ConfigError(f"feature-data-set training config: {exc}") from None
-        return train(cfg, out_dir, progress=progress).model
+    try:
+        cfg = TrainConfig.from_dict(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"feature-data-set training config: {exc}") from None
+    # the run records the data's SHA-256: a re-run on the same data resumes, other data is refused
+    return train(cfg, out_dir, dataset=ds, progress=progress).model
 
 
 @dataclass

@@ -1,28 +1,17 @@
 """Training: the loop, objectives (standard, pgd_at, trades, fgsm_rs), mitigations, checkpoints.
 
+``train(config, out_dir)`` trains into a run folder (resuming it when it holds the same run);
+``TrainConfig`` is every setting of a run; mitigations plug into the loop by name.
+
 >>> from robustfair.training import TrainConfig
 >>> TrainConfig(dataset="digits", model="small_cnn", objective="pgd_at", eps=0.2).objective
 'pgd_at'
 """
 from __future__ import annotations
 
-import importlib
+from .config import TrainConfig
+from .mitigations import Mitigation, build_mitigation, list_mitigations, register_mitigation
+from .trainer import TrainResult, train
 
-_EXPORTS = {
-    "TrainConfig": "robustfair.training.config",
-    "TrainResult": "robustfair.training.trainer",
-    "train": "robustfair.training.trainer",
-    "Mitigation": "robustfair.training.mitigations",
-    "build_mitigation": "robustfair.training.mitigations",
-    "register_mitigation": "robustfair.training.mitigations",
-    "list_mitigations": "robustfair.training.mitigations",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    # lazy, so that `import robustfair.training.mitigations` stays light for mitigation authors
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'robustfair.training' has no attribute {name!r}")
+__all__ = ["Mitigation", "TrainConfig", "TrainResult", "build_mitigation", "list_mitigations",
+           "register_mitigation", "train"]

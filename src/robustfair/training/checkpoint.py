@@ -6,14 +6,15 @@ A run directory holds, after each complete epoch:
   ``robustfair audit --checkpoint`` read it); ``ema.safetensors`` for the EMA weights when on;
   ``best.safetensors``: the evaluated weights of the best epoch under the ``keep`` rule;
 - ``state.safetensors``: every tensor of the optimiser and mitigation states, flattened;
-- ``state.json``: the manifest: epoch, global step, config, the JSON part of those states,
-  the per-epoch history, and the SHA-256 of each file above.
+- ``state.json``: the manifest: epoch, global step, config, the data (name and SHA-256),
+  the JSON part of those states, the per-epoch history, and the SHA-256 of each file above.
 
 The manifest is the commit point. An epoch first writes every file as ``NAME.partial`` (each
 itself via a temporary file and ``os.replace``), then the manifest (the same way), then renames
 the partials into place. A run killed before the manifest lands resumes from the previous
 epoch, whose files were never touched; one killed after it finishes the renames on resume
-(:func:`recover`). No RNG state is stored: every epoch's generators derive from
+(:func:`recover`). :class:`robustfair.training.run_folder.RunFolder` decides what is written
+and when; this module is the format. No RNG state is stored: every epoch's generators derive from
 ``(seed, epoch)``, so a resumed run needs only the epoch number.
 
 >>> tensors, tree = split_tensors({"a": torch.ones(2), "b": [1, {"c": torch.zeros(1)}]}, "s")
@@ -194,7 +195,9 @@ def manifest_problem(data: dict) -> str | None:
             ("scaler", lambda v: v is None or isinstance(v, dict), "a mapping or null"),
             ("ema_updates", lambda v: v is None or is_int(v) and v >= 0, "an integer or null"),
             ("chosen_epoch", lambda v: is_int(v) and v >= 0, "a non-negative integer"),
-            ("stopped", lambda v: v is None or isinstance(v, str), "text or null")):
+            ("stopped", lambda v: v is None or isinstance(v, str), "text or null"),
+            ("data", lambda v: v is None or isinstance(v, dict) and isinstance(v.get("sha256"), str),
+             "a mapping with the data's sha256, or null")):
         if key in data and not ok(data[key]):
             return f"{key!r} must be {kind}, got {str(data[key])[:40]!r}"
     for name, digest in data["files"].items():

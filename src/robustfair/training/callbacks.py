@@ -1,0 +1,146 @@
+"""What the epoch loop calls after every step and every epoch, beside training and evaluating.
+
+Each :class:`Callback` watches or adjusts a run from outside the loop; the loop calls them in
+list order (see :func:`robustfair.training.trainer.train` for the list):
+
+- :class:`ProgressBar`: a tqdm bar per epoch with the running loss and the last validation;
+- :class:`EMAUpdate`: the exponential moving average of the weights follows every step;
+- :class:`CollapseGuard`: fgsm_rs's guard against catastrophic overfitting stops the run;
+- :class:`MitigationHooks`: the mitigations' ``after_step`` and ``end_epoch`` hooks.
+
+``on_epoch_end`` may return a reason to stop. The callbacks after the one that stops are not
+called for that epoch: a stopped epoch is logged but never kept, so no mitigation adapts to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .ema import EMA
+from .mitigations import EpochStats, MitigationStack
+
+
+@dataclass
+class StepEnd:
+    """The state after one optimiser step."""
+
+    model: nn.Module           # the trained weights, just updated
+    step: int                  # the step's index within the epoch
+    loss_sum: torch.Tensor     # the epoch's running sums so far (on the device: reading one
+    correct: torch.Tensor      # as a number waits for the device, so do it sparingly)
+    seen: int
+
+
+@dataclass
+class EpochEnd:
+    """An epoch's validation results, before they are logged."""
+
+    epoch: int
+    row: dict                  # the epoch's row of epochs.csv (see epoch_log.EpochLog)
+    stats: EpochStats          # its per-class validation statistics
+    history: list[dict]        # the rows of the epochs before it
+
+
+class Callback:
+    """A hook into the epoch loop; every method does nothing unless overridden."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step_end(self, step: StepEnd) -> None:
+        pass
+
+    def on_epoch_end(self, end: EpochEnd) -> str | None:
+        """A reason to stop training after this epoch, or None to go on."""
+        return None
+
+
+def epoch_end(callbacks: list[Callback], end: EpochEnd) -> str | None:
+    """Call ``on_epoch_end`` in order until one of them gives a reason to stop; return it."""
+    for callback in callbacks:
+        reason = callback.on_epoch_end(end)
+        if reason is not None:
+            return reason
+    return None
+
+
+class ProgressBar(Callback):
+    """One tqdm bar per epoch: loss and training accuracy so far, the last validation results."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, last_row: dict | None) -> None:
+        self.epochs, self.steps, self.last_row = epochs, steps_per_epoch, last_row
+        self.bar = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch}/{self.epochs}", leave=True,
+                        dynamic_ncols=True)
+
+    def on_step_end(self, step: StepEnd) -> None:
+        self.bar.update(1)
+        if step.step % 10 == 0 or step.step == self.steps - 1:
+            seen = max(1, step.seen)
+            shown = {"loss": f"{float(step.loss_sum) / seen:.3f}",
+                     "train_acc": f"{float(step.correct) / seen:.1%}"}
+            if self.last_row is not None:
+                shown.update(_validation(self.last_row))
+            self.bar.set_postfix(shown, refresh=False)
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        self.bar.set_postfix({"loss": f"{end.row['loss']:.3f}", **_validation(end.row)},
+                             refresh=False)
+        self.bar.close()
+        self.last_row = end.row
+
+
+def _validation(row: dict) -> dict[str, str]:
+    return {"val_clean": f"{row['clean_acc']:.1%}", "val_robust": f"{row['robust_acc']:.1%}",
+            "worst": f"{row['worst_class']} {row['worst_class_robust_acc']:.0%}"}
+
+
+class EMAUpdate(Callback):
+    """The EMA of the weights takes every optimiser step."""
+
+    def __init__(self, ema: EMA) -> None:
+        self.ema = ema
+
+    def on_step_end(self, step: StepEnd) -> None:
+        self.ema.update(step.model)
+
+
+class CollapseGuard(Callback):
+    """fgsm_rs's catastrophic-overfitting guard (Wong et al. 2020 stop early on it).
+
+    Stops when the validation PGD accuracy falls by more than ``co_drop`` from one epoch to the
+    next, or to at most ``co_floor`` from above twice that; the run keeps the epoch before.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.drop, self.floor = cfg.co_drop, cfg.co_floor
+
+    def on_epoch_end(self, end: EpochEnd) -> str | None:
+        if not end.history:
+            return None
+        prev, cur = end.history[-1]["robust_acc"], end.row["robust_acc"]
+        if prev - cur > self.drop or (cur <= self.floor and prev > 2 * self.floor):
+            return (f"catastrophic overfitting at epoch {end.epoch}: validation PGD accuracy "
+                    f"fell from {prev:.1%} to {cur:.1%} (guard: a drop > {self.drop:.0%} or to "
+                    f"<= {self.floor:.0%}); stopped and kept epoch {end.epoch - 1}")
+        return None
+
+
+class MitigationHooks(Callback):
+    """The mitigations' hooks that follow the loop (the others shape each batch, see trainer)."""
+
+    def __init__(self, mitigations: MitigationStack) -> None:
+        self.mitigations = mitigations
+
+    def on_step_end(self, step: StepEnd) -> None:
+        self.mitigations.after_step(step.model)
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        self.mitigations.end_epoch(end.stats)
