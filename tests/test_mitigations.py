@@ -513,6 +513,19 @@ def test_dafa_collects_similarity_in_the_warmup_epoch_then_sets_weights_and_marg
     assert torch.equal(again.class_weights(), m.class_weights())
 
 
+def test_dafa_without_margin_keeps_the_common_radius_and_the_weights():
+    m = built("dafa", ctx(epochs=2), warmup=0.5, margin="off")
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    logits_adv = torch.full((8, K), -5.0)
+    logits_adv[torch.arange(8), y] = 5.0
+    logits_adv[0, 1] = 5.0
+    m.loss(logits_adv, y, torch.zeros(8), logits_adv=logits_adv)
+    m.end_epoch(stats([0.5] * K))
+    assert m.class_eps() is None
+    assert m.class_weights() is not None and m.class_weights()[0] > 1
+    assert m.settings()["margin"] is False
+
+
 # ----------------------------------------------------------------------------- targeted AT
 def test_targeted_at_targets_the_worst_class():
     m = built("targeted_at", p=1.0)

@@ -20,7 +20,12 @@ classes of a tie give.) ``W`` is fixed from then on and is used twice:
 * as a per-class loss weight (DAFA weights the cross-entropy term; with TRADES the KL term keeps
   weight 1, which we reproduce with the per-class beta ``beta / W_c``);
 * as a per-class margin: class ``c`` is attacked with radius ``W_c · eps`` (and step
-  ``W_c · alpha``).
+  ``W_c · alpha``); ``margin=false`` keeps the common radius (loss weights only).
+
+The margin follows the paper and the authors' TRADES code. Their PGD-AT code projects each step
+back onto the common ``eps`` ball, so their PGD-AT runs enlarge no class's radius. A per-class
+radius can become a label on data with a flat background (docs/MITIGATIONS.md, "A per-class
+radius can become the label"); ``margin=false`` avoids that.
 
 Defaults and where they come from (the authors' code, rucy74/DAFA): ``lam=1.0`` (``lambda``
 accepted too; the paper's value for CIFAR-10), ``warmup=70/110`` (weights computed after epoch
@@ -47,6 +52,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..._checks import as_bool
 from ._base import EpochStats, MitigationContext, register_mitigation
 from ._common import (ClasswiseCounter, DescribedMitigation, as_float, epoch_index, take_lambda,
                       trades_beta)
@@ -74,10 +80,12 @@ class DAFA(DescribedMitigation):
     """Class weights and margins from the class similarity, fixed after a warm-up."""
 
     def __init__(self, lam: float | str = 1.0, warmup: float | str = 70 / 110,
-                 **aliases: Any) -> None:
-        lam = take_lambda(aliases, lam, mitigation="dafa", known="lam (or lambda), warmup")
+                 margin: bool | str = True, **aliases: Any) -> None:
+        lam = take_lambda(aliases, lam, mitigation="dafa",
+                          known="lam (or lambda), warmup, margin")
         self.lam = as_float(lam, what="dafa lambda", low=0.0)
         self.warmup = as_float(warmup, what="dafa warmup", low=0.0, high=1.0, high_open=True)
+        self.margin = as_bool(margin, what="dafa margin")
 
     def setup(self, ctx: MitigationContext) -> None:
         super().setup(ctx)
@@ -118,7 +126,9 @@ class DAFA(DescribedMitigation):
         return self.weights
 
     def class_eps(self) -> torch.Tensor | None:
-        return None if self.weights is None else float(self.ctx.eps) * self.weights
+        if self.weights is None or not self.margin:
+            return None
+        return float(self.ctx.eps) * self.weights
 
     def class_beta(self) -> torch.Tensor | None:
         if self.weights is None or not self.ctx.beta_weighted:
@@ -126,7 +136,7 @@ class DAFA(DescribedMitigation):
         return self.beta / self.weights.clamp_min(1e-6)
 
     def settings(self) -> dict[str, Any]:
-        return {"lambda": self.lam, "warmup": round(self.warmup, 6)}
+        return {"lambda": self.lam, "warmup": round(self.warmup, 6), "margin": self.margin}
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"epochs_done": self.epochs_done}
