@@ -446,28 +446,46 @@ def test_fat_uses_adversarial_ce_under_trades():
 
 # ----------------------------------------------------------------------------- DAFA
 def dafa_loop(p, lam):
-    """The rule written as in the paper's pseudo-code, pair by pair."""
+    """The rule written as in the paper's pseudo-code (Algorithm 2), pair by pair."""
     k = len(p)
     w = [1.0] * k
     for i in range(k):
         for j in range(k):
-            if i != j:
-                step = lam * p[i][j] * p[j][j]
-                w[i] += step if p[i][i] < p[j][j] else -step
+            if i == j:
+                continue
+            if p[i][i] < p[j][j]:       # i is harder: gains p_i(j)·p_j(j)
+                w[i] += lam * p[i][j] * p[j][j]
+            elif p[i][i] > p[j][j]:     # i is easier: gives p_j(i)·p_i(i)
+                w[i] -= lam * p[j][i] * p[i][i]
     return w
 
 
 def test_dafa_weights_favour_hard_classes_similar_to_easier_ones():
     from robustfair.training.mitigations.dafa import dafa_weights
 
-    p = torch.tensor([[0.50, 0.40, 0.05, 0.05],   # class 0: hard, confused with class 1
-                      [0.20, 0.75, 0.03, 0.02],   # class 1: easier, similar to 0
+    p = torch.tensor([[0.53, 0.45, 0.01, 0.01],   # class 0: hard, confused with class 1
+                      [0.22, 0.75, 0.01, 0.02],   # class 1: easier, similar to 0
                       [0.02, 0.02, 0.95, 0.01],   # class 2: isolated
-                      [0.05, 0.05, 0.05, 0.85]])
+                      [0.07, 0.07, 0.01, 0.85]])
     w = dafa_weights(p, 1.0)
     assert w.tolist() == pytest.approx(dafa_loop(p.tolist(), 1.0), rel=1e-6)
     assert w[0] > 1.2 and w[1] < 0.95 and abs(w[2] - 1) < 0.06
     assert w[0] == w.max()
+
+
+def test_dafa_moves_weight_between_classes_so_the_weights_sum_to_k():
+    """What a harder class gains, the easier class it is confused with gives (Algorithm 2:
+    the easier class gives p_j(i)·p_i(i), not its own confusion p_i(j)·p_j(j))."""
+    from robustfair.training.mitigations.dafa import dafa_weights
+
+    p = torch.tensor([[0.40, 0.50, 0.10],    # class 0: hard, mostly confused with 1
+                      [0.05, 0.90, 0.05],    # class 1: easy, rarely confused with 0
+                      [0.10, 0.10, 0.80]])
+    w = dafa_weights(p, 1.0)
+    assert w.sum().item() == pytest.approx(3.0, abs=1e-6)
+    # class 0 takes 0.5·0.9 from class 1 and 0.1·0.8 from class 2; class 1 gives those 0.45
+    # and 0.1·0.9 to class 2 (the old rule had it give only 0.05·0.4 + 0.05·0.8: 0.94)
+    assert w.tolist() == pytest.approx([1.53, 0.46, 1.01], abs=1e-6)
 
 
 def test_dafa_collects_similarity_in_the_warmup_epoch_then_sets_weights_and_margins():
@@ -493,6 +511,19 @@ def test_dafa_collects_similarity_in_the_warmup_epoch_then_sets_weights_and_marg
     assert m.class_weights()[0] > 1 > m.class_weights()[1]
     again = roundtrip(m, "dafa", c, warmup=0.5)
     assert torch.equal(again.class_weights(), m.class_weights())
+
+
+def test_dafa_without_margin_keeps_the_common_radius_and_the_weights():
+    m = built("dafa", ctx(epochs=2), warmup=0.5, margin="off")
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    logits_adv = torch.full((8, K), -5.0)
+    logits_adv[torch.arange(8), y] = 5.0
+    logits_adv[0, 1] = 5.0
+    m.loss(logits_adv, y, torch.zeros(8), logits_adv=logits_adv)
+    m.end_epoch(stats([0.5] * K))
+    assert m.class_eps() is None
+    assert m.class_weights() is not None and m.class_weights()[0] > 1
+    assert m.settings()["margin"] is False
 
 
 # ----------------------------------------------------------------------------- targeted AT

@@ -8,16 +8,24 @@ probability vector of class ``i``'s points; ``P_ii`` is how well class ``i`` is 
 for every pair ``i != j``,
 
     W_i += lam · P_ij · P_jj   if P_ii < P_jj   (i is the harder of the two)
-    W_i -= lam · P_ij · P_jj   otherwise
+    W_i -= lam · P_ji · P_ii   if P_ii > P_jj   (i is the easier one)
 
-starting from ``W = 1``. So a class gains weight from each easier class it is confused with,
-in proportion to that similarity, and gives weight to harder similar classes; classes that are
-confused with nothing keep ``W = 1``. ``W`` is fixed from then on and is used twice:
+starting from ``W = 1`` (the paper's Algorithm 2). Each pair moves one amount, the harder class's
+confusion with the easier one times the easier one's hold, from the easier class to the harder,
+so the weights always sum to the number of classes. A class gains weight from each easier class
+it is confused with and gives weight to the harder classes confused with it; classes confused
+with nothing keep ``W = 1``. (Ties move nothing, as in the paper; the authors' code makes both
+classes of a tie give.) ``W`` is fixed from then on and is used twice:
 
 * as a per-class loss weight (DAFA weights the cross-entropy term; with TRADES the KL term keeps
   weight 1, which we reproduce with the per-class beta ``beta / W_c``);
 * as a per-class margin: class ``c`` is attacked with radius ``W_c · eps`` (and step
-  ``W_c · alpha``).
+  ``W_c · alpha``); ``margin=false`` keeps the common radius (loss weights only).
+
+The margin follows the paper and the authors' TRADES code. Their PGD-AT code projects each step
+back onto the common ``eps`` ball, so their PGD-AT runs enlarge no class's radius. A per-class
+radius can become a label on data with a flat background (docs/MITIGATIONS.md, "A per-class
+radius can become the label"); ``margin=false`` avoids that.
 
 Defaults and where they come from (the authors' code, rucy74/DAFA): ``lam=1.0`` (``lambda``
 accepted too; the paper's value for CIFAR-10), ``warmup=70/110`` (weights computed after epoch
@@ -35,7 +43,7 @@ re-margin, ``cfa`` CCM) and, under TRADES, per-class beta (not with ``frl`` re-w
 >>> import torch
 >>> P = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
 >>> [round(w, 2) for w in dafa_weights(P, lam=1.0).tolist()]  # 0 is harder and similar to 1
-[1.32, 0.88, 1.0]
+[1.32, 0.68, 1.0]
 """
 from __future__ import annotations
 
@@ -44,19 +52,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..._checks import as_bool
 from ._base import EpochStats, MitigationContext, register_mitigation
 from ._common import (ClasswiseCounter, DescribedMitigation, as_float, epoch_index, take_lambda,
                       trades_beta)
 
 
 def dafa_weights(similarity: torch.Tensor, lam: float) -> torch.Tensor:
-    """DAFA's class weights from the class-similarity matrix ``P`` (rows: true class)."""
+    """DAFA's class weights from the class-similarity matrix ``P`` (rows: true class).
+
+    The weights sum to the number of classes; they are clipped at 0 (a negative loss weight or
+    radius means nothing), which only a ``lam`` far above the paper's values can reach.
+    """
     p = similarity.float()
     held = torch.diagonal(p)
-    # +1 where class i is harder than class j (P_ii < P_jj), -1 otherwise (ties included)
-    sign = torch.where(held[:, None] < held[None, :], 1.0, -1.0)
-    moves = sign * p * held[None, :]
-    moves.fill_diagonal_(0.0)
+    harder = held[:, None] < held[None, :]      # [i, j]: class i is harder than class j
+    easier = held[:, None] > held[None, :]
+    gain = p * held[None, :]                    # [i, j]: P_ij·P_jj, what harder i takes from j
+    give = p.T * held[:, None]                  # [i, j]: P_ji·P_ii, what easier i gives to j
+    moves = torch.where(harder, gain, torch.zeros_like(p)) - torch.where(easier, give,
+                                                                         torch.zeros_like(p))
     return (1.0 + lam * moves.sum(dim=1)).clamp_min(0.0)
 
 
@@ -65,10 +80,12 @@ class DAFA(DescribedMitigation):
     """Class weights and margins from the class similarity, fixed after a warm-up."""
 
     def __init__(self, lam: float | str = 1.0, warmup: float | str = 70 / 110,
-                 **aliases: Any) -> None:
-        lam = take_lambda(aliases, lam, mitigation="dafa", known="lam (or lambda), warmup")
+                 margin: bool | str = True, **aliases: Any) -> None:
+        lam = take_lambda(aliases, lam, mitigation="dafa",
+                          known="lam (or lambda), warmup, margin")
         self.lam = as_float(lam, what="dafa lambda", low=0.0)
         self.warmup = as_float(warmup, what="dafa warmup", low=0.0, high=1.0, high_open=True)
+        self.margin = as_bool(margin, what="dafa margin")
 
     def setup(self, ctx: MitigationContext) -> None:
         super().setup(ctx)
@@ -109,7 +126,9 @@ class DAFA(DescribedMitigation):
         return self.weights
 
     def class_eps(self) -> torch.Tensor | None:
-        return None if self.weights is None else float(self.ctx.eps) * self.weights
+        if self.weights is None or not self.margin:
+            return None
+        return float(self.ctx.eps) * self.weights
 
     def class_beta(self) -> torch.Tensor | None:
         if self.weights is None or not self.ctx.beta_weighted:
@@ -117,7 +136,7 @@ class DAFA(DescribedMitigation):
         return self.beta / self.weights.clamp_min(1e-6)
 
     def settings(self) -> dict[str, Any]:
-        return {"lambda": self.lam, "warmup": round(self.warmup, 6)}
+        return {"lambda": self.lam, "warmup": round(self.warmup, 6), "margin": self.margin}
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"epochs_done": self.epochs_done}

@@ -23,8 +23,9 @@ epoch. After each epoch, on the validation split:
 
 Defaults and where they come from:
 
-- ``alpha_rw=0.05``, ``alpha_rm=0.1``, ``lim=0.5``: the authors' code (``rate1``, ``rate2``,
-  ``lim``).
+- ``alpha_rw=0.05``, ``lim=0.5``: the authors' code (``rate1``, ``lim``); ``alpha_rm=0.1`` and
+  the cap 2.5: their re-weight script (``frlrw.py``, ``rate2``); their re-weight + re-margin
+  script (``frlrmrw.py``) re-margins harder (``rate2=0.2``, cap 3).
 - ``tau=0.05``: the authors' code defaults to 0.1; we use 0.05 because on small data sets the
   classes sit close together and a 10-point tolerance rarely binds. ``tau`` must lie in [0, 1).
 - ``mode=rwrm``: the paper's full method.
@@ -55,7 +56,7 @@ from ._base import EpochStats, MitigationContext, register_mitigation
 from ._common import DescribedMitigation, as_choice, as_float, trades_beta
 
 MODES = ("rw", "rm", "rwrm")
-# re-margin's radius scale exp(2·lam), clipped as in the authors' code
+# re-margin's radius scale exp(2·lam), clipped as in the authors' utils_frl.py (utils_frl2.py: 3)
 REMARGIN_EXPONENT = 2.0
 REMARGIN_MIN, REMARGIN_MAX = 0.98, 2.5
 
