@@ -11,7 +11,7 @@ import pytest
 
 from robustfair.cli import main
 from robustfair.cli._checks import progress_wanted
-from robustfair.cli.train import chance_level_warning
+from robustfair.cli.train import chance_level_warning, lost_class_warning
 from robustfair.data import list_datasets
 from robustfair.errors import ConfigError
 from robustfair.models import list_models
@@ -112,6 +112,26 @@ def test_a_run_at_chance_level_warns_in_one_line_and_draws_no_bars_into_a_log(tm
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "chance level for 10 classes" in warnings[0], captured.err
     assert "it/s" not in captured.err and "\r" not in captured.err  # no tqdm bar
+
+
+def test_a_run_that_loses_one_class_warns_in_one_line(tmp_path, capsys):
+    # class 8 weighted 0 is never learned; the other nine are, so no chance-level warning
+    code = main(["train", "--out", str(tmp_path / "run"), *TINY, "--epochs", "3", "--batch-size",
+                 "64", "--objective", "standard", "--optimizer", "adam", "--lr", "0.01",
+                 "--mitigation", "class_weight:weights=8=0", "--seed", "1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "of class 8: 0.0%" in warnings[0], captured.err
+
+
+def test_lost_class_warning_needs_some_classes_to_have_learned():
+    import pandas as pd
+
+    assert "class b: 40.0%" in lost_class_warning(pd.Series([0.9, 0.4], index=["a", "b"]))
+    assert lost_class_warning(pd.Series([0.05, 0.02], index=["a", "b"])) is None  # all lost
+    assert lost_class_warning(pd.Series([0.9, 0.95, 0.34], index=list("abc"))) is None
+    assert "class c: 33.0%" in lost_class_warning(pd.Series([0.9, 0.95, 0.33], index=list("abc")))
 
 
 def test_an_interrupted_train_says_that_rerunning_resumes(tmp_path, capsys, monkeypatch):

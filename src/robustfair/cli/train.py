@@ -253,8 +253,10 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print(f"model: {result.paths.get('model.safetensors')}   log: {result.paths.get('epochs.csv')}")
     if len(chosen):
-        classes = result.class_log["class"].nunique()
-        warning = chance_level_warning(float(chosen.iloc[0]["clean_acc"]), classes)
+        class_log = result.class_log
+        kept = class_log[class_log["epoch"] == result.chosen_epoch]
+        warning = (chance_level_warning(float(chosen.iloc[0]["clean_acc"]), len(kept))
+                   or lost_class_warning(kept.set_index("class")["clean_acc"]))
         if warning:
             print(warning, file=sys.stderr)
     return 0
@@ -277,6 +279,30 @@ def chance_level_warning(clean_acc: float, num_classes: int) -> str | None:
             f"{num_classes} classes ({chance:.1%}): the model learned nothing useful; try another "
             f"--lr, more --epochs, a smaller --eps, or --objective standard to check the data "
             f"and model first")
+
+
+def lost_class_warning(class_clean_acc) -> str | None:
+    """A one-line warning when some classes end at or below chance-level clean accuracy while
+    the model as a whole learned (``class_clean_acc``: validation clean accuracy by class).
+
+    A per-class training radius can become the label (docs/MITIGATIONS.md): the enlarged
+    classes' clean images stop being recognised, which the average hides.
+
+    >>> import pandas as pd
+    >>> lost_class_warning(pd.Series([0.98, 0.97, 0.02], index=["0", "1", "8"]))[:47]
+    'warning: validation clean accuracy of class 8: '
+    >>> lost_class_warning(pd.Series([0.98, 0.97, 0.9], index=["0", "1", "8"])) is None
+    True
+    """
+    chance = 1.0 / max(len(class_clean_acc), 1)
+    lost = class_clean_acc[class_clean_acc.astype(float) <= chance]
+    if lost.empty or len(lost) == len(class_clean_acc):
+        return None
+    which = ", ".join(f"{c}: {float(a):.1%}" for c, a in lost.items())
+    return (f"warning: validation clean accuracy of class {which}, at or below chance "
+            f"({chance:.1%}) while the other classes learned (the average hides it); per-class "
+            f"weights or eps can do this, e.g. a class trained at a larger eps is recognised by "
+            f"the perturbation itself (docs/MITIGATIONS.md)")
 
 
 def _key_value(item: str, flag: str, form: str) -> tuple[str, str]:
