@@ -17,7 +17,8 @@ from .feature_datasets import (
     robust_dataset,
 )
 from .margins import Margins, margin_analysis, minimal_eps, robust_accuracy_curve
-from .report import Explanation, explain_model
+from .report import Explanation
+from .run import explain_model
 from .similarity import ClassSimilarity, class_similarity, penultimate_features, permutation_spearman
 from .sinks import (
     CIFAR100_FINE_TO_COARSE,
