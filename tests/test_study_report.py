@@ -18,6 +18,7 @@ from robustfair.cli import main
 from robustfair.metrics import ClassReport
 from robustfair.metrics.report import worst_case
 from robustfair.study import analysis as A
+from robustfair.study import universality as U
 from robustfair.study.grid import expand
 from robustfair.study.report import build_report
 from robustfair.study.spec import parse_spec
@@ -221,7 +222,7 @@ def _cos(a, b):
 
 def test_cosines_across_architectures_are_matched_pairs(study, data):
     root, runs, truth = study
-    pairs = A.matched_cosines(data, ["model"])
+    pairs = U.matched_cosines(data, ["model"])
     # every run has exactly one partner: the same settings with the other model
     assert len(pairs) == len(runs) // 2
     by_key = {r.key: r for r in runs}
@@ -233,7 +234,7 @@ def test_cosines_across_architectures_are_matched_pairs(study, data):
         which = 0 if a["objective"] == "standard" else 1
         direct.append(_cos(truth[row.a][which], truth[row.b][which]))
     np.testing.assert_allclose(pairs["cos"], direct)
-    u = A.universality(data)
+    u = U.universality(data)
     arch = [s for s in u.similarities if s.across == "architectures" and s.objective == "pgd_at"][0]
     chosen = [d for d, o in zip(direct, pairs["objective"]) if o == "pgd_at"]
     assert arch.lo == pytest.approx(min(chosen)) and arch.hi == pytest.approx(max(chosen))
@@ -296,7 +297,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     assert page.count("<img ") == len(report.figures)
     assert page.count("data:image/png;base64,") == len(report.figures)
     assert "src='http" not in page and 'src="http' not in page  # self-contained
-    arch = [s for s in A.universality(data).similarities
+    arch = [s for s in U.universality(data).similarities
             if s.across == "architectures" and s.objective == "pgd_at"][0]
     assert f"{arch.lo:.3f}–{arch.hi:.3f}" in page
     assert "<b>pgd_at + class_weight(weights={3=5})</b> minus pgd_at, worst-class robust" in page
@@ -336,7 +337,7 @@ def test_data_sets_with_different_classes_are_kept_apart(tmp_path):
         evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
         """))
     data = A.StudyData(load_tables(tmp_path).results)
-    sims = A.universality(data).similarities
+    sims = U.universality(data).similarities
     assert {(s.dataset, s.objective) for s in sims} == {(d, o) for d in ("digits", "gaussian")
                                                         for o in ("standard", "pgd_at")}
     for s in sims:  # one pair per data set and objective, computed on that data set's classes
@@ -381,9 +382,9 @@ def test_an_explanation_saved_in_the_study_is_folded_into_the_report(study, tmp_
 
     page = build_report(root).html.read_text()
     assert "Why some classes are less robust" in page
-    assert findings[0] in page and "Class 8&#x27;s nearest class is 1 &lt;tie&gt;." in page
+    assert findings[0] in page and "Class 8&#39;s nearest class is 1 &lt;tie&gt;." in page
     assert "runs/at/model.safetensors (explain/at-model)" in page
-    assert "alt='margins.png'" in page
+    assert 'alt="margins.png"' in page
     assert "explain/broken/explain.json is unreadable" in page
 
 

@@ -84,26 +84,29 @@ def _legend_below(fig: Figure, handles: list, labels: list[str], ncols: int,
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=fontsize)
 
 
-def _annotate(fig: Figure, ax, values: np.ndarray, image, fmt: str, skip=None) -> None:
-    """Write each cell's value in it, the font sized to the cell (after layout) and black or
-    white by the cell's colour; nothing when the cells are too small to read."""
-    fig.draw_without_rendering()  # the constrained layout fixes the axes' size
-    box = ax.get_window_extent()
-    rows, cols = values.shape
-    cell_w, cell_h = (72 / fig.dpi) * box.width / cols, (72 / fig.dpi) * box.height / rows
-    texts = [[fmt.format(v) if np.isfinite(v) and not (skip and skip(v)) else ""
-              for v in row] for row in values]
-    chars = max((len(t) for row in texts for t in row), default=1)
-    # a digit is about 0.6 em wide; leave a margin of about one digit in the cell
-    size = min(cell_h * 0.55, cell_w / (0.6 * chars + 0.8), 12.0)
-    if size < 5:
-        return
-    for (i, j), v in np.ndenumerate(values):
-        if texts[i][j]:
-            r, g, b, _ = image.cmap(image.norm(v))
-            luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
-            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=size,
-                    color="white" if luminance < 0.5 else "black")
+def _annotate(fig: Figure, cells: list[tuple]) -> None:
+    """Write each cell's value in it, for each ``(axes, values, fmt, skip)``: the font sized to
+    the cell (once the layout has fixed the axes' size) and black or white by the cell's
+    colour; nothing in a panel whose cells are too small to read."""
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().execute(fig)  # the layout alone fixes the axes (no full draw)
+    for ax, values, fmt, skip in cells:
+        box, image = ax.get_window_extent(), ax.images[0]
+        rows, cols = values.shape
+        cell_w, cell_h = (72 / fig.dpi) * box.width / cols, (72 / fig.dpi) * box.height / rows
+        texts = [[fmt.format(v) if np.isfinite(v) and not (skip and skip(v)) else ""
+                  for v in row] for row in values]
+        chars = max((len(t) for row in texts for t in row), default=1)
+        # a digit is about 0.6 em wide; leave about one digit of margin in the cell
+        size = min(cell_h * 0.55, cell_w / (0.6 * chars + 0.8), 12.0)
+        if size < 5:
+            continue
+        for (i, j), v in np.ndenumerate(values):
+            if texts[i][j]:
+                r, g, b, _ = image.cmap(image.norm(v))
+                luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+                ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=size,
+                        color="white" if luminance < 0.5 else "black")
 
 
 def classwise_bars(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
@@ -153,8 +156,8 @@ def deviation_heatmaps(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
         ax.set_yticks(range(len(frame)), [_wrap(r, 60) for r in frame.index], fontsize=7)
         ax.set_title(_wrap(title, 70), fontsize=10)
         fig.colorbar(image, ax=ax, label="deviation (points)", shrink=0.8)
-    for ax, (_, frame) in zip(axes, panels):
-        _annotate(fig, ax, 100 * frame.to_numpy(float), ax.images[0], "{:+.0f}")
+    _annotate(fig, [(ax, 100 * frame.to_numpy(float), "{:+.0f}", None)
+                    for ax, (_, frame) in zip(axes, panels)])
     return fig
 
 
@@ -178,8 +181,8 @@ def similarity_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
         ax.set_title(_wrap(title, 60), fontsize=10)
         fig.colorbar(image, ax=ax, shrink=0.8,
                      label="Pearson r" if "centred" in title else "cosine")
-    for ax, (_, frame) in zip(axes, panels):
-        _annotate(fig, ax, frame.to_numpy(float), ax.images[0], "{:.2f}")
+    _annotate(fig, [(ax, frame.to_numpy(float), "{:.2f}", None)
+                    for ax, (_, frame) in zip(axes, panels)])
     return fig
 
 
@@ -253,7 +256,6 @@ def confusion_matrices(panels: list[tuple[str, pd.DataFrame]]) -> Figure:
         ax.set_ylabel("true class")
         ax.set_title(_wrap(title, 60), fontsize=10)
         fig.colorbar(image, ax=ax, shrink=0.8, label="% of the true class")
-    for ax, (_, frame) in zip(axes, panels):
-        _annotate(fig, ax, 100 * frame.to_numpy(float), ax.images[0], "{:.0f}",
-                  skip=lambda v: v < 0.5)
+    _annotate(fig, [(ax, 100 * frame.to_numpy(float), "{:.0f}", lambda v: v < 0.5)
+                    for ax, (_, frame) in zip(axes, panels)])
     return fig
