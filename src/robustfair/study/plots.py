@@ -84,6 +84,12 @@ def _legend_below(fig: Figure, handles: list, labels: list[str], ncols: int,
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=fontsize)
 
 
+def _cell_text(fmt: str, v: float) -> str:
+    """``fmt`` of ``v``, with a value that rounds to zero written "0" (not "-0" or "+0")."""
+    text = fmt.format(v)
+    return "0" if text.lstrip("+-").strip("0.") == "" else text
+
+
 def _annotate(fig: Figure, cells: list[tuple]) -> None:
     """Write each cell's value in it, for each ``(axes, values, fmt, skip)``: the font sized to
     the cell (once the layout has fixed the axes' size) and black or white by the cell's
@@ -94,7 +100,7 @@ def _annotate(fig: Figure, cells: list[tuple]) -> None:
         box, image = ax.get_window_extent(), ax.images[0]
         rows, cols = values.shape
         cell_w, cell_h = (72 / fig.dpi) * box.width / cols, (72 / fig.dpi) * box.height / rows
-        texts = [[fmt.format(v) if np.isfinite(v) and not (skip and skip(v)) else ""
+        texts = [[_cell_text(fmt, v) if np.isfinite(v) and not (skip and skip(v)) else ""
                   for v in row] for row in values]
         chars = max((len(t) for row in texts for t in row), default=1)
         # a digit is about 0.6 em wide; leave about one digit of margin in the cell
