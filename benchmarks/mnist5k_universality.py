@@ -7,7 +7,7 @@ standard/PGD-AT x 2 seeds on mnist5k at 14x14; ``robustfair study run``), then w
 - did adversarial training widen the class gap? The std of the class accuracies, PGD-AT minus
   standard on the SAME metric (clean vs clean, robust vs robust at the same eps), runs matched
   by model, optimiser and seed, a paired hierarchical bootstrap over the matched pairs and the
-  test points (``robustfair.study.analysis.training_gap_tests``);
+  test points (``robustfair.study.inference.training_gap_tests``);
 - are the class profiles alike across architectures and optimisers? Cosine and centred
   correlation of matched pairs, with 95% intervals of their means (pairs and test points);
 - the worst class of each run with its interval and noise p-value (``runs.csv``).
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     from robustfair.study import analysis as A
+    from robustfair.study.inference import training_gap_tests
+    from robustfair.study.universality import universality
     from robustfair.study.table import load_tables, runs_table
 
     if not args.summarise_only:
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "| scope | metric (both sides) | pairs | difference of std, points [95%] | p |",
         "|---|---|---|---|---|",
     ]
-    for t in A.training_gap_tests(data, n_boot=N_BOOT):
+    for t in training_gap_tests(data, n_boot=N_BOOT):
         lines.append(f"| {t.what} | {'clean' if t.metric_a == 'clean_acc' else 'robust'} | "
                      f"{t.runs_a} | {100 * t.estimate:+.1f} [{100 * t.lo:+.1f}, "
                      f"{100 * t.hi:+.1f}] | {t.p_value:.3g} |")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               "the pairs and the 95% interval of the mean (pairs and test points resampled).",
               "", "| objective | across | pairs | cosine range | cosine mean [95%] | "
               "centred r range | centred r mean [95%] |", "|---|---|---|---|---|---|---|"]
-    u = A.universality(data, n_boot=N_BOOT)
+    u = universality(data, n_boot=N_BOOT)
     for s in u.similarities:
         lo_c, hi_c = s.mean_interval
         lo_r, hi_r = s.centered_mean_interval

@@ -17,7 +17,7 @@ from robustfair.explain.report import Explanation
 from robustfair.metrics import ClassReport
 from robustfair.models import build_model, save_model
 from robustfair.study.grid import expand
-from robustfair.study.report import _explain_sections
+from robustfair.study.report import saved_explanations
 from robustfair.study.spec import parse_spec
 from robustfair.study.store import StudyStore
 
@@ -132,16 +132,16 @@ def test_12_a_killed_explain_never_shows_as_a_second_explanation(tmp_path, monke
     study = tmp_path / "study"
     out = study / "explain" / "robust"
     Explanation.save(_fake_explanation("first"), out)
-    assert len(_explain_sections(study)) == 1
+    assert len(saved_explanations(study)) == 1
     with monkeypatch.context() as m:
         _kill_at_rename(m, kill_at)
         with pytest.raises(_Killed):
             Explanation.save(_fake_explanation("second"), out)
     assert list(study.glob("**/explain.json")) == []  # not the old one, not a staged one
-    assert _explain_sections(study) == []
+    assert saved_explanations(study) == []
     Explanation.save(_fake_explanation("second"), out)
-    sections = _explain_sections(study)
-    assert len(sections) == 1 and "second" in sections[0]
+    sections = saved_explanations(study)
+    assert len(sections) == 1 and sections[0].findings == ["second"]
     assert sorted(p.name for p in out.iterdir()) == ["explain.json", "explain.md", "similarity.png"]
 
 

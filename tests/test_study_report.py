@@ -5,9 +5,9 @@ import importlib.util
 import json
 import math
 import re
-import shutil
 import textwrap
 import zlib
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from robustfair.cli import main
 from robustfair.metrics import ClassReport
 from robustfair.metrics.report import worst_case
 from robustfair.study import analysis as A
+from robustfair.study import universality as U
 from robustfair.study.grid import expand
 from robustfair.study.report import build_report
 from robustfair.study.spec import parse_spec
@@ -45,6 +46,15 @@ evaluation:
   n: 400
   attacks:
     pgd20: {attack: pgd, steps: 20}
+"""
+
+# one run: the cheapest study that still has a report
+SINGLE = """\
+name: single
+grid:
+  seed: [0]
+fixed: {dataset: digits, epochs: 2, eps: 0.1}
+evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
 """
 
 
@@ -103,7 +113,7 @@ def make_study(root, spec_text=SPEC):
     spec = parse_spec(spec_text, source="synthetic.yaml")
     runs = expand(spec)
     store = StudyStore(root)
-    store.prepare(spec.text, spec.name, runs)
+    store.prepare(spec.text, spec.name, runs, description=spec.description)
     truth = {}
     for run in runs:
         clean, robust = _profile(run.config["train"])
@@ -221,7 +231,7 @@ def _cos(a, b):
 
 def test_cosines_across_architectures_are_matched_pairs(study, data):
     root, runs, truth = study
-    pairs = A.matched_cosines(data, ["model"])
+    pairs = U.matched_cosines(data, ["model"])
     # every run has exactly one partner: the same settings with the other model
     assert len(pairs) == len(runs) // 2
     by_key = {r.key: r for r in runs}
@@ -233,7 +243,7 @@ def test_cosines_across_architectures_are_matched_pairs(study, data):
         which = 0 if a["objective"] == "standard" else 1
         direct.append(_cos(truth[row.a][which], truth[row.b][which]))
     np.testing.assert_allclose(pairs["cos"], direct)
-    u = A.universality(data)
+    u = U.universality(data)
     arch = [s for s in u.similarities if s.across == "architectures" and s.objective == "pgd_at"][0]
     chosen = [d for d, o in zip(direct, pairs["objective"]) if o == "pgd_at"]
     assert arch.lo == pytest.approx(min(chosen)) and arch.hi == pytest.approx(max(chosen))
@@ -296,7 +306,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     assert page.count("<img ") == len(report.figures)
     assert page.count("data:image/png;base64,") == len(report.figures)
     assert "src='http" not in page and 'src="http' not in page  # self-contained
-    arch = [s for s in A.universality(data).similarities
+    arch = [s for s in U.universality(data).similarities
             if s.across == "architectures" and s.objective == "pgd_at"][0]
     assert f"{arch.lo:.3f}–{arch.hi:.3f}" in page
     assert "<b>pgd_at + class_weight(weights={3=5})</b> minus pgd_at, worst-class robust" in page
@@ -309,13 +319,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
 
 
 def test_report_skips_what_the_study_lacks(tmp_path, capsys):
-    make_study(tmp_path, textwrap.dedent("""\
-        name: single
-        grid:
-          seed: [0]
-        fixed: {dataset: digits, epochs: 2, eps: 0.1}
-        evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
-        """))
+    make_study(tmp_path, SINGLE)
     assert main(["study", "report", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip().endswith("report.html")
@@ -336,7 +340,7 @@ def test_data_sets_with_different_classes_are_kept_apart(tmp_path):
         evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
         """))
     data = A.StudyData(load_tables(tmp_path).results)
-    sims = A.universality(data).similarities
+    sims = U.universality(data).similarities
     assert {(s.dataset, s.objective) for s in sims} == {(d, o) for d in ("digits", "gaussian")
                                                         for o in ("standard", "pgd_at")}
     for s in sims:  # one pair per data set and objective, computed on that data set's classes
@@ -366,9 +370,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path, width):
     assert result["scrollWidth"] <= result["innerWidth"], result
 
 
-def test_an_explanation_saved_in_the_study_is_folded_into_the_report(study, tmp_path):
+def test_an_explanation_saved_in_the_study_is_folded_into_the_report(tmp_path):
     root = tmp_path / "study"
-    shutil.copytree(study[0], root)
+    make_study(root, SINGLE)
     where = root / "explain" / "at-model"
     where.mkdir(parents=True)
     findings = ["Least robust class under PGD: 8 (1.9% robust, mean 50.5%).",
@@ -381,10 +385,82 @@ def test_an_explanation_saved_in_the_study_is_folded_into_the_report(study, tmp_
 
     page = build_report(root).html.read_text()
     assert "Why some classes are less robust" in page
-    assert findings[0] in page and "Class 8&#x27;s nearest class is 1 &lt;tie&gt;." in page
+    assert findings[0] in page and "Class 8&#39;s nearest class is 1 &lt;tie&gt;." in page
     assert "runs/at/model.safetensors (explain/at-model)" in page
-    assert "alt='margins.png'" in page
+    assert 'alt="margins.png"' in page
     assert "explain/broken/explain.json is unreadable" in page
+
+
+class _Outline(HTMLParser):
+    """The headings (tag, id, text) and the tags opened but never closed, of a page."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.open, self._in = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.open.append(tag)
+        if tag in ("h1", "h2", "h3"):
+            self._in = [tag, dict(attrs).get("id"), ""]
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (tag, self.open[-3:])
+        self.open.pop()
+        if self._in and tag == self._in[0]:
+            self.headings.append(tuple(self._in))
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in:
+            self._in[2] += data
+
+
+def test_report_page_comes_from_its_template_with_every_section(report):
+    page = report.html.read_text()
+    outline = _Outline()
+    outline.feed(page)
+    assert outline.open == []  # every tag closed, in order (the asserts in handle_endtag)
+    ids = [i for _, i, _ in outline.headings if i]
+    assert ids == ["summary", "universality", "explanation", "mitigation", "configurations",
+                   *[f"figure-{name}" for name in report.figures]]
+    assert outline.headings[0] == ("h1", None, "Study: synthetic")
+    # the figures' titles and captions, from the figure builders, under their headings
+    titles = [t for tag, i, t in outline.headings if i and i.startswith("figure-")]
+    assert titles[0] == "Clean and robust accuracy per class"
+    assert page.count("<figcaption>") == len(report.figures)
+
+
+def test_report_escapes_what_the_user_wrote(tmp_path, monkeypatch):
+    from robustfair.study import report as report_module
+
+    rendered = {}
+    real = report_module.render
+
+    def spy(template, **context):
+        rendered[template] = context
+        return real(template, **context)
+
+    monkeypatch.setattr(report_module, "render", spy)
+    make_study(tmp_path, textwrap.dedent("""\
+        name: "x<script>alert(1)</script>"
+        description: "a & b <i>c</i> 'q'"
+        grid:
+          seed: [0]
+        fixed: {dataset: digits, epochs: 2, eps: 0.1}
+        evaluation: {attacks: {pgd20: {attack: pgd, steps: 20}}}
+        """))
+    page = build_report(tmp_path).html.read_text()
+    assert list(rendered) == ["study_report.html.j2"]  # one page, from the template
+    assert rendered["study_report.html.j2"]["name"] == "x<script>alert(1)</script>"  # plain text in
+    assert "<script>" not in page and "<i>" not in page
+    assert "Study: x&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &amp; b &lt;i&gt;c&lt;/i&gt; &#39;q&#39;" in page
+    outline = _Outline()
+    outline.feed(page)
+    assert outline.open == []
 
 
 def test_a_study_without_explanations_has_no_explain_section(report):

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from robustfair.study import analysis as A
+from robustfair.study import inference as I
+from robustfair.study import universality as U
 
 K = 4
 
@@ -78,7 +80,7 @@ def test_training_gap_is_tested_on_the_same_metric_with_matched_pairs():
             runs[f"a-{opt}{seed}"] = {**_config(optimizer=opt, seed=seed),
                                       "clean": flat + rng.normal(0, 0.01, K),
                                       "robust": np.array([0.1, 0.5, 0.7, 0.9])}
-    tests = A.training_gap_tests(_tidy(runs), n_boot=500)
+    tests = I.training_gap_tests(_tidy(runs), n_boot=500)
     by_metric = {t.metric_a: t for t in tests}
     assert set(by_metric) == {"clean_acc", "robust_acc"}
     for t in tests:
@@ -101,7 +103,7 @@ def test_mitigation_verdict_comes_from_the_test():
                             "robust": np.clip(base + [0.25, 0, 0, 0] + rng.normal(0, 0.02, K), 0, 1)}
         runs[f"z{seed}"] = {**_config(seed=seed, mitigation="noop"), "clean": np.full(K, 0.9),
                             "robust": np.clip(base + rng.normal(0, 0.02, K), 0, 1)}
-    tests = A.mitigation_tests(_tidy(runs), n_boot=500).set_index("method")
+    tests = I.mitigation_tests(_tidy(runs), n_boot=500).set_index("method")
     good, noop = tests.loc["pgd_at + good"], tests.loc["pgd_at + noop"]
     assert good["baseline"] == "pgd_at" and good["seeds"] == 5
     assert good["verdict"] == "closes the gap" and good["worst"].estimate > 0.2
@@ -114,7 +116,7 @@ def test_run_statistics_intervals_and_noise_p_values():
     runs = {"flat0": {**_config(), "clean": np.full(K, 0.9), "robust": np.full(K, 0.6)},
             "gap0": {**_config(mitigation="x"), "clean": np.full(K, 0.9),
                      "robust": np.array([0.1, 0.6, 0.8, 0.9])}}
-    stats = A.run_statistics(_tidy(runs), n_boot=500).set_index("run")
+    stats = I.run_statistics(_tidy(runs), n_boot=500).set_index("run")
     assert stats.loc["flat0", "robust_std"] == 0 and stats.loc["flat0", "robust_p_noise"] > 0.9
     assert stats.loc["gap0", "robust_p_noise"] < 0.01
     assert stats.loc["gap0", "robust_worst_class"] == "c0"
@@ -132,7 +134,7 @@ def test_similarity_intervals_and_centred_correlation():
         # correlation of independent noise patterns is not
         runs[f"{model}0"] = {**_config(model=model, objective="standard"),
                              "clean": 0.95 + rng.normal(0, 0.01, K), "robust": np.zeros(K)}
-    pairs = A.matched_cosines(_tidy(runs, n=400), ["model"], intervals=True, n_boot=300)
+    pairs = U.matched_cosines(_tidy(runs, n=400), ["model"], intervals=True, n_boot=300)
     assert len(pairs) == 3
     assert (pairs["cos"] > 0.999).all()
     assert (pairs["cos_centered_hi"] - pairs["cos_centered_lo"] > 0.5).all()
@@ -148,10 +150,10 @@ def test_centred_correlation_intervals_contain_the_estimate_despite_resampling_n
                         "clean": 0.9 + pattern + rng.normal(0, 0.01, K), "robust": np.zeros(K)}
             for m in ("a", "b", "c") for s in (0, 1)}
     data = A.StudyData(_tidy(runs))
-    pairs = A.matched_cosines(data, ["model"], intervals=True, n_boot=400)
+    pairs = U.matched_cosines(data, ["model"], intervals=True, n_boot=400)
     inside = ((pairs["cos_centered_lo"] <= pairs["cos_centered"] + 1e-9)
               & (pairs["cos_centered"] <= pairs["cos_centered_hi"] + 1e-9))
     assert inside.all()
-    s = [x for x in A.universality(data, n_boot=400).similarities if x.across == "architectures"][0]
+    s = [x for x in U.universality(data, n_boot=400).similarities if x.across == "architectures"][0]
     lo, hi = s.centered_mean_interval
     assert lo <= np.mean(s.centered) <= hi

@@ -3,13 +3,13 @@ from the Jinja2 template ``robustfair/templates/card.html.j2``), ``card.png`` (o
 the headline numbers and figures) and the ``report.json`` it was made from."""
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._atomic import write_folder_unit
+from .._templates import data_uri, render
 from ..errors import ConfigError, RobustfairError
 from .content import broken_by, card_context, model_name
 
@@ -28,10 +28,6 @@ class Card:
     html: Path
     png: Path
     report: Path
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _worst(report: "ClassReport") -> str | None:
@@ -60,8 +56,6 @@ def _summary_lines(context: dict) -> list[str]:
 
 def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: int = 0) -> tuple[str, bytes]:
     """The card's HTML text and its summary PNG."""
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
     from . import figures as F  # matplotlib: imported only when a card is drawn
 
     worst = _worst(report)
@@ -72,14 +66,12 @@ def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: 
         "confusion": F.png_bytes(F.confusion_figure(counts)),
         "broken_by": F.png_bytes(F.broken_by_figure(broken)),
     }
-    context = card_context(report, title=title, figures={k: _data_uri(v) for k, v in pngs.items()},
+    context = card_context(report, title=title, figures={k: data_uri(v) for k, v in pngs.items()},
                            n_boot=n_boot, seed=seed)
     summary = F.png_bytes(F.summary_figure(title=title, lines=_summary_lines(context),
                                            by_class=report.by_class, worst=worst, counts=counts,
                                            broken=broken))
-    env = Environment(loader=PackageLoader("robustfair", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    page = env.get_template(TEMPLATE).render(**context, summary_png=_data_uri(summary))
+    page = render(TEMPLATE, **context, summary_png=data_uri(summary))
     return page, summary
 
 

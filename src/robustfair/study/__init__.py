@@ -5,38 +5,43 @@ run, gathered into tidy tables and an HTML report.
 >>> len(expand(load_preset("digits-quick")))
 4
 
-The pieces, one module each: ``spec`` (YAML -> :class:`StudySpec`, errors with line numbers),
-``grid`` (expansion, run hashing), ``store`` (the study directory), ``run`` (one run: train,
-audit, commit), ``executors`` (local, ray), ``progress``, ``table``, ``analysis``, ``plots``,
-``report`` and ``catalog`` (the shipped presets).
+The pieces, one idea per module: ``spec`` and ``spec_axes`` (YAML -> :class:`StudySpec`,
+errors with line numbers), ``grid`` (expansion, run hashing), ``store`` (the study
+directory), ``run`` (one run: train, audit, commit), ``executors`` (local, ray),
+``progress``, ``table`` (tidy results), ``analysis`` (:class:`StudyData` and the descriptive
+numbers), ``universality`` (matched-pair similarities), ``inference`` (bootstrap tests),
+``summary``, ``figures``, ``plots`` and ``report`` (the HTML report, from the template
+``robustfair/templates/study_report.html.j2``) and ``catalog`` (the shipped presets).
 """
 from __future__ import annotations
 
-import importlib
+from .analysis import StudyData
+from .catalog import list_presets, load_preset, resolve_spec
+from .executors import StudyResult, run_study
+from .grid import Run, config_hash, expand
+from .report import Report, build_report
+from .run import execute_run
+from .spec import StudySpec, load_spec, parse_spec
+from .store import StudyStore
+from .table import load_tables, write_tables
 
-_EXPORTS = {
-    "StudySpec": "robustfair.study.spec",
-    "load_spec": "robustfair.study.spec",
-    "parse_spec": "robustfair.study.spec",
-    "Run": "robustfair.study.grid",
-    "expand": "robustfair.study.grid",
-    "config_hash": "robustfair.study.grid",
-    "StudyStore": "robustfair.study.store",
-    "execute_run": "robustfair.study.run",
-    "run_study": "robustfair.study.executors",
-    "StudyResult": "robustfair.study.executors",
-    "load_tables": "robustfair.study.table",
-    "write_tables": "robustfair.study.table",
-    "build_report": "robustfair.study.report",
-    "list_presets": "robustfair.study.catalog",
-    "load_preset": "robustfair.study.catalog",
-    "resolve_spec": "robustfair.study.catalog",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'robustfair.study' has no attribute {name!r}")
+__all__ = [
+    "Report",
+    "Run",
+    "StudyData",
+    "StudyResult",
+    "StudySpec",
+    "StudyStore",
+    "build_report",
+    "config_hash",
+    "execute_run",
+    "expand",
+    "list_presets",
+    "load_preset",
+    "load_spec",
+    "load_tables",
+    "parse_spec",
+    "resolve_spec",
+    "run_study",
+    "write_tables",
+]

@@ -32,20 +32,17 @@ depth: 16}``, whose other keys become ``model_kwargs``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .._checks import is_int, is_real
 from .._parse import parse_number
-from .._registry import did_you_mean
-from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
+from .spec_axes import Located, axes_block, did_you_mean, runtime_keys, train_fields
 
 __all__ = [
     "Attack",
@@ -60,61 +57,6 @@ TOP_KEYS = ("name", "description", "expected_time", "grid", "variants", "fixed",
             "evaluation", "resources")
 EVAL_KEYS = ("n", "attacks", "batch_size", "seed", "eps")
 RESOURCE_KEYS = ("num_gpus", "num_cpus")
-ALIASES = {"architecture": "model", "arch": "model", "optimiser": "optimizer",
-           "mitigation": "mitigations"}
-
-Path_ = tuple  # a position in the YAML tree: keys and list indices from the root
-
-
-# ------------------------------------------------------------------------------ YAML + lines
-class _Located:
-    """The parsed YAML plus the line (1-based) of every key and value, found by path."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        # plain tags only, aliases bounded: a foreign tag or an alias bomb is one line
-        root = compose_yaml(text, source, merge=False)
-        self._loader = PlainLoader("")  # its constructors turn scalar nodes into values
-        self.key_lines: dict[Path_, int] = {}
-        self.value_lines: dict[Path_, int] = {}
-        self.data = {} if root is None else self._walk(root, ())
-
-    def _walk(self, node: yaml.Node, path: Path_) -> Any:
-        self.value_lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: "
-                                      "a key must be a plain name")
-                key = str(self._loader.construct_object(key_node))
-                if key in out:
-                    raise ConfigError(f"{self.source}:{key_node.start_mark.line + 1}: "
-                                      f"duplicate key {key!r}")
-                self.key_lines[path + (key,)] = key_node.start_mark.line + 1
-                out[key] = self._walk(value_node, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._walk(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._loader.construct_object(node)
-
-    def line(self, path: Path_, *, key: bool = False) -> int:
-        """The line of the value at ``path`` (of its key with ``key=True``), else its parent's."""
-        table = self.key_lines if key else self.value_lines
-        while path:
-            if path in table:
-                return table[path]
-            path = path[:-1]
-        return self.value_lines.get((), 1)
-
-    def error(self, path: Path_, message: str, *, key: bool = False) -> ConfigError:
-        return ConfigError(f"{self.source}:{self.line(path, key=key)}: {message}")
-
-
-def _did_you_mean(name: str, options) -> str:
-    return did_you_mean(name, options) or f"; choose from: {', '.join(sorted(options))}"
-
-
 # ------------------------------------------------------------------------------ the spec
 @dataclass(frozen=True)
 class Attack:
@@ -194,24 +136,24 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
     ...
     robustfair.errors.ConfigError: s.yaml:1: unknown axis 'lrr' (did you mean 'lr'?)
     """
-    doc = _Located(text, source)
+    doc = Located(text, source)
     data = doc.data
     if not isinstance(data, dict):
         raise doc.error((), "a study spec must be a mapping (name:, grid:, evaluation: ...)")
     for key in data:
         if key not in TOP_KEYS:
-            raise doc.error((key,), f"unknown key {key!r}{_did_you_mean(key, TOP_KEYS)}", key=True)
+            raise doc.error((key,), f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}", key=True)
     if "grid" not in data:
         raise doc.error((), "the spec has no 'grid:' (the axes to vary, e.g. seed: [0, 1])")
 
-    fields = _train_fields()
-    grid = _axes_block(doc, data["grid"], ("grid",), fields, as_lists=True)
+    fields = train_fields()
+    grid = axes_block(doc, data["grid"], ("grid",), fields, as_lists=True)
     variants_raw = data.get("variants", [{}])
     if not isinstance(variants_raw, list) or not variants_raw:
         raise doc.error(("variants",), "variants must be a non-empty list of mappings of axes")
     blocks, block_lines = [], []
     for i, raw in enumerate(variants_raw):
-        variant = _axes_block(doc, raw, ("variants", i), fields, as_lists=True) if raw else {}
+        variant = axes_block(doc, raw, ("variants", i), fields, as_lists=True) if raw else {}
         for axis in variant:
             if axis in grid:
                 raise doc.error(("variants", i), f"axis {axis!r} is both in grid and in a variant")
@@ -222,9 +164,9 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
     if not any(blocks):
         raise doc.error(("grid",), "empty grid: give at least one axis with values (e.g. seed: [0])")
 
-    fixed_all = _axes_block(doc, data.get("fixed") or {}, ("fixed",), fields, as_lists=False,
+    fixed_all = axes_block(doc, data.get("fixed") or {}, ("fixed",), fields, as_lists=False,
                             allow_runtime=True)
-    runtime = {k: v for k, v in fixed_all.items() if k in _runtime_keys()}
+    runtime = {k: v for k, v in fixed_all.items() if k in runtime_keys()}
     fixed = {k: v for k, v in fixed_all.items() if k not in runtime}
     for axis in fixed:
         if any(axis in b for b in blocks):
@@ -252,7 +194,7 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
     return spec
 
 
-def _string(doc: _Located, data: dict, key: str, default: str | None) -> str | None:
+def _string(doc: Located, data: dict, key: str, default: str | None) -> str | None:
     if key not in data or data[key] is None:
         return default
     if not isinstance(data[key], (str, int, float)) or isinstance(data[key], bool):
@@ -260,172 +202,11 @@ def _string(doc: _Located, data: dict, key: str, default: str | None) -> str | N
     return str(data[key])
 
 
-# ------------------------------------------------------------------------------ axes
-def _train_fields() -> dict[str, str]:
-    """TrainConfig field -> its annotation (``'float'``, ``'int | None'`` ...)."""
-    from ..training.config import TrainConfig
-
-    return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Settings that take one of a few names, so a misspelling is caught at its line."""
-    from ..training import config as c
-    from ..training.objectives import list_objectives
-
-    return {"objective": tuple(list_objectives()), "norm": c.NORMS, "optimizer": c.OPTIMIZERS,
-            "schedule": c.SCHEDULES, "keep": c.KEEP_RULES, "pad_mode": c.PAD_MODES}
-
-
-def _runtime_keys() -> tuple[str, ...]:
-    from ..training.config import RUNTIME_KEYS
-
-    return tuple(RUNTIME_KEYS)
-
-
-def _axes_block(doc: _Located, raw: Any, where: Path_, fields: dict[str, str], *,
-                as_lists: bool, allow_runtime: bool = False) -> dict[str, Any]:
-    """Validate one mapping of axes (``as_lists``: each value a list) -> canonical names."""
-    if not isinstance(raw, dict):
-        raise doc.error(where, f"{where[0]} must be a mapping of axis: values")
-    runtime = set(_runtime_keys())
-    known = [f for f in fields if allow_runtime or f not in runtime]
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        path = where + (name,)
-        canonical = ALIASES.get(name, name)
-        if canonical not in known:
-            what = "setting" if where[0] == "fixed" else "axis"
-            if canonical in runtime:
-                raise doc.error(path, f"{name!r} is a runtime setting: put it under 'fixed:'", key=True)
-            raise doc.error(path, f"unknown {what} {name!r}{_did_you_mean(name, list(known) + list(ALIASES))}",
-                            key=True)
-        if canonical in out:
-            raise doc.error(path, f"axis {canonical!r} is given twice (as {name!r} too)", key=True)
-        if canonical != name:  # later errors look settings up by their canonical name
-            doc.key_lines[where + (canonical,)] = doc.line(path, key=True)
-        if as_lists:
-            values = value if isinstance(value, list) else [value]  # a list is the axis' values
-            if not values:
-                raise doc.error(path, f"axis {name!r} has no values: the grid would have no runs")
-            out[canonical] = [_check_value(doc, path + ((i,) if isinstance(value, list) else ()),
-                                           canonical, v, fields[canonical])
-                              for i, v in enumerate(values)]
-        else:
-            out[canonical] = _check_value(doc, path, canonical, value, fields[canonical])
-    return out
-
-
-def _check_value(doc: _Located, path: Path_, name: str, value: Any, annotation: str) -> Any:
-    """Check one value's type (and registry names); return it in canonical form."""
-    if name == "model":
-        return _model_value(doc, path, value)
-    if name == "mitigations":
-        return _mitigation_value(doc, path, value)
-    if name == "dataset":
-        from ..data import list_datasets
-
-        if not isinstance(value, str):
-            raise doc.error(path, f"dataset must be a name, got {value!r}")
-        if value not in list_datasets():
-            raise doc.error(path, f"unknown dataset {value!r}{_did_you_mean(value, list_datasets())}")
-        return value
-    choices = _choices().get(name)
-    if choices is not None and isinstance(value, str) and value.strip().lower() not in choices:
-        raise doc.error(path, f"unknown {name} {value!r}{_did_you_mean(value, choices)}")
-    optional = annotation.endswith("| None")
-    kind = annotation.split("|")[0].strip()
-    if value is None:
-        if optional:
-            return None
-        raise doc.error(path, f"{name} needs a value ({kind}), got nothing")
-    try:
-        if kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            return parse_number(value, what=name)
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            try:
-                number = parse_number(value, what=name)
-            except ConfigError:
-                number = math.nan
-            if not number == int(number) if math.isfinite(number) else True:
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            return int(number)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be true or false, got {value!r}")
-            return value
-        if kind == "str":
-            if name == "amp" and isinstance(value, bool):  # YAML reads `amp: off` as false
-                return "on" if value else "off"
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a name, got {value!r}")
-            return value
-        if kind == "dict":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name} must be a mapping, got {value!r}")
-            return value
-        if kind == "list":
-            if not isinstance(value, list):
-                raise ConfigError(f"{name} must be a list, got {value!r}")
-            return value
-    except ConfigError as exc:
-        raise doc.error(path, str(exc)) from None
-    return value
-
-
-def _model_value(doc: _Located, path: Path_, value: Any) -> dict:
-    """``small_cnn`` or ``{name: small_cnn, width: 16}`` -> ``{"name": ..., "kwargs": {...}}``."""
-    from ..models import list_models
-
-    if isinstance(value, dict):
-        if not isinstance(value.get("name"), str):
-            raise doc.error(path, "a model given as a mapping needs a 'name:'")
-        kwargs = {k: v for k, v in value.items() if k != "name"}
-        name = value["name"]
-    elif isinstance(value, str):
-        name, kwargs = value, {}
-    else:
-        raise doc.error(path, f"model must be a name or a mapping with 'name:', got {value!r}")
-    if name not in list_models():
-        raise doc.error(path, f"unknown model {name!r}{_did_you_mean(name, list_models())}")
-    return {"name": name, "kwargs": kwargs}
-
-
-def _mitigation_value(doc: _Located, path: Path_, value: Any) -> list[dict]:
-    """``none`` / a name / ``{name: ..., options}`` / a list of those -> a list of entries."""
-    from ..training.mitigations import build_mitigation, list_mitigations
-
-    if value is None or value == "none" or value == []:
-        return []
-    items = value if isinstance(value, list) else [value]
-    entries = []
-    for i, item in enumerate(items):
-        here = path + ((i,) if isinstance(value, list) else ())
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise doc.error(here, f"a mitigation must be a name or a mapping with 'name:', got {item!r}")
-        if item["name"] not in list_mitigations():
-            raise doc.error(here, f"unknown mitigation {item['name']!r}"
-                                  f"{_did_you_mean(item['name'], list_mitigations())}")
-        options = {k: v for k, v in item.items() if k != "name"}
-        try:
-            build_mitigation(item["name"], **options)
-        except RobustfairError as exc:
-            raise doc.error(here, str(exc)) from None
-        entries.append(dict(item))
-    return entries
-
-
-# ------------------------------------------------------------------------------ evaluation
 _COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
-def _evaluation(doc: _Located, raw: Any) -> Evaluation:
+# ------------------------------------------------------------------------------ evaluation
+def _evaluation(doc: Located, raw: Any) -> Evaluation:
     from ..attacks import build_attack, list_attacks
 
     where = ("evaluation",)
@@ -433,7 +214,7 @@ def _evaluation(doc: _Located, raw: Any) -> Evaluation:
         raise doc.error(where, "evaluation must be a mapping (attacks:, n:, ...)")
     for key in raw:
         if key not in EVAL_KEYS:
-            raise doc.error(where + (key,), f"unknown evaluation key {key!r}{_did_you_mean(key, EVAL_KEYS)}",
+            raise doc.error(where + (key,), f"unknown evaluation key {key!r}{did_you_mean(key, EVAL_KEYS)}",
                             key=True)
     n = raw.get("n")
     if n in (None, "all"):
@@ -480,7 +261,7 @@ def _evaluation(doc: _Located, raw: Any) -> Evaluation:
                                   "(letters, digits, _ . -) and not a reserved word", key=True)
         name = settings.pop("attack", column)
         if name not in list_attacks():
-            raise doc.error(path, f"unknown attack {name!r}{_did_you_mean(name, list_attacks())}",
+            raise doc.error(path, f"unknown attack {name!r}{did_you_mean(name, list_attacks())}",
                             key="attack" not in (attacks_raw[column] or {}))
         settings = {k: _maybe_number(v) for k, v in settings.items()}
         try:  # a trial build with a placeholder eps checks the setting names and values
@@ -501,13 +282,13 @@ def _maybe_number(value: Any) -> Any:
     return value
 
 
-def _resources(doc: _Located, raw: Any) -> Resources:
+def _resources(doc: Located, raw: Any) -> Resources:
     where = ("resources",)
     if not isinstance(raw, dict):
         raise doc.error(where, "resources must be a mapping (num_gpus:, num_cpus:)")
     for key in raw:
         if key not in RESOURCE_KEYS:
-            raise doc.error(where + (key,), f"unknown resource {key!r}{_did_you_mean(key, RESOURCE_KEYS)}",
+            raise doc.error(where + (key,), f"unknown resource {key!r}{did_you_mean(key, RESOURCE_KEYS)}",
                             key=True)
     values = {}
     for key, default in (("num_gpus", 0.0), ("num_cpus", 1.0)):

@@ -166,8 +166,9 @@ def runs_table(tables: StudyTables, *, n_boot: int = 2000, seed: int = 0) -> pd.
     mean of the worst 20% of classes, each with a 95% bootstrap interval over test points
     (``_lo``/``_hi``); the noise floor of the std and its p-value (``_p_noise``: could classes
     with one common accuracy show a std this large?); and the checkpoint rule (``keep``).
-    See :func:`robustfair.study.analysis.run_statistics`."""
-    from .analysis import StudyData, run_statistics
+    See :func:`robustfair.study.inference.run_statistics`."""
+    from .analysis import StudyData
+    from .inference import run_statistics
 
     runs = run_statistics(StudyData(tables.results), n_boot=n_boot, seed=seed)
     if not tables.run_info.empty:
