@@ -34,20 +34,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError
+from ._view_check import outputs_and_grad, short_error, why_not_same
 
 __all__ = ["AttackView", "attack_view"]
 
 # rows of `example` used to check a view: enough to catch a wrong layout, cheap for big nets
 _CHECK_ROWS = 8
-# allowed output difference, relative to (1 + the largest reference output): folding and
-# another memory layout only reorder float operations
-_TOLERANCE = 1e-4
-# allowed input-gradient difference, relative to the reference's norm. Looser than for outputs:
-# float32 input gradients of a deep net are ill-conditioned (PreAct ResNet-18: the model's own
-# gradients differ by 0.4% between a contiguous and a channels_last input), while a view that
-# is wrong, not just rounded differently, is off by O(1)
-_GRAD_TOLERANCE = 5e-2
-
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # identity in eval mode
@@ -356,67 +348,6 @@ def _describe(derived: Sequence[_DerivedConv]) -> list[str]:
     return applied
 
 
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _outputs(fn: Callable[[torch.Tensor], Any], rows: torch.Tensor
-             ) -> tuple[Any, torch.Tensor | None]:
-    """``fn``'s output on a copy of ``rows`` and the input gradient of a fixed projection."""
-    x = rows.clone()
-    if not x.is_floating_point():
-        with torch.no_grad():
-            return fn(x), None
-    x.requires_grad_(True)
-    with torch.enable_grad():
-        out = fn(x)
-        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            return out, None
-        # fixed weights from a private generator: the global random state is left alone
-        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
-        grad, = torch.autograd.grad((out * weights.to(out)).sum(), x, allow_unused=True)
-    return out.detach(), grad
-
-
-def _mismatch(got: torch.Tensor, want: torch.Tensor, what: str) -> str | None:
-    """How ``got`` differs from ``want`` beyond rounding (``None``: it does not)."""
-    if got.shape != want.shape:
-        return f"{what} shape {tuple(got.shape)} instead of {tuple(want.shape)}"
-    finite = torch.isfinite(want)
-    if not torch.equal(finite, torch.isfinite(got)):
-        return f"{what} not finite where the model's are"
-    if not finite.any():
-        return None
-    got, want = got[finite].double(), want[finite].double()
-    if what == "outputs":
-        diff = (got - want).abs().max().item()
-        tol = _TOLERANCE * (1.0 + want.abs().max().item())
-    else:
-        diff = (got - want).norm().item()
-        tol = _GRAD_TOLERANCE * want.norm().item()
-    return None if diff <= tol else f"{what} differ by {diff:.3g} (allowed {tol:.3g})"
-
-
-def _problem(view: AttackView, rows: torch.Tensor, reference: tuple[Any, torch.Tensor | None]
-             ) -> str | None:
-    """Why the view cannot stand in for the model on ``rows`` (``None``: it can)."""
-    try:
-        out, grad = _outputs(view, rows)
-    except Exception as exc:  # noqa: BLE001  (any failure just means: use a simpler view)
-        return _short(exc)
-    want_out, want_grad = reference
-    if not isinstance(out, torch.Tensor):
-        return "the output is not a tensor"
-    problem = _mismatch(out, want_out, "outputs")
-    if problem is None and want_grad is not None:
-        if grad is None:
-            return "no input gradient"
-        problem = _mismatch(grad, want_grad, "input gradients")
-    return problem
-
-
 def _trace(model: nn.Module) -> fx.GraphModule:
     """``fx.symbolic_trace(model)``, leaving no attribute behind on ``model``.
 
@@ -437,7 +368,7 @@ def _plain_view(model: nn.Module, rows: torch.Tensor,
                 ) -> AttackView:
     """The model under eval mode, parameters detached if that works, else called as it is."""
     view = AttackView(model, _EvalCall(model), applied=[], channels_last=False)
-    if isinstance(reference[0], torch.Tensor) and _problem(view, rows, reference) is not None:
+    if isinstance(reference[0], torch.Tensor) and why_not_same(view, rows, reference) is not None:
         view = AttackView(model, _EvalCall(model, detach=False), applied=[], channels_last=False)
     view.fallback_reason = reason
     return view
@@ -478,9 +409,9 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
     use_cl = example.dim() == 4 if channels_last is None else bool(channels_last)
     try:
         with _eval_modes(list(model.modules())):
-            reference = _outputs(model, rows)
+            reference = outputs_and_grad(model, rows)
     except Exception as exc:
-        raise ModelError(f"the model fails on the example batch: {_short(exc)}") from exc
+        raise ModelError(f"the model fails on the example batch: {short_error(exc)}") from exc
     if not isinstance(reference[0], torch.Tensor):
         return _plain_view(model, rows, reference, "the model's output is not a tensor")
     try:
@@ -488,7 +419,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
         with _eval_modes(list(model.modules())):
             traced = _trace(model)
     except Exception as exc:  # noqa: BLE001  (fx raises many types on untraceable code)
-        return _plain_view(model, rows, reference, f"fx cannot trace the model: {_short(exc)}")
+        return _plain_view(model, rows, reference, f"fx cannot trace the model: {short_error(exc)}")
 
     reasons: list[str] = []
     tried: set[tuple[str, ...]] = set()
@@ -497,7 +428,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
         try:
             graph, derived = _rewrite(traced, model, fold=fold, channels_last=cl)
         except Exception as exc:  # noqa: BLE001  (an odd graph: try the next, simpler form)
-            reasons.append(f"rewrite: {_short(exc)}")
+            reasons.append(f"rewrite: {short_error(exc)}")
             continue
         applied = _describe(derived)
         if tuple(applied) in tried:
@@ -505,7 +436,7 @@ def attack_view(model: nn.Module, example: torch.Tensor, *, fold_batchnorm: bool
         tried.add(tuple(applied))
         view = AttackView(model, graph, applied=applied,
                           channels_last=any(d.channels_last for d in derived), derived=derived)
-        problem = _problem(view, rows, reference)
+        problem = why_not_same(view, rows, reference)
         if problem is None:
             view.fallback_reason = "; ".join(reasons) or None
             return view
