@@ -17,10 +17,11 @@ a larger pool, up to the pool's fixed size.
 Each size is measured twice: with glibc's malloc as it comes, and with its mmap threshold fixed
 (``MALLOC_MMAP_THRESHOLD_=131072``). By default glibc raises that threshold after freeing a
 large block, so later large blocks come from the heap, where tensors of ever new sizes
-fragment it: the peak RSS can then creep up with the number of batches although no tensor
-outlives its batch. The fixed threshold (large blocks go back to the OS when freed; jemalloc
-and tcmalloc, which PyTorch recommends for CPU work, behave alike) shows the audit's
-footprint without the allocator's keeping.
+fragment it: the peak RSS then creeps up with the number of batches although no tensor
+outlives its batch. robustfair's attacks run their passes on a few fixed sizes
+(``Search.pass_rows``) so that the default allocator reuses its blocks; the fixed threshold
+(large blocks go back to the OS when freed; jemalloc and tcmalloc, which PyTorch recommends
+for CPU work, behave alike) shows the audit's footprint without the allocator's keeping.
 
     python benchmarks/bench_memory.py [--n N] [--factor 10] [--steps 5] [--batch-size 256]
 """

@@ -14,6 +14,8 @@ from torch import nn
 
 import robustfair as rf
 from robustfair.attacks import build_attack
+from robustfair.attacks import _search
+from robustfair.attacks._search import PASS_SIZES
 from robustfair.errors import AttackError
 
 from digits_model import train_small_cnn
@@ -59,8 +61,9 @@ def test_pgd_passes_stay_within_batch_size_and_survivors_get_every_step(net, dig
     res = build_attack("pgd", eps=0.0, steps=steps).perturb(model, x, y, clean_logits=logits,
                                                             batch_size=batch)
     assert max(model.sizes) == batch
+    # part-empty passes are padded up to one of a few sizes: under 1/8 idle rows each
     points = correct * (steps + 1)
-    assert sum(model.sizes) == points  # no point checked twice in a step, no idle row
+    assert points <= sum(model.sizes) <= points * (1 + 1 / PASS_SIZES)
     full = sum(1 for s in model.sizes if s == batch)
     assert full >= points // batch - 1  # only the drain at the end is partial
     assert int(res.success.sum()) == len(y) - correct
@@ -163,3 +166,47 @@ def test_pgd_admits_the_points_farthest_from_the_boundary_first(net, digits):
     got = model.first
     assert got.shape == expected.shape
     assert torch.equal(got.flatten(1).sort(dim=0).values, expected.flatten(1).sort(dim=0).values)
+
+
+class _Capacity:
+    """Stands in for a Search in ``Search.pass_rows``, which reads only ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 32, 128, 256, 1000])
+def test_pass_sizes_are_few_and_waste_under_an_eighth(capacity):
+    assert _search.Search.pass_rows(_Capacity(capacity), 0) == 0  # an empty pass stays empty
+    rows = [_search.Search.pass_rows(_Capacity(capacity), n) for n in range(1, capacity + 1)]
+    assert rows[-1] == capacity
+    assert all(n <= r <= capacity for n, r in zip(range(1, capacity + 1), rows))
+    assert all(a <= b for a, b in zip(rows, rows[1:]))  # more points never get fewer rows
+    assert all(r - n < max(1, n / PASS_SIZES) for n, r in zip(range(1, capacity + 1), rows))
+    # at most PASS_SIZES sizes per doubling (the first 2 * PASS_SIZES sizes are exact)
+    octaves = max(1, capacity.bit_length() - (2 * PASS_SIZES).bit_length() + 2)
+    assert len(set(rows)) <= 2 * PASS_SIZES + PASS_SIZES * octaves
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd-ce"])
+def test_passes_run_on_a_few_fixed_sizes_and_the_padding_changes_nothing(net, digits, name,
+                                                                          monkeypatch):
+    # A shrinking batch is padded up to one of a few sizes (Search.pass_rows, for the
+    # allocator); the padded rows must not touch any real point's gradient, step or result.
+    _, x, y = digits
+    x, y = x[:200], y[:200]
+    attack = build_attack(name, eps=0.1, steps=10)
+    batch = 64
+    padded = _Recording(net).eval()
+    res = attack.perturb(padded, x, y, batch_size=batch)
+    sizes = set(padded.sizes)
+    allowed = {_search.Search.pass_rows(_Capacity(batch), n) for n in range(1, batch + 1)}
+    assert sizes <= allowed
+    assert len(sizes) > 1  # the batch did shrink
+    monkeypatch.setattr(_search, "PASS_SIZES", batch)  # quantum 1: no padding
+    exact = _Recording(net).eval()
+    plain = attack.perturb(exact, x, y, batch_size=batch)
+    assert sum(exact.sizes) < sum(padded.sizes)  # some passes were padded
+    assert torch.equal(plain.success, res.success)
+    assert torch.equal(plain.pred, res.pred)
+    assert torch.allclose(plain.x_adv, res.x_adv, atol=1e-6)
