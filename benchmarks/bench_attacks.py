@@ -29,7 +29,7 @@ ATTACKS = ("pgd", "fgsm", "apgd-ce")
 STEPS = {"pgd": 20, "fgsm": 1, "apgd-ce": 100}
 LABEL = {"pgd": "PGD-20 Linf", "fgsm": "FGSM", "apgd-ce": "APGD-CE-100"}
 # robustfair's audit with optimize=False: the model run as it is, without the attack view
-# (BatchNorm folding, channels_last, ReLUs after max pooling); shows what the view adds to the
+# (BatchNorm folding, channels_last); shows what the view adds to the
 # early exit and refill
 AS_IS = "robustfair, model as is"
 

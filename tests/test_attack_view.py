@@ -28,10 +28,6 @@ FOLDS = {
     "densenet121": 58,  # the 1×1 bottleneck conv of each of the 6+12+24+16 dense layers
 }
 
-# ReLUs whose output feeds only a max pooling (moved after it): small_cnn and lenet pool twice,
-# vgg19_bn four times at 16×16 (its fifth pool is skipped on maps that small)
-MOVED_RELUS = {"small_cnn": 2, "lenet": 2, "vgg19_bn": 4}
-
 
 def with_statistics(model: nn.Module) -> nn.Module:
     """Non-trivial batch-norm parameters and running statistics, then eval mode."""
@@ -100,8 +96,6 @@ def test_view_computes_the_eval_function_with_folding_and_channels_last(name):
         expected.append(f"batchnorm folded into {FOLDS[name]} convolutions")
     if name != "mlp":  # an MLP has no convolution: channels_last would only cost a copy
         expected.append("channels_last")
-    if name in MOVED_RELUS:
-        expected.append(f"{MOVED_RELUS[name]} relus after max pooling")
     assert view.applied == expected
     assert_same_function(view, model, x, y)
 
@@ -109,8 +103,7 @@ def test_view_computes_the_eval_function_with_folding_and_channels_last(name):
 def test_folding_and_channels_last_can_be_switched_off():
     model = make("small_cnn")
     x, y = torch.rand(4, 3, SIZE, SIZE), torch.randint(0, 10, (4,))
-    assert attack_view(model, x, fold_batchnorm=False).applied == [
-        "channels_last", "2 relus after max pooling"]
+    assert attack_view(model, x, fold_batchnorm=False).applied == ["channels_last"]
     # every derived weight really is in channels_last strides, also the ambiguous one of a
     # one-channel input (else that layer answers in NCHW and later layers mix formats)
     grey = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
@@ -119,9 +112,9 @@ def test_folding_and_channels_last_can_be_switched_off():
     for w in derived_weights(view):
         assert w.stride() == torch.empty_like(w, memory_format=torch.channels_last).stride()
     assert attack_view(model, x, channels_last=False).applied == [
-        "batchnorm folded into 4 convolutions", "2 relus after max pooling"]
+        "batchnorm folded into 4 convolutions"]
     view = attack_view(model, x, fold_batchnorm=False, channels_last=False)
-    assert view.applied == ["2 relus after max pooling"] and view.fallback_reason is None
+    assert view.applied == [] and view.fallback_reason is None
     assert_same_function(view, model, x, y)
 
 
@@ -348,7 +341,7 @@ def test_bad_arguments_raise_model_errors():
 
 
 @pytest.mark.parametrize("pool_to,size", [(2, 2), (2, 4), ((3, 1), 6)])
-def test_adaptive_pooling_to_its_own_size_is_skipped_and_otherwise_pools(pool_to, size):
+def test_adaptive_pooling_gives_the_models_outputs_and_gradients(pool_to, size):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AdaptiveAvgPool2d(pool_to),
                           nn.Flatten(), nn.LazyLinear(4))
@@ -362,41 +355,6 @@ def test_adaptive_pooling_to_its_own_size_is_skipped_and_otherwise_pools(pool_to
     (g_want,) = torch.autograd.grad(want.square().sum(), xg)
     (g_got,) = torch.autograd.grad(got.square().sum(), xv)
     assert torch.allclose(g_got, g_want, atol=1e-5)
-
-
-class _ReluTwice(nn.Module):
-    """A relu whose output feeds a max pooling *and* a skip path: it must stay where it is."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(4 * 4 * 4 + 4 * 8 * 8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.relu(self.conv(x))
-        return self.head(torch.cat([self.pool(a).flatten(1), a.flatten(1)], 1))
-
-
-def test_relu_moves_after_max_pooling_only_when_the_pool_is_its_one_user_and_grads_agree():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
-    with torch.no_grad():  # a negative bias: many windows are <= 0 everywhere (relu's flat part)
-        model[0].bias.fill_(-0.1)
-    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,))
-    view = attack_view(model, x)
-    assert "1 relu after max pooling" in view.applied
-    with torch.no_grad():
-        pre = model[0](x)
-    dead = (F.max_pool2d(pre, 2) <= 0).float().mean().item()
-    assert 0.1 < dead < 0.9  # both kinds of window are there
-    logits, grad = logits_and_input_grad(view, x, y)
-    want_logits, want_grad = eval_reference(model, x, y)
-    assert_close(logits, want_logits, rel=1e-5)
-    assert_close(grad, want_grad, rel=1e-5)
-    assert not any("relu" in a for a in attack_view(_ReluTwice().eval(), x).applied)
 
 
 def test_tracing_leaves_no_attribute_on_the_model():

@@ -243,9 +243,9 @@ def audit(
 
     Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
     CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
-    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last,
-    ReLUs moved after max pooling; the same function up to float rounding, checked on the
-    first batch, and what was applied is recorded in ``report.meta["model_optimizations"]``).
+    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last;
+    the same function up to float rounding, checked on the first batch; what was applied is
+    recorded in ``report.meta["model_optimizations"]``).
     ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
     audits; the first batches pay for the compilation; on a CPU it was slower here).
 

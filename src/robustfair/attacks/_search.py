@@ -159,15 +159,14 @@ class Search:
     def pass_rows(self, n: int) -> int:
         """Rows of the pass that evaluates ``n`` points: ``n`` rounded up to one of a few sizes.
 
-        A shrinking working batch would otherwise run the model on a new batch size at almost
-        every step. Each new size allocates activations of a new size, and glibc's heap, which
-        serves blocks of up to 32 MiB, fragments on them: a CPU audit's peak memory crept up
-        with the number of batches (+35% for 10x the images) while no tensor outlived its
-        batch. So ``n`` is rounded up to a multiple of a power of two, ``PASS_SIZES`` steps per
-        doubling of ``n`` (8: 64, 72, ..., 128, 144, ...): at most 8 sizes per octave, and the
-        idle rows stay under 1/8 of a pass (a fixed step of capacity/8 cost a ResNet-18 audit
-        on 32-image batches 9%; this, about 1%). The allocator reuses its blocks, and oneDNN
-        and cuDNN their per-shape kernels.
+        A memory measure, not a speed one. A shrinking working batch would otherwise run the
+        model on a new batch size at almost every step, and glibc's heap (blocks of up to 32
+        MiB) fragments on activations of ever new sizes: without this, a CPU audit of 10x the
+        images had a 37% higher peak RSS, with it 10% (``benchmarks/bench_memory.py``), while
+        no tensor outlived its batch. So ``n`` is rounded up to a multiple of a power of two,
+        ``PASS_SIZES`` steps per doubling of ``n`` (8: 64, 72, ..., 128, 144, ...): at most 8
+        sizes per octave, and the idle rows stay under 1/8 of a pass (about 1% of a ResNet-18
+        audit's time). The allocator reuses its blocks, and oneDNN and cuDNN their kernels.
         """
         if n >= self.capacity or n == 0:
             return n

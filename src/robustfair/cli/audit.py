@@ -78,7 +78,7 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; slow start)")
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
                    help="run the model as it is (no attack view: no BatchNorm folding, "
-                        "channels_last or ReLU moved after max pooling)")
+                        "no channels_last)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
