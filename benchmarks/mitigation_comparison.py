@@ -113,13 +113,14 @@ CLASS_WEIGHT = 10.0       # the paper's smallest up-weighting (1, 10, 20, 50, 10
 
 # DAFA's weight rule was fixed after these runs were trained (commit 61a789b and before: the
 # easier class now gives lambda*P_ji*P_ii to the harder one, as in the paper's Algorithm 2)
-DAFA_NOTE = ("DAFA: the runs in the APGD-pair table were trained before its class-weight rule was "
-             "fixed (the easier class now gives λ·P_ji·P_ii to the harder one, as in the paper's "
-             "Algorithm 2; the weights sum to K). Retrained with the fix, class 8 still ends at "
-             "0-2% clean accuracy in every seed: a per-class training radius becomes the label "
-             "on this data (docs/MITIGATIONS.md); `dafa:margin=false` keeps the common radius. "
-             "DAFA and CFA are not in the AutoAttack table (its CPU budget went to the baseline "
-             "and the two methods the issue asked about).")
+DAFA_NOTE = ("DAFA: the `dafa/` runs are those of the fixed class-weight rule (the easier class "
+             "gives λ·P_ji·P_ii to the harder one, as in the paper's Algorithm 2, so the weights "
+             "sum to K), retrained with the same recipe and seeds (see trained_by.json); the "
+             "runs of the old rule, which the APGD-pair table audited, are in `dafa-before-fix/` "
+             "(hence no APGD-pair difference for DAFA above). With the fix class 8 still ends at "
+             "0% clean accuracy in every seed, and AutoAttack breaks nearly every point: a "
+             "per-class training radius becomes the label on this data (docs/MITIGATIONS.md); "
+             "`dafa:margin=false` keeps the common radius.")
 
 
 def slug(label: str) -> str:
