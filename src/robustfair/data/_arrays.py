@@ -38,6 +38,22 @@ def stratified_split(
     return train_idx, test_idx
 
 
+def frozen_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)`` by :func:`stratified_split`, read-only: a loader
+    caches them and hands out only copies.
+
+    >>> xs = frozen_split(np.arange(4), np.array([0, 0, 1, 1]), 0.5, seed=0)
+    >>> [a.flags.writeable for a in xs]
+    [False, False, False, False]
+    """
+    train, test = stratified_split(y, test_fraction, seed)
+    arrays = (x[train], y[train], x[test], y[test])
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
 def resize_uint8(x: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     """Resize uint8 N×C×H×W images to size×size (bilinear, antialiased), in chunks.
 

