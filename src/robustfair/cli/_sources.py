@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelError
-from ._checks import check_model_fits
 
 MODEL_HELP = (
     "the network: a robustfair model name (e.g. preact_resnet18, needs --weights), timm:NAME "
@@ -75,6 +74,7 @@ class Sources:
     data_label: str
     model_label: str
     provenance: dict = field(default_factory=dict)
+    source: object = None  # the ModelSource: what rebuilds the model in another process
 
 
 def check_source_options(args: argparse.Namespace) -> None:
@@ -92,9 +92,21 @@ def check_source_options(args: argparse.Namespace) -> None:
         raise ConfigError("an npz:PATH data set is a test set only; drop --split train")
 
 
+def model_source(args: argparse.Namespace):
+    """The :class:`~robustfair.models.source.ModelSource` the model options name."""
+    from ..models.source import ModelSource
+
+    if args.checkpoint is not None:
+        return ModelSource(checkpoint=args.checkpoint)
+    return ModelSource(spec=args.model.strip(), weights=args.weights, normalize=args.normalize,
+                       output_index=_output_index(args.output_index))
+
+
 def load_sources(args: argparse.Namespace) -> Sources:
     """Load the data, then the model built for it, and check they fit with one forward pass."""
     from .._device import resolve_device
+    from .._tensor_checks import as_float_images
+    from ..models.source import DataShape
 
     ds, x, y, label = _load_data(args)
     n = len(y) if args.limit is None else min(args.limit, len(y))
@@ -102,14 +114,27 @@ def load_sources(args: argparse.Namespace) -> Sources:
         raise ConfigError(f"the {args.split} split of {label} is empty")
     x, y = x[:n], y[:n]
     device = resolve_device(args.device)
-    if args.checkpoint is not None:
-        model, provenance, model_label = _load_checkpoint(args, ds, device)
-    else:
-        model, provenance = _load_external(args, ds, x, device, label)
-        model_label = args.model + (f" + {args.weights}" if args.weights else "")
+    source = model_source(args)
+    if source.checkpoint is None and source.spec in _robustfair_models() and source.weights is None:
+        raise ModelError(f"--model {source.spec} builds an untrained network: give its --weights "
+                         f"(or use --checkpoint for a file saved by robustfair)")
+    shape = DataShape(ds.num_classes, ds.channels, ds.image_size,
+                      f"dataset {args.dataset!r}" if source.checkpoint is not None else label)
+    model, provenance = source.build(shape, device=device, example=as_float_images(x[:2]))
+    if source.checkpoint is not None:
+        saved = (getattr(model, "robustfair_metadata", None) or {})
+        if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
+            print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "
+                  f"reporting with the data set's names", file=sys.stderr)
     provenance["data_sha256"] = data_sha256(x, y)
     return Sources(model=model, x=x, y=y, classes=list(ds.classes), data_label=label,
-                   model_label=model_label, provenance=provenance)
+                   model_label=source.label, provenance=provenance, source=source)
+
+
+def _robustfair_models() -> list[str]:
+    from ..models import list_models
+
+    return list_models()
 
 
 def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -154,20 +179,6 @@ def _load_data(args):
     return ds, split.x, split.y, args.dataset
 
 
-def _load_checkpoint(args, ds, device):
-    from ..models import load_model
-    from ..models.external import file_sha256
-
-    model = load_model(args.checkpoint, device=device)
-    check_model_fits(model, ds, args.checkpoint, args.dataset)
-    saved = (getattr(model, "robustfair_metadata", None) or {})
-    if saved.get("classes") and [str(c) for c in saved["classes"]] != list(ds.classes):
-        print(f"robustfair: warning: the checkpoint's class names differ from {args.dataset!r}'s; "
-              f"reporting with the data set's names", file=sys.stderr)
-    provenance = {"checkpoint": str(args.checkpoint), "weights_sha256": file_sha256(args.checkpoint)}
-    return model, provenance, str(args.checkpoint)
-
-
 def _output_index(text: str | None) -> int | str | None:
     if text is None:
         return None
@@ -178,37 +189,3 @@ def _output_index(text: str | None) -> int | str | None:
         if not text.isidentifier():
             raise ConfigError(f"--output-index must be a position (0, 1, ...) or a key name, got {text!r}") from None
         return text
-
-
-def _load_external(args, ds, x, device, data_label):
-    from .._tensor_checks import as_float_images
-    from ..models.external import (SelectOutput, build_from_spec, check_forward, load_weights,
-                                   normalization, with_normalization)
-    from ..models import list_models
-
-    index = _output_index(args.output_index)
-    stats = normalization(args.normalize, channels=ds.channels) if args.normalize else None
-    spec = args.model.strip()
-    if spec in list_models() and args.weights is None:
-        raise ModelError(f"--model {spec} builds an untrained network: give its --weights "
-                         f"(or use --checkpoint for a file saved by robustfair)")
-    pretrained = spec.startswith("timm:") and args.weights is None
-    model = build_from_spec(spec, num_classes=ds.num_classes, in_channels=ds.channels,
-                            image_size=ds.image_size, pretrained=pretrained)
-    provenance: dict = {"model_spec": spec, "weights": None, "weights_sha256": None}
-    if args.weights is not None:
-        loaded = load_weights(model, args.weights)
-        provenance.update(weights=loaded["path"], weights_sha256=loaded["sha256"],
-                          weights_container_key=loaded["container_key"],
-                          weights_stripped_prefixes=loaded["stripped_prefixes"])
-    elif pretrained:
-        provenance["weights"] = "timm pretrained"
-    if index is not None:
-        model = SelectOutput(model, index)
-        provenance["output_index"] = index
-    if stats is not None:
-        model = with_normalization(model, *stats)
-        provenance["normalize"] = {"spec": args.normalize, "mean": stats[0], "std": stats[1]}
-    model = model.to(device).eval()
-    check_forward(model, as_float_images(x[:2].to(device)), ds.num_classes, data_label)
-    return model, provenance
