@@ -10,13 +10,13 @@ pass checks that the model fits them before any attack runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..data._arrays import data_sha256  # noqa: F401 - where the CLI's callers find it
 from ..errors import ConfigError, ModelError
 
 MODEL_HELP = (
@@ -135,17 +135,6 @@ def _robustfair_models() -> list[str]:
     from ..models import list_models
 
     return list_models()
-
-
-def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
-    """SHA-256 of the audited images and labels (uint8 pixels, then int64 labels, in order):
-    the same points give the same digest whatever file format they came from."""
-    h = hashlib.sha256()
-    h.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
-    for part in x.split(4096):  # chunks: no second copy of a large test set
-        h.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    h.update(y.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _load_data(args):
