@@ -80,7 +80,8 @@ def _attacks(eps=0.1):
     return [rf.build_attack("pgd", eps=eps, steps=4),
             rf.build_attack("apgd-t", eps=eps, steps=4, top_k=2),
             rf.build_attack("fab-t", eps=eps, steps=3, top_k=2, restarts=2),
-            rf.build_attack("square", eps=eps, n_queries=25)]
+            rf.build_attack("square", eps=eps, n_queries=25),
+            rf.build_attack("autoattack", eps=eps, steps=3, n_queries=20)]  # passes index to its parts
 
 
 def _same(a: ClassReport, b: ClassReport) -> None:

@@ -1,5 +1,11 @@
 """The audit: run a model and a list of attacks over a test set and build a :class:`ClassReport`.
 
+A short pipeline, each step a function (the sharded audit, :mod:`robustfair.sharding`, runs the
+same steps on each shard): :func:`check_arguments` (one-line errors before anything runs) ->
+:func:`prepare` (the model's attack view, the attacks as they run, the classes, pass and pool
+sizes: an :class:`AuditPlan`) -> :func:`check_model` (sanity checks before the attacks) ->
+:func:`audit_pool` for each pool -> :func:`build_report` (the report and the result checks).
+
 Points are streamed: one pool of a few batches (``POOL_BATCHES``, at most ``POOL_BYTES`` of
 float images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
 peak memory does not grow with the number of points. Per pool:

@@ -13,6 +13,10 @@ A success found in mixed precision (``amp``) or on a randomised model (``eot`` >
 kept once it holds where it will be evaluated: in full precision, and, with ``eot`` passes,
 for the majority of the model's random draws.
 
+``Search.random`` holds the batch's per-point random streams (:mod:`._random`): every draw an
+attack makes for a point is keyed by the call's seed, the point's index in the whole test set
+and the place of the draw, never by the point's position in the batch.
+
 :class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
 (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
 ``inference_mode()``, runs the clean pass (or takes the caller's ``clean_logits``) and hands
