@@ -174,6 +174,21 @@ def test_a_failing_shard_is_named_and_the_others_stay(digits, files, tmp_path):
     assert (tmp_path / "shard-0000.json").is_file() and not (tmp_path / "shard-0001.json").exists()
 
 
+def test_cli_names_the_failing_shard_in_one_line(digits, files, tmp_path, capsys):
+    x = digits.test.x[:90].clone()
+    x[45] = 255
+    np.savez(tmp_path / "test.npz", x=x.numpy(), y=digits.test.y[:90].numpy())
+    out = tmp_path / "out"
+    rc = main(["audit", "--model", f"{files / 'specs.py'}:poisoned", "--weights", str(files / "wrapped.pt"),
+               "--dataset", f"npz:{tmp_path / 'test.npz'}", "--attack", "fgsm", "--eps", "0.1",
+               "--shards", "3", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith(
+        "robustfair: error: shard 2/3 (points 30-59) failed: RuntimeError: poisoned input")
+    assert [line.split(" done")[0] for line in err[:-1]] == ["robustfair: shard 1/3"]
+    assert (out / "shards" / "shard-0000.json").is_file() and not (out / "report.json").exists()
+
+
 def _cli(*args: str) -> list[str]:
     return ["audit", "--dataset", "digits", "--attack", "fgsm", "--eps", "0.1", *args]
 
@@ -259,6 +274,19 @@ def test_ray_shards_with_two_workers_give_the_unsharded_audit(digits, files, tmp
                                data_shape=DataShape.of(digits))
         _same(merged, whole)
         assert [s["range"] for s in merged.meta["shards"]] == [list(r) for r in shard_ranges(61, shards)]
+
+
+@pytest.mark.slow
+@needs_ray
+def test_cli_ray_executor_writes_the_unsharded_report(files, tmp_path, local_ray):
+    args = _cli("--checkpoint", str(files / "net.safetensors"), "--limit", "50")
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--shards", "3", "--executor", "ray", "--out", str(tmp_path / "ray")]) == 0
+    a = json.loads((tmp_path / "ray" / "report.json").read_text())
+    b = json.loads((tmp_path / "whole" / "report.json").read_text())
+    assert a["predictions"] == b["predictions"] and a["flags"] == b["flags"]
+    assert sorted(p.name for p in (tmp_path / "ray" / "shards").iterdir()) == [
+        "settings.json", "shard-0000.json", "shard-0001.json", "shard-0002.json"]
 
 
 @pytest.mark.slow
