@@ -169,24 +169,27 @@ def run_leaderboard(spec: LeaderboardSpec, out_dir: str | Path, *, executor: str
     if address and executor != "ray":
         raise ConfigError("--address is for the ray executor (add --executor ray)")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
     t0 = time.perf_counter()
+    # the points first: a mistake found here (points_per_class larger than a class) writes nothing
+    data = load_audit_data(spec.dataset, split=spec.split, data_dir=data_dir or spec.data_dir,
+                           progress=progress and sys.stderr.isatty())
+    classes = tuple(str(c) for c in data.dataset.classes)
+    labels = data.y.numpy()
+    if spec.points_per_class is not None:
+        short = class_shortfall(labels, spec.points_per_class, len(classes))
+        if short:
+            c, n = short[0]
+            raise spec.error("points_per_class", f"points_per_class {spec.points_per_class} is more "
+                             f"than class {classes[c]!r} has ({n} points in the {spec.split} split "
+                             f"of {data.label}{f'; {len(short)} classes fall short' if len(short) > 1 else ''})")
+    idx = stratified_indices(labels, spec.points_per_class, spec.seed)
+    x, y = data.x[torch.as_tensor(idx)], data.y[torch.as_tensor(idx)]
+    record = {"schema": SCHEMA, "settings": spec.settings(),
+              "data": {"label": data.label, "classes": list(classes), "n_points": len(idx),
+                       "sha256": points_sha256(x, y), "indices": idx.tolist()}}
     with folder_lock(out, "a leaderboard run"):
-        data = load_audit_data(spec.dataset, split=spec.split, data_dir=data_dir or spec.data_dir,
-                               progress=progress and sys.stderr.isatty())
-        classes = tuple(str(c) for c in data.dataset.classes)
-        labels = data.y.numpy()
-        if spec.points_per_class is not None:
-            short = class_shortfall(labels, spec.points_per_class, len(classes))
-            if short:
-                c, n = short[0]
-                raise spec.error("points_per_class", f"points_per_class {spec.points_per_class} is more "
-                                 f"than class {classes[c]!r} has ({n} points in the {spec.split} split "
-                                 f"of {data.label}{f'; {len(short)} classes fall short' if len(short) > 1 else ''})")
-        idx = stratified_indices(labels, spec.points_per_class, spec.seed)
-        x, y = data.x[torch.as_tensor(idx)], data.y[torch.as_tensor(idx)]
-        record = {"schema": SCHEMA, "settings": spec.settings(),
-                  "data": {"label": data.label, "classes": list(classes), "n_points": len(idx),
-                           "sha256": points_sha256(x, y), "indices": idx.tolist()}}
         _record_settings(out, record, spec)
         result = LeaderboardResult(out_dir=out, models=[m.name for m in spec.models])
         todo = []
@@ -230,7 +233,7 @@ def _record_settings(out: Path, record: dict, spec: LeaderboardSpec) -> None:
     before, now = old.get("settings", {}), record["settings"]
     for key in now:
         if before.get(key) != now[key] and key != "eps_text":
-            raise spec.error(key if key in spec.lines else "dataset",
+            raise spec.error({"attacks": "attack"}.get(key, key),
                              f"{out} holds a leaderboard audited with {key} = {_show(before.get(key))}, "
                              f"this spec gives {_show(now[key])}; use another --out to compare "
                              f"under other settings")

@@ -85,7 +85,7 @@ class LeaderboardSpec:
     data_dir: str | None = None
     points_per_class: int | None = None
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int | str = 256
     resources: Resources = Resources()
     description: str = ""
     expected_time: str | None = None
@@ -165,7 +165,8 @@ def parse_spec(text: str, *, source: str = "leaderboard.yaml",
         attacks=parse_attacks(doc, data.get("attack", "autoattack"), ("attack",)),
         points_per_class=_count(doc, data, "points_per_class", None),
         seed=_count(doc, data, "seed", 0, minimum=0),
-        batch_size=_count(doc, data, "batch_size", 256),
+        batch_size=("auto" if data.get("batch_size") == "auto"  # the largest that fits a GPU
+                    else _count(doc, data, "batch_size", 256)),
         resources=parse_resources(doc, data.get("resources") or {}),
         models=_models(doc, data["models"], base, dataset, norm),
         source=source,
