@@ -12,7 +12,11 @@ speaks to how a model's class ranking would vary over training seeds.
   the same count over the resamples.
 * **Rank agreement.** Kendall's tau-b between two models' per-class robust accuracies (1: the
   same order of classes, 0: unrelated, ties handled by tau-b), for every pair of models, and its
-  mean over the pairs, each with its interval.
+  mean over the pairs, each with its interval. Each resample adds test-point noise, which pulls
+  a correlation of noisy class profiles toward 0, so the tau intervals are the percentile
+  intervals moved to be centred on the estimate (:func:`~robustfair.metrics._stats.shifted_interval`,
+  as for profile similarities). The observed tau is itself pulled toward 0 by that noise: a low
+  tau on few points per class is weak evidence of disagreement.
 
 >>> import numpy as np, pandas as pd
 >>> from robustfair.metrics import ClassReport
@@ -38,7 +42,7 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from ..metrics import ClassReport
-from ..metrics._stats import class_resample_weights, percentile_interval
+from ..metrics._stats import class_resample_weights, percentile_interval, shifted_interval
 
 __all__ = ["CrossModel", "cross_model"]
 
@@ -200,18 +204,13 @@ def cross_model(reports: Mapping[str, ClassReport], *, n_boot: int = 1000, seed:
                 taus[start:start + _CHUNK, p] = _tau_b(s, a, b)
         for p, (a, b) in enumerate(model_pairs):
             value = float(_tau_b(obs_signs, a, b))
-            lo, hi = _finite_interval(taus[:, p])
+            lo, hi = shifted_interval(taus[:, p], value)
             tau_rows.append({"model_a": names[a], "model_b": names[b], "tau": value, "lo": lo, "hi": hi})
         obs_mean = float(np.mean([r["tau"] for r in tau_rows]))
         with np.errstate(invalid="ignore"):
             boot_mean = np.nanmean(taus, axis=1) if np.isfinite(taus).any() else taus[:, 0]
-        mean_tau = (obs_mean, *_finite_interval(boot_mean))
+        mean_tau = (obs_mean, *shifted_interval(boot_mean, obs_mean))
     tau_table = pd.DataFrame(tau_rows, columns=["model_a", "model_b", "tau", "lo", "hi"])
     return CrossModel(models=names, classes=kept, n_points=len(y), worst=worst_table,
                       worst_counts=counts, tau=tau_table, mean_tau=mean_tau, n_boot=n_boot, seed=seed)
 
-
-def _finite_interval(values: np.ndarray) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return percentile_interval(v) if len(v) else (float("nan"), float("nan"))

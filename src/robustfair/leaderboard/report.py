@@ -91,6 +91,11 @@ def _interval(row, column: str) -> str:
     return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{_pct(lo)}, {_pct(hi)}]"
 
 
+def _with_interval(row, column: str) -> tuple[str, str]:
+    """The value and, for a second line in its cell, its interval."""
+    return _pct(row[column]), _interval(row, column)
+
+
 def _p(v) -> str:
     return "–" if v is None or not math.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
 
@@ -104,17 +109,17 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
     rows = []
     for rank, (_, r) in enumerate(table.iterrows(), start=1):
         flags = reports[r["model"]].flags
-        cells = [
+        cells = [  # (text or (text, interval), sort value)
             (str(rank), rank),
             (r["model"], r["model"]),
-            (f"{_pct(r['robust_acc'])} {_interval(r, 'robust_acc')}", r["robust_acc"]),
-            (f"{_pct(r['clean_acc'])} {_interval(r, 'clean_acc')}", r["clean_acc"]),
+            (_with_interval(r, "robust_acc"), r["robust_acc"]),
+            (_with_interval(r, "clean_acc"), r["clean_acc"]),
             (str(r["worst_class"]), str(r["worst_class"])),
-            (f"{_pct(r['worst_class_acc'])} {_interval(r, 'worst_class_acc')}", r["worst_class_acc"]),
+            (_with_interval(r, "worst_class_acc"), r["worst_class_acc"]),
             (_pct(r["worst_class_acc_corrected"]), r["worst_class_acc_corrected"]),
             (_p(r["worst_p_noise"]), r["worst_p_noise"]),
-            (f"{_pct(r['gap'])} {_interval(r, 'gap')}", r["gap"]),
-            (f"{_pct(r['class_std'])} {_interval(r, 'class_std')}", r["class_std"]),
+            (_with_interval(r, "gap"), r["gap"]),
+            (_with_interval(r, "class_std"), r["class_std"]),
             (_pct(r["class_std_noise_floor"]), r["class_std_noise_floor"]),
             (_p(r["class_std_p_noise"]), r["class_std_p_noise"]),
             (", ".join(f["code"] for f in flags) or "none", len(flags)),
@@ -122,7 +127,8 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
              r["seconds"]),
         ]
         rows.append({"model": r["model"], "flagged": bool(flags), "source": r["source"] or "",
-                     "cells": [(text, _sort_value(v)) for text, v in cells]})
+                     "cells": [(text if isinstance(text, tuple) else (text, ""), _sort_value(v))
+                               for text, v in cells]})
     return rows
 
 
