@@ -206,9 +206,11 @@ def cross_model(reports: Mapping[str, ClassReport], *, n_boot: int = 1000, seed:
             value = float(_tau_b(obs_signs, a, b))
             lo, hi = shifted_interval(taus[:, p], value)
             tau_rows.append({"model_a": names[a], "model_b": names[b], "tau": value, "lo": lo, "hi": hi})
-        obs_mean = float(np.mean([r["tau"] for r in tau_rows]))
-        with np.errstate(invalid="ignore"):
-            boot_mean = np.nanmean(taus, axis=1) if np.isfinite(taus).any() else taus[:, 0]
+        obs_mean = float(np.nanmean([r["tau"] for r in tau_rows])) if any(
+            np.isfinite(r["tau"]) for r in tau_rows) else float("nan")
+        finite = np.isfinite(taus)  # a pair is undefined where a model ties every class
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot_mean = np.where(finite, taus, 0).sum(axis=1) / finite.sum(axis=1)
         mean_tau = (obs_mean, *shifted_interval(boot_mean, obs_mean))
     tau_table = pd.DataFrame(tau_rows, columns=["model_a", "model_b", "tau", "lo", "hi"])
     return CrossModel(models=names, classes=kept, n_points=len(y), worst=worst_table,
