@@ -404,3 +404,30 @@ def test_tied_lowest_classes_share_a_models_count():
     result = cross_model({"m": _report(correct, y, 3)}, n_boot=50)
     assert result.worst_counts["models"].tolist() == [0.5, 0.5, 0.0]
     assert result.mean_tau is None and "at least two models" in result.findings()[-1]
+
+
+def test_a_failing_model_is_reported_and_the_others_kept(board, models, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(board["out"], out)
+    spec = models / "broken.yaml"
+    spec.write_text(SPEC + "  - name: wrong-weights\n    model: masked.py:build\n    weights: mlp.safetensors\n")
+    proc = _cli(spec, out)
+    assert proc.returncode == 1
+    assert re.search(r"^leaderboard \[4/4\] wrong-weights: FAILED: ", proc.stderr, flags=re.M)
+    assert (out / "models" / "wrong-weights" / "error.txt").is_file()
+    assert not (out / "models" / "wrong-weights" / "report.json").exists()
+    assert sorted(pd.read_csv(out / "leaderboard.csv")["model"]) == sorted(NAMES)
+    assert "<b>wrong-weights</b> failed:" in (out / "leaderboard.html").read_text()
+
+
+def test_command_line_mistakes_are_one_line(tmp_path, capsys):
+    for argv, expected in ((["leaderboard", "--out", str(tmp_path / "o")], "give a leaderboard SPEC"),
+                           (["leaderboard", "--preset", "robustbench-cifar10-linf"], "--out DIR is required"),
+                           (["leaderboard", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")],
+                            "does not exist"),
+                           (["leaderboard", "--preset", "x", "--out", str(tmp_path / "o"), "--address", "a:1"],
+                            "--address is for the ray executor")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "o").exists()
