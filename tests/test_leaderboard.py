@@ -335,6 +335,7 @@ def test_other_spec_mistakes_are_one_line(beside, capsys):
             (SPEC.replace("eps: 0.1", "eps: 8"), "bad.yaml:4:"),
             (SPEC.replace("dataset: digits", "dataset: digitz"), "unknown data set 'digitz'"),
             (SPEC.replace("attack: {pgd: {steps: 5}}", "attack: [pgdd]"), "unknown attack 'pgdd'"),
+            (SPEC.replace("{steps: 5}", "{steps: 5, eps: 0.3}"), "bad.yaml:5: attack 'pgd' sets eps"),
             (SPEC.replace("checkpoint: cnn.safetensors", "checkpoint: cnn.safetensors\n    weights: w.pt"),
              "weights goes with model: SPEC"),
             ("dataset: digits\nmodels: []\n", "models must be a non-empty list"),

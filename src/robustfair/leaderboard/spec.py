@@ -162,7 +162,7 @@ def parse_spec(text: str, *, source: str = "leaderboard.yaml",
         eps=eps,
         eps_text=eps_text,
         norm=norm,
-        attacks=parse_attacks(doc, data.get("attack", "autoattack"), ("attack",)),
+        attacks=_attacks(doc, data.get("attack", "autoattack")),
         points_per_class=_count(doc, data, "points_per_class", None),
         seed=_count(doc, data, "seed", 0, minimum=0),
         batch_size=("auto" if data.get("batch_size") == "auto"  # the largest that fits a GPU
@@ -174,6 +174,16 @@ def parse_spec(text: str, *, source: str = "leaderboard.yaml",
         lines={key: doc.line((key,), key=True) for key in data},
     )
     return spec
+
+
+def _attacks(doc: Located, raw: Any) -> tuple[Attack, ...]:
+    attacks = parse_attacks(doc, raw, ("attack",))
+    for a in attacks:
+        for key in ("eps", "norm", "seed"):
+            if key in a.settings:  # one evaluation for every model: these are set once, at the top
+                raise doc.error(("attack", a.column), f"attack {a.column!r} sets {key}; the leaderboard's "
+                                                      f"{key} is set once, at the top ({key}:)")
+    return attacks
 
 
 def _text(doc: Located, data: dict, key: str) -> str | None:
