@@ -432,3 +432,34 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
     assert not (tmp_path / "o").exists()
+
+
+SORT_CHECK = """
+<script>
+window.addEventListener('load', () => {
+  const order = () => Array.from(document.querySelectorAll('#board tbody tr')).map(r => r.cells[1].textContent);
+  const th = document.querySelectorAll('#board th');
+  const out = {start: order()};
+  th[1].click(); out.byName = order();
+  th[2].click(); out.robustUp = order();
+  th[2].click(); out.robustDown = order();
+  const pre = document.createElement('pre'); pre.id = 'rf-sort'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
+def test_clicking_a_header_sorts_the_table(board, tmp_path):
+    from chromium import _command
+
+    page = tmp_path / "sorted.html"
+    page.write_text((board["out"] / "leaderboard.html").read_text().replace("</body>", SORT_CHECK + "</body>"))
+    dom = subprocess.run(_command(tmp_path, 1280, 900) + ["--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=90).stdout
+    result = json.loads(re.search(r'<pre id="rf-sort">(.*?)</pre>', dom).group(1))
+    by_robust = list(board["table"]["model"])  # the CSV's order: best robust accuracy first
+    assert result["start"] == by_robust
+    assert result["byName"] == sorted(NAMES, key=str.lower)
+    assert result["robustUp"] == by_robust[::-1] and result["robustDown"] == by_robust
