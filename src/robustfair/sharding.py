@@ -36,6 +36,7 @@ committed to disk at once; a rerun audits only the shards that are missing.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -55,7 +56,7 @@ from ._lock import folder_lock
 from ._tensor_checks import check_labels
 from .auditing import (_name_attacks, audit_pool, build_report, check_arguments, check_model,
                        on_device, prepare)
-from .data._arrays import data_sha256
+from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
 from .models.source import DataShape, ModelSource
@@ -284,7 +285,7 @@ def audit_sharded(
         raise RobustfairError(f"got {n} images but {len(y)} labels")
     named = _named_attacks(attacks)
     settings = {
-        "format": FORMAT, "shards": shards, "n": n, "data_sha256": data_sha256(x, y),
+        "format": FORMAT, "shards": shards, "n": n, "data_sha256": points_sha256(x, y),
         "model": source.to_dict(), "seed": seed, "classes": None if classes is None else list(classes),
         "attacks": {name: a.settings() for name, a in named.items()},
         "options": {k: audit_options[k] for k in RESULT_OPTIONS if k in audit_options},
@@ -352,11 +353,12 @@ def _run_local(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
 def _run_ray(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
              address: str | None) -> Failed:
     """One Ray task per shard; every shard runs, the finished ones are committed as they come."""
-    if not todo:
-        return []
-    ray, started_here = _ray(address)
+    from .study.executors import ray_session
+
     failed: Failed = []
-    try:
+    if not todo:
+        return failed
+    with ray_session(address, num_cpus=os.cpu_count() or 1) as ray:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         remote: Callable = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=0)(_ray_task)
         pending = {remote.remote(task): (task, time.perf_counter()) for task in todo}
@@ -369,9 +371,6 @@ def _run_ray(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
                 except Exception as exc:  # noqa: BLE001 - a task that died (node lost, OOM)
                     outcome = {"error": f"the Ray task failed: {' '.join(str(exc).split())[:300]}"}
                 _finish(task, outcome, time.perf_counter() - t0, store, bar, failed)
-    finally:
-        if started_here:
-            ray.shutdown()
     return failed
 
 
@@ -381,27 +380,3 @@ def _ray_task(task: ShardTask) -> dict:
     if task.device is None and not torch.cuda.is_available():
         torch.set_num_threads(1)
     return _run_shard_safely(task)
-
-
-def _ray(address: str | None):
-    """Ray, connected to ``address`` or to a new local instance; and whether it was started here."""
-    try:
-        import ray
-    except ImportError:
-        raise RobustfairError("the ray executor needs Ray: pip install 'robustfair[ray]'") from None
-    if ray.is_initialized():
-        return ray, False
-    from .study.executors import check_reachable
-
-    try:
-        if address:
-            check_reachable(address)
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
-    except RobustfairError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Ray raises many types; the user needs one line
-        where = f"at {address}" if address else "locally"
-        raise RobustfairError(f"cannot start Ray {where}: {' '.join(str(exc).split())}") from None
-    return ray, True

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from ..data._arrays import data_sha256  # noqa: F401 - where the CLI's callers find it
 from ..errors import ConfigError, ModelError
 
 MODEL_HELP = (
@@ -137,35 +136,21 @@ def _robustfair_models() -> list[str]:
     return list_models()
 
 
+def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 of the audited images and labels (see :func:`robustfair.data.audit_source.points_sha256`)."""
+    from ..data.audit_source import points_sha256
+
+    return points_sha256(x, y)
+
+
 def _load_data(args):
     """The data set, the images and labels to audit (before --limit), and a label for output."""
-    from ..data import load_dataset
-    from ..data.image_folder import image_folder_test_set
-    from ..data.npz import load_npz
+    from ..data.audit_source import load_audit_data
 
-    if args.dataset.startswith("npz:"):
-        path = args.dataset[len("npz:"):]
-        if not path:
-            raise ConfigError("--dataset npz:PATH needs a file path after 'npz:'")
-        ds = load_npz(path)
-        return ds, ds.test.x, ds.test.y, args.dataset
-    if args.dataset == "image_folder":
-        root = Path(args.data_dir).expanduser()
-        presplit = (root / "train").is_dir() and any((root / t).is_dir() for t in ("test", "val"))
-        if not presplit:  # a plain folder of class folders is the user's test set: audit all of it
-            if args.split != "test":
-                raise ConfigError(f"{root} has no train/ and test/ sub-folders: it is one test set, "
-                                  f"audited whole; drop --split train")
-            ds = image_folder_test_set(root, image_size=args.image_size, channels=args.channels,
-                                       progress=sys.stderr.isatty())
-            return ds, ds.test.x, ds.test.y, f"image_folder {root}"
-        ds = load_dataset("image_folder", path=root, image_size=args.image_size,
-                          channels=args.channels, progress=sys.stderr.isatty())
-        split = getattr(ds, args.split)
-        return ds, split.x, split.y, f"image_folder {root} ({args.split})"
-    ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    split = getattr(ds, args.split)
-    return ds, split.x, split.y, args.dataset
+    data = load_audit_data(args.dataset, split=args.split, data_dir=args.data_dir,
+                           image_size=args.image_size, channels=args.channels,
+                           progress=sys.stderr.isatty())
+    return data.dataset, data.x, data.y, data.label
 
 
 def _output_index(text: str | None) -> int | str | None:

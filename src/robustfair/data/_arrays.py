@@ -1,8 +1,5 @@
-"""Small array helpers shared by the loaders: splits, resizing, building a Dataset, and the
-digest that names a set of audited points."""
+"""Small array helpers shared by the loaders: splits, resizing and building a Dataset."""
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import torch
@@ -96,14 +93,3 @@ def make_dataset(
         return Split(x.contiguous(), y.to(torch.int64))
 
     return Dataset(name, split(*train), split(*test), [str(c) for c in classes], dict(info))
-
-
-def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
-    """SHA-256 of the audited images and labels (uint8 pixels, then int64 labels, in order):
-    the same points give the same digest whatever file format they came from."""
-    h = hashlib.sha256()
-    h.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
-    for part in x.split(4096):  # chunks: no second copy of a large test set
-        h.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    h.update(y.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
