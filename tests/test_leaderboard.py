@@ -272,6 +272,18 @@ def test_ray_executor_gives_the_local_results(board, models, tmp_path):
                            board["reports"][name])
 
 
+def test_sharded_models_give_the_unsharded_results(board, models, tmp_path):
+    """--shards N: each model audited in N shards (kept per model), the same per-point results."""
+    proc = _cli(models / "board.yaml", tmp_path / "out", "--shards", "3")
+    assert proc.returncode == 0, proc.stderr
+    for name in NAMES:
+        report = ClassReport.from_json(tmp_path / "out" / "models" / name / "report.json")
+        assert _same_audit(report, board["reports"][name])
+        assert len(report.meta["shards"]) == 3
+        assert len(list((tmp_path / "out" / "shards" / name).glob("shard-*.json"))) == 3
+    assert _cli(models / "board.yaml", tmp_path / "again", "--shards", "0").returncode == 2
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 @pytest.mark.parametrize("width", [1280, 640])
 def test_page_renders_in_headless_chromium(board, tmp_path, width):

@@ -1,6 +1,6 @@
 """``robustfair leaderboard``: audit many models on the same points into one class-wise table.
 
-    robustfair leaderboard SPEC.yaml --out DIR [--executor local|ray] [--address ADDR]
+    robustfair leaderboard SPEC.yaml --out DIR [--executor local|ray] [--address ADDR] [--shards N]
     robustfair leaderboard --preset robustbench-cifar10-linf --out DIR
     robustfair leaderboard --list-presets
 
@@ -29,6 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="local (default): the models one after another here; ray: one Ray task "
                         "per model, with the spec's resources")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--shards", type=int, metavar="N",
+                   help="audit each model in N shards (kept in DIR/shards/NAME, resumable); the "
+                        "models then run one after another and --executor says where the shards "
+                        "run (ray: one task per shard)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
     p.add_argument("--data-dir", metavar="DIR", help="where data sets are stored (overrides the spec's)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per audit")
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"leaderboard {spec.name}: expected time {spec.expected_time}", file=sys.stderr)
     result = run_leaderboard(spec, args.out, executor=args.executor, address=args.address,
                              device=args.device, data_dir=args.data_dir, threads=args.threads,
-                             progress=args.progress)
+                             shards=args.shards, progress=args.progress)
     print(f"{len(result.models)} models: {len(result.already_done)} already done, "
           f"{len(result.completed)} audited now, {len(result.failed)} failed "
           f"({result.seconds:.0f} s)")

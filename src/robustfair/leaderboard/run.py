@@ -63,6 +63,9 @@ class ModelJob:
     data_sha256: str
     device: str | None = None
     threads: int | None = None
+    shards: int | None = None         # audit in this many shards (DIR/shards/<name>/), resumable
+    executor: str = "local"           # where the shards run (with shards only)
+    address: str | None = None
 
 
 @dataclass
@@ -91,12 +94,12 @@ def is_done(out_dir: str | Path, name: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ one model
-def audit_model(job: ModelJob, x: torch.Tensor, y: torch.Tensor, *, shards: int | None = None) -> dict:
+def audit_model(job: ModelJob, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Audit one model on the leaderboard's points and commit its folder; returns a summary.
 
-    This is the one place a model is audited, whatever the executor. SEAM for the sharded
-    audit (issue 22, part 1): ``shards`` is where ``robustfair.sharding.audit_sharded`` goes
-    in place of :func:`robustfair.audit` below; until it is wired, ``shards`` must be None.
+    This is the one place a model is audited, whatever the executor. With ``job.shards`` the
+    audit is :func:`robustfair.sharding.audit_sharded` (its shards kept in
+    ``DIR/shards/<name>/``, so a killed run resumes inside a model too); the report is the same.
     """
     from .._device import resolve_device, torch_threads
     from .._tensor_checks import as_float_images
@@ -106,8 +109,6 @@ def audit_model(job: ModelJob, x: torch.Tensor, y: torch.Tensor, *, shards: int 
     from ..data.audit_source import points_sha256
     from ..models.source import DataShape
 
-    if shards is not None:
-        raise ConfigError("sharded leaderboard audits are not wired in yet (issue 22 part 1)")
     t0 = time.perf_counter()
     s = job.settings
     with torch_threads(job.threads):
@@ -120,8 +121,18 @@ def audit_model(job: ModelJob, x: torch.Tensor, y: torch.Tensor, *, shards: int 
         attacks = {a["column"]: build_attack(a["attack"], **{"eps": s["eps"], "norm": s["norm"],
                                                              "seed": s["seed"], **a["settings"]})
                    for a in s["attacks"]}
-        report = audit(model, x, y, attacks=attacks, classes=list(job.classes),
-                       batch_size=s["batch_size"], seed=s["seed"], progress=False)
+        if job.shards:
+            from ..sharding import audit_sharded
+
+            shard_dir = Path(job.folder).parent.parent / "shards" / job.name
+            report = audit_sharded(job.source, x, y, attacks=attacks, out_dir=shard_dir,
+                                   shards=job.shards, executor=job.executor, address=job.address,
+                                   classes=list(job.classes), batch_size=s["batch_size"],
+                                   seed=s["seed"], device=job.device, progress=False,
+                                   data_shape=shape, model=model)
+        else:
+            report = audit(model, x, y, attacks=attacks, classes=list(job.classes),
+                           batch_size=s["batch_size"], seed=s["seed"], progress=False)
     seconds = round(time.perf_counter() - t0, 2)
     report.meta.update(dataset=s["dataset"], split=s["split"], eps_text=s["eps_text"],
                        data_sha256=job.data_sha256)
@@ -155,9 +166,13 @@ def audit_model_safely(job: ModelJob, x: torch.Tensor, y: torch.Tensor) -> dict:
 def run_leaderboard(spec: LeaderboardSpec, out_dir: str | Path, *, executor: str = "local",
                     address: str | None = None, device: str | None = None,
                     data_dir: str | None = None, threads: int | None = None,
-                    progress: bool = True) -> LeaderboardResult:
+                    shards: int | None = None, progress: bool = True) -> LeaderboardResult:
     """Audit every unfinished model of ``spec`` into ``out_dir``, then write the tables and
     the page (:func:`~robustfair.leaderboard.report.write_outputs`); returns what happened.
+
+    ``shards``: audit each model in this many shards. The models then run one after another
+    and ``executor`` is where each model's shards run (one Ray task per shard); without
+    ``shards``, ``executor`` is where the models run (one Ray task per model).
 
     ``progress``: one line per finished model on stderr, and a bar on a terminal.
     """
@@ -168,6 +183,8 @@ def run_leaderboard(spec: LeaderboardSpec, out_dir: str | Path, *, executor: str
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
     if address and executor != "ray":
         raise ConfigError("--address is for the ray executor (add --executor ray)")
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
+        raise ConfigError(f"--shards must be a positive integer, got {shards!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
@@ -203,9 +220,10 @@ def run_leaderboard(spec: LeaderboardSpec, out_dir: str | Path, *, executor: str
         jobs = [ModelJob(name=e.name, folder=str(model_folder(out, e.name).resolve()), source=e.source,
                          written=e.written, settings=record["settings"], classes=classes,
                          data_label=data.label, data_sha256=record["data"]["sha256"], device=device,
-                         threads=threads) for e in todo]
+                         threads=threads, shards=shards, executor=executor, address=address)
+                for e in todo]
         with _Progress(len(spec.models), len(result.already_done), enabled=progress) as bar:
-            if jobs and executor == "ray":
+            if jobs and executor == "ray" and not shards:
                 _run_ray(jobs, x, y, spec, address, bar, result)
             else:
                 for job in jobs:
