@@ -31,7 +31,7 @@ FGSM-RS and standard training.
 >>> import torch
 >>> q = codat_distribution(torch.tensor([1.0, 2.0, 3.0]), rho=0.5)  # z = (-1.22, 0, 1.22)
 >>> [round(v, 4) for v in q.tolist()]
-[0.0, 0.3333, 0.6667]
+[0.0, 0.3101, 0.6899]
 """
 from __future__ import annotations
 

@@ -58,11 +58,13 @@ def faal_distribution(scores: torch.Tensor, r: float) -> torch.Tensor:
     k = a.numel()
     if r <= 0 or k < 2:
         return torch.full_like(scores, 1.0 / k, dtype=torch.float32)
-    top = a.max()
-    spread = (top - a.min()).clamp_min(1e-12)
+    below = a.max() - a              # >= 0; 0 at the top score
+    spread = below.max().clamp_min(1e-12)
 
     def p_at(log_gap: torch.Tensor) -> torch.Tensor:
-        inv = 1.0 / (top + torch.exp(log_gap) - a)
+        # mu - a_c = (max a - a_c) + (mu - max a), summed in this order so a tiny mu - max a
+        # is not absorbed by the scores
+        inv = 1.0 / (below + torch.exp(log_gap))
         return inv / inv.sum()
 
     def kl(p: torch.Tensor) -> torch.Tensor:
@@ -76,9 +78,7 @@ def faal_distribution(scores: torch.Tensor, r: float) -> torch.Tensor:
         too_far = kl(p_at(mid)) > r   # still outside the ball: move toward uniform
         lo = torch.where(too_far, mid, lo)
         hi = torch.where(too_far, hi, mid)
-    p = p_at(hi)                      # hi always lies inside the ball
-    # equal scores: every mu gives the uniform distribution already
-    return p.float()
+    return p_at(hi).float()           # hi always lies inside the ball (equal scores: uniform)
 
 
 @register_mitigation("faal")

@@ -85,7 +85,8 @@ class TRIX(DescribedMitigation):
         if not bool(present.any()):
             return
         self.gap = gap
-        self.strong = present & (gap < 0)
+        # a class at the mean (up to float rounding) counts as weak
+        self.strong = present & (gap < -1e-6)
         self.measured = True
 
     def class_weights(self) -> torch.Tensor | None:
