@@ -307,3 +307,22 @@ def test_an_interrupted_run_resumes_bit_identically(tmp_path, monkeypatch, name,
     assert all(torch.equal(a[k], b[k]) for k in a)
     logs = [pd.read_csv(run / "epochs.csv").drop(columns="time_s") for run in (cut, tmp_path / "whole")]
     pd.testing.assert_frame_equal(*logs)
+
+
+# ----------------------------------------------------------------------------------- CLI
+def test_train_help_lists_them_and_bad_options_are_one_line(tmp_path, capsys):
+    from robustfair.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    for name in NEW:
+        assert f"  {name}: " in shown
+    for bad, message in [("faal:r=-1", "r must be >= 0"), ("wat:signal=val", "unknown wat signal"),
+                         ("trix:r_min=1.1,r_max=2", "contain 1"), ("cfol:gamma=2", "gamma"),
+                         ("codat:rho=x", "not a number"), ("fair_tat:p=3", "p must")]:
+        code = main(["train", "--dataset", "digits", "--out", str(tmp_path / "r"),
+                     "--mitigation", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], (bad, err)
+        assert not (tmp_path / "r").exists()
