@@ -82,13 +82,18 @@ class FairTAT(DescribedMitigation):
         self.measured = False
         self.confusion = ClasswiseCounter(k, ctx.device, width=k)
         self.stream = SeededStream(ctx.seed, _STREAM)
+        self._rows = self._target_rows()
 
-    def targets(self) -> torch.Tensor:
-        """Tensor[K, K]: row y, the target distribution for points of class y."""
+    def _target_rows(self) -> torch.Tensor:
         if not self.measured:
             k = self.ctx.num_classes
             return (1.0 - torch.eye(k, device=self.ctx.device)) / max(k - 1, 1)
         return target_matrix(self.false_positives, self.mix)
+
+    def targets(self) -> torch.Tensor:
+        """Tensor[K, K]: row y, the target distribution for points of class y (fixed for the
+        epoch, so the batches never wait on the device)."""
+        return self._rows
 
     def attack_target(self, y: torch.Tensor) -> torch.Tensor | None:
         if self.p == 0.0 or self.ctx.num_classes < 2:
@@ -114,6 +119,7 @@ class FairTAT(DescribedMitigation):
         if float(counts.sum()) > 0:
             self.false_positives = false_positive_counts(counts)
             self.measured = True
+            self._rows = self._target_rows()
         self.confusion.reset()
 
     def settings(self) -> dict[str, Any]:
@@ -131,5 +137,6 @@ class FairTAT(DescribedMitigation):
         self.false_positives = torch.as_tensor(state["false_positives"]).to(self.ctx.device,
                                                                            torch.float32)
         self.measured = bool(state["measured"])
+        self._rows = self._target_rows()
         if "generator" in state:
             self.stream.load(state["generator"])
