@@ -180,17 +180,17 @@ def load_entry(body: str, options: Mapping[str, Any] | None = None, *,
 
     options = dict(options or {})
     entry = parse_spec(body, options)
+    rb_utils = _optional.import_robustbench(f"robustbench:{body}")
+    record = _check_in_zoo(entry, _zoo(rb_utils))
     if num_classes is not None and num_classes != DATASETS[entry.dataset]:
         raise ModelError(f"RobustBench's {entry.dataset} models output {DATASETS[entry.dataset]} "
                          f"classes but the data has {num_classes}")
     want = IMAGE_SIZE[entry.dataset]
-    if (channels, image_size) != (None, None) and (channels, image_size) != (3, want):
+    if (channels is not None and channels != 3) or (image_size is not None and image_size != want):
         raise ModelError(f"RobustBench's {entry.dataset} models take 3-channel {want}x{want} images "
                          f"but the data has {channels}-channel {image_size}x{image_size}"
                          + (" (resize them, e.g. image_folder's --image-size 224)"
                             if entry.dataset == "imagenet" else ""))
-    rb_utils = _optional.import_robustbench(f"robustbench:{body}")
-    record = _check_in_zoo(entry, _zoo(rb_utils))
     model_dir = Path(str(options.get("model_dir") or DEFAULT_MODEL_DIR)).expanduser()
     from ..data._download import downloads_forbidden
 
