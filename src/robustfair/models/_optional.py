@@ -81,7 +81,7 @@ def _import_package(module: str, package: str, needed_by: str, install: str):
 
 def import_timm(needed_by: str = "timm:NAME"):
     """timm, or a one-line :class:`ModelError` naming the package that fails and why."""
-    if "timm" in sys.modules:  # imported already: it loads
+    if sys.modules.get("timm") is not None:  # imported already: it loads
         return sys.modules["timm"]
     if not _installed("timm"):
         raise ModelError(f"{needed_by} needs timm, which is not installed: {TIMM_INSTALL} "
@@ -95,7 +95,7 @@ def alias_autoattack() -> None:
     # RobustBench imports the official AutoAttack under its GitHub name, `autoattack` (a git
     # dependency, not on the package index); the same code is on the index as `pyautoattack`,
     # which RobustBench 1.1.1 itself requires: make the old name point at it.
-    if "autoattack" in sys.modules or _installed("autoattack") or not _installed("pyautoattack"):
+    if sys.modules.get("autoattack") is not None or _installed("autoattack") or not _installed("pyautoattack"):
         return
     sys.modules["autoattack"] = _quietly("pyautoattack")
     sys.modules["autoattack.state"] = _quietly("pyautoattack.state")  # robustbench.eval imports it
