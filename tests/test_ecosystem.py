@@ -14,6 +14,7 @@ the attacks' full budgets would take hours on a CPU and are tested elsewhere.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -250,6 +251,17 @@ def test_robustbench_short_form_preact_card(tmp_path, capsys, model_dir, cifar10
     assert "Andriushchenko2020Understanding (cifar10, Linf)" in html
     meta = ClassReport.from_json(tmp_path / "card" / "report.json").meta
     assert meta["robustbench"]["published"]["architecture"] == "PreActResNet-18"
+
+
+def test_explain_a_robustbench_entry(tmp_path, capsys, model_dir, cifar10_data):
+    code, out, err = _cli("explain", "--model", "robustbench:Andriushchenko2020Understanding",
+                          "--dataset", "cifar10", "--model-dir", model_dir, "--no-download",
+                          "--steps", "2", "--margin-steps", "2", "--n-perm", "100",
+                          "--out", tmp_path / "why", capsys=capsys)
+    assert code == 0, err
+    assert "robustfair explain: robustbench:Andriushchenko2020Understanding on cifar10" in out
+    meta = json.loads((tmp_path / "why" / "explain.json").read_text())["meta"]
+    assert meta["robustbench"]["published"]["clean_acc"] == 79.84
 
 
 def test_robustbench_imagenet_entry_at_224px(tmp_path, capsys, model_dir):
