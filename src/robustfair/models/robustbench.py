@@ -2,11 +2,11 @@
 ``robustbench:DATASET/THREAT/NAME`` (e.g. ``robustbench:cifar10/Linf/Standard``).
 
 ``robustbench.utils.load_model`` builds the entry's architecture and fills it from
-``MODEL_DIR/DATASET/THREAT/NAME.pt`` (``./models`` by default), downloading the file first when
-it is missing and downloads are allowed. Before RobustBench reads a file, robustfair opens it with
-``torch.load(weights_only=True)``: a checkpoint that holds pickled objects is refused, whatever
-torch version RobustBench would load it with. RobustBench models take images in [0, 1] (any
-normalisation is inside them), so nothing is added in front.
+``MODEL_DIR/DATASET/THREAT/NAME.pt`` (``./models`` by default); a missing file is downloaded
+first with RobustBench's own downloader, when downloads are allowed. Before RobustBench reads a
+file, robustfair opens it with ``torch.load(weights_only=True)``: a checkpoint that holds
+pickled objects is refused, whatever torch version RobustBench would load it with. RobustBench
+models take images in [0, 1] (any normalisation is inside them), so nothing is added in front.
 
 The published clean and robust accuracy of an entry come from the Model Zoo tables of
 RobustBench's README, which its wheel ships as the package description (the wheel has no
@@ -172,9 +172,9 @@ def load_entry(body: str, options: Mapping[str, Any] | None = None, *,
     """The zoo model ``robustbench:BODY`` names, in eval mode, and its provenance.
 
     ``options``: ``dataset`` and ``threat_model`` (for ``robustbench:NAME``), ``model_dir``
-    (default ``./models``), ``download`` (default True: a missing checkpoint is fetched by
-    RobustBench; ``ROBUSTFAIR_NO_DOWNLOAD=1`` forbids it too). ``num_classes`` / ``channels`` / ``image_size``: the data's, checked against
-    the entry before anything is loaded.
+    (default ``./models``), ``download`` (default True: a missing checkpoint is fetched with
+    RobustBench's downloader; ``ROBUSTFAIR_NO_DOWNLOAD=1`` forbids it too). ``num_classes``,
+    ``channels``, ``image_size``: the data's, checked against the entry before anything loads.
     """
     from . import _optional
 
@@ -216,36 +216,22 @@ def load_entry(body: str, options: Mapping[str, Any] | None = None, *,
                              f"RobustBench downloads it from Google Drive "
                              f"(https://drive.google.com/uc?id={gid}); put it there, or give the "
                              f"--model-dir that holds {entry.dataset}/{entry.threat_model}/{entry.name}.pt")
+        if missing:  # fetched first, so that every file is checked before RobustBench reads it
+            _fetch(rb_utils, missing, model_dir, entry)
         for path in paths:
-            if path.is_file():
-                _safe_check(path)
+            _safe_check(path)
 
-    folders = [model_dir, model_dir / entry.dataset, model_dir / entry.dataset / entry.threat_model]
-    new_folders = [f for f in folders if not f.exists()]  # RobustBench creates them to download into
     try:
-        try:
-            model = rb_utils.load_model(entry.name, model_dir=str(model_dir), dataset=entry.dataset,
-                                        threat_model=entry.threat_model)
-        except BaseException:
-            for folder in reversed(new_folders):  # a failed download leaves no empty folders behind
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-            raise
+        model = rb_utils.load_model(entry.name, model_dir=str(model_dir), dataset=entry.dataset,
+                                    threat_model=entry.threat_model)
     except RuntimeError as exc:
         if "state_dict" not in str(exc):
             raise ModelError(f"RobustBench could not load {entry.label}: {_first_line(exc)}") from None
         arch = _architecture(entry)
         raise ModelError(f"{paths[0] if paths else entry.label} does not fit RobustBench's "
                          f"{entry.name}{f' ({arch})' if arch else ''}: {_mismatch(str(exc))}") from None
-    except Exception as exc:  # a failed download (no network), a damaged file, ...
-        absent = [p for p in paths if not p.is_file()]
-        if absent:
-            raise ModelError(f"RobustBench checkpoint {absent[0]} is missing and could not be "
-                             f"downloaded from Google Drive ({_download_failure(exc)}): put the "
-                             f"file there, or give the --model-dir that holds it") from None
+    except Exception as exc:  # timm's or torchvision's download failing, a damaged file, ...
         raise ModelError(f"RobustBench could not load {entry.label}: {_first_line(exc)}") from None
-    for path in paths:  # a freshly downloaded file gets the same check before it is used
-        _safe_check(path)
 
     from .external import file_sha256
 
@@ -257,6 +243,26 @@ def load_entry(body: str, options: Mapping[str, Any] | None = None, *,
                                      else [file_sha256(p) for p in paths] or None),
                   "robustbench": info}
     return model.eval(), provenance
+
+
+def _fetch(rb_utils, missing: list[tuple[Path, str]], model_dir: Path, entry: Entry) -> None:
+    """Download the missing checkpoints with RobustBench's own downloader (from Google Drive);
+    a failure is one line, and leaves no empty folders behind."""
+    folders = [model_dir, model_dir / entry.dataset, model_dir / entry.dataset / entry.threat_model]
+    created = [f for f in folders if not f.exists()]
+    folders[-1].mkdir(parents=True, exist_ok=True)
+    for path, gid in missing:
+        try:
+            rb_utils.download_gdrive_new(gid, str(path))
+            if not path.is_file():
+                raise OSError("no file arrived")
+        except Exception as exc:
+            for folder in reversed(created):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise ModelError(f"RobustBench checkpoint {path} is missing and could not be downloaded "
+                             f"from Google Drive ({_download_failure(exc)}): put the file there, "
+                             f"or give the --model-dir that holds it") from None
 
 
 def _download_failure(exc: BaseException) -> str:
