@@ -32,7 +32,8 @@ from torch import nn
 from .._registry import did_you_mean
 from ..errors import ConfigError, ModelError
 
-__all__ = ["DEFAULT_MODEL_DIR", "Entry", "import_robustbench", "load_entry", "parse_spec", "published"]
+__all__ = ["DEFAULT_MODEL_DIR", "Entry", "import_robustbench", "load_entry", "parse_spec",
+           "parse_zoo_tables", "published"]
 
 DEFAULT_MODEL_DIR = "./models"  # robustbench.utils.load_model's own default
 DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -301,9 +302,27 @@ def _published_tables() -> dict[tuple[str, str, str], dict]:
         text = importlib.metadata.metadata("robustbench").get_payload() or ""
     except importlib.metadata.PackageNotFoundError:
         return {}
+    return parse_zoo_tables(text, f"the Model Zoo table of RobustBench {_rb_version()}'s README "
+                                  f"(its wheel's package description)")
+
+
+def parse_zoo_tables(text: str, source: str) -> dict[tuple[str, str, str], dict]:
+    """``{(dataset, threat model, name): row}`` from the "## Model Zoo" section of RobustBench's
+    README: ``### CIFAR-10`` / ``#### Linf, eps=8/255`` headings, then markdown tables.
+
+    >>> text = '''## Model Zoo
+    ... ### CIFAR-10
+    ... #### Linf, eps=8/255
+    ... | <sub>#</sub> | <sub>Model ID</sub> | <sub>Clean accuracy</sub> | <sub>Robust accuracy</sub> | <sub>Architecture</sub> |
+    ... |:---:|---|:---:|:---:|:---:|
+    ... | <sub>**76**</sub> | <sub><sup>**Standard**</sup></sub> | <sub>94.78%</sub> | <sub>0.00%</sub> | <sub>WideResNet-28-10</sub> |
+    ... ## Notebooks'''
+    >>> row = parse_zoo_tables(text, "README")[("cifar10", "Linf", "Standard")]
+    >>> row["clean_acc"], row["robust_acc"], row["eps"], row["architecture"]
+    (94.78, 0.0, '8/255', 'WideResNet-28-10')
+    """
     rows: dict[tuple[str, str, str], dict] = {}
     in_zoo, dataset, threat, eps, header = False, None, None, None, None
-    source = f"the Model Zoo table of RobustBench {_rb_version()}'s README (its wheel's package description)"
     for line in text.splitlines():
         if line.startswith("## "):
             in_zoo = line.strip() == "## Model Zoo"
