@@ -273,7 +273,7 @@ def test_timm_spec_reaches_timm_create_model(user, tmp_path, monkeypatch, capsys
 def _timm_imports() -> str | None:
     """Why timm cannot be used here (None: it can)."""
     if importlib.util.find_spec("timm") is None:
-        return "timm is not installed (pip install 'robustfair[timm]')"
+        return "timm is not installed (pip install 'robustfair[timm]'; .ci/run runs this in .venv-eco)"
     try:
         import timm  # noqa: F401
     except Exception as exc:  # e.g. a torchvision that does not match torch
@@ -284,6 +284,7 @@ def _timm_imports() -> str | None:
 TIMM_MISSING = _timm_imports()
 
 
+@pytest.mark.ecosystem
 @pytest.mark.skipif(TIMM_MISSING is not None, reason=str(TIMM_MISSING))
 def test_a_real_timm_model(tmp_path, capsys):
     import timm

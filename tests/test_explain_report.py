@@ -133,3 +133,32 @@ def test_feature_dataset_study_trains_on_each_set_and_compares_profiles(trained,
     assert not [d for d in list_datasets() if d.startswith("explain-")]  # the temporary name is gone
     assert profile_cosine([1.0, 0.0], [0.0, 1.0]) == 0.0
     assert profile_cosine([2.0, 2.0], [1.0, 1.0]) == pytest.approx(1.0)
+
+
+def test_cli_explains_a_model_spec_with_weights(trained, tmp_path, capsys):
+    """``--model FILE.py:factory --weights`` (the audit's model options) instead of a checkpoint."""
+    (tmp_path / "net.py").write_text(
+        "import robustfair as rf\n\n\ndef build(num_classes, in_channels, image_size):\n"
+        "    return rf.build_model('mlp', num_classes=num_classes, in_channels=in_channels,\n"
+        "                          image_size=image_size, hidden=[32])\n")
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "explain"
+    code = main(["explain", "--model", f"{tmp_path / 'net.py'}:build", "--weights", str(tmp_path / "w.pt"),
+                 "--dataset", "digits", "--eps", "0.1", "--limit", "40", "--steps", "3",
+                 "--margin-steps", "3", "--n-perm", "200", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "net.py:build + " in capsys.readouterr().out
+    data = json.loads((out / "explain.json").read_text())
+    assert data["settings"]["n"] == 40 and data["meta"]["weights"] == str(tmp_path / "w.pt")
+    # the same model through --checkpoint: the same audit
+    ref = tmp_path / "ref"
+    ckpt = rf.save_model(trained, tmp_path / "m.safetensors")
+    assert main(["explain", "--checkpoint", str(ckpt), "--dataset", "digits", "--eps", "0.1", "--limit", "40",
+                 "--steps", "3", "--margin-steps", "3", "--n-perm", "200", "--out", str(ref)]) == 0
+    assert json.loads((ref / "explain.json").read_text())["audit"] == data["audit"]
+    # --model without --dataset, and --weights with --checkpoint: one line, exit 2
+    assert main(["explain", "--model", f"{tmp_path / 'net.py'}:build", "--out", str(out)]) == 2
+    assert main(["explain", "--checkpoint", str(ckpt), "--weights", "w.pt", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["robustfair: error: --model needs --dataset (only a robustfair checkpoint records its data set)",
+                   "robustfair: error: --weights goes with --model SPEC; a --checkpoint carries its own"]

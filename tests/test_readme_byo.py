@@ -49,11 +49,12 @@ def test_readme_own_model_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_timm_and_robustbench_commands_parse():
-    """Those need timm / RobustBench and downloads; their options must at least all exist."""
+    """Their options all exist here; test_ecosystem.py runs each of them (timm, RobustBench)."""
     from robustfair.cli import build_parser
 
-    blocks = [b for b in _blocks("bash") if "timm:" in b or "rb.py:" in b]
-    assert len(blocks) == 2
-    for command in (c for b in blocks for c in _commands(b)):
+    blocks = [b for b in _blocks("bash") if "timm:" in b or "rb.py:" in b or "robustbench" in b]
+    commands = [c for b in blocks for c in _commands(b) if c[0] == "robustfair"]
+    assert len(commands) == 5
+    for command in commands:
         args = build_parser().parse_args(command[1:])  # exits 2 on an unknown option
-        assert args.model.startswith(("timm:", "rb.py:")) and args.out.startswith("runs/")
+        assert args.model.startswith(("timm:", "rb.py:", "robustbench")) and args.out.startswith("runs/")

@@ -157,8 +157,11 @@ class Search:
         return [ranked[:, rank] for rank in range(1, min(top_k, num_classes - 1) + 1)]
 
     def pieces(self) -> tuple[torch.Tensor, ...]:
-        """The points not fooled yet, in consecutive pieces of at most ``capacity``."""
-        return self.remaining().split(self.capacity)
+        """The points not fooled yet, in consecutive pieces of at most ``capacity`` (none when
+        every point is fooled: ``split`` would give one empty piece, and a model that flattens
+        with ``view(N, -1)`` fails on an empty batch)."""
+        remaining = self.remaining()
+        return remaining.split(self.capacity) if len(remaining) else ()
 
     def points(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Clean images, labels and targets of the points ``idx``."""

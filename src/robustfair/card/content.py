@@ -23,7 +23,8 @@ from ..metrics._format import _markdown_table, describe_attack
 if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import ClassReport
 
-__all__ = ["broken_by", "card_context", "confusion_markdown", "sanity_flags", "top_confusions"]
+__all__ = ["broken_by", "card_context", "confusion_markdown", "published_comparison", "sanity_flags",
+           "top_confusions"]
 
 UNITLESS = ("ratio", "normalized_std")  # discrepancy measures that are not in accuracy units
 # what the columns of report.discrepancy() mean, for those it returns (others are shown as they are)
@@ -176,6 +177,7 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
                for name, settings in zip(report.attack_names, report.attacks)]
     provenance = [
         ("model", model_name(meta)),
+        ("RobustBench entry", _robustbench_text(meta.get("robustbench"))),
         ("weights", meta.get("weights") or meta.get("checkpoint")),
         ("weights SHA-256", meta.get("weights_sha256")),
         ("input normalisation", _normalize_text(meta.get("normalize"))),
@@ -208,10 +210,55 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
         "flags": sanity_flags(report),
         "attacks": attacks,
         "provenance": [(k, v) for k, v in provenance if v is not None and v != ""],
+        "published": published_comparison(report),
         "versions": versions,
         "figures": figures,
         "n_boot": n_boot,
     }
+
+
+def published_comparison(report: "ClassReport") -> list[str]:
+    """For a RobustBench entry: its published clean and robust accuracy beside this audit's,
+    as lines of text, with what differs between the two evaluations (empty for other models).
+
+    >>> import pandas as pd
+    >>> from robustfair.metrics import ClassReport
+    >>> preds = pd.DataFrame({"y_true": [0, 1], "clean_pred": [0, 1], "pgd_pred": [1, 1],
+    ...                       "worst_pred": [1, 1]})
+    >>> r = ClassReport(predictions=preds, classes=["a", "b"], attacks=[{"attack": "pgd"}],
+    ...                 meta={"eps_text": "8/255", "robustbench": {"name": "Standard",
+    ...                       "dataset": "cifar10", "threat_model": "Linf", "published": {
+    ...                       "clean_acc": 94.78, "robust_acc": 0.0, "robust_metric": "AutoAttack",
+    ...                       "eps": "8/255", "architecture": "WideResNet-28-10", "source": "README"}}})
+    >>> print(published_comparison(r)[0])
+    RobustBench cifar10/Linf/Standard (WideResNet-28-10), published: clean 94.78%, AutoAttack 0.00% at eps 8/255, on its full test set; from README
+    """
+    info = report.meta.get("robustbench")
+    if not isinstance(info, dict):
+        return []
+    label = f"{info.get('dataset')}/{info.get('threat_model')}/{info.get('name')}"
+    pub = info.get("published")
+    if not pub:
+        return [f"RobustBench {label}: the installed RobustBench lists no published accuracy for it"]
+    robust = "n/a" if pub.get("robust_acc") is None else f"{pub['robust_acc']:.2f}%"
+    at = f" at eps {pub['eps']}" if pub.get("eps") else ""
+    lines = [f"RobustBench {label} ({pub.get('architecture') or 'architecture not listed'}), "
+             f"published: clean {pub['clean_acc']:.2f}%, {pub.get('robust_metric')} {robust}{at}, "
+             f"on its full test set; from {pub.get('source')}"]
+    overall = report.overall
+    attacks = ", ".join(report.attack_names) or "no attack"
+    clean, robust_here = (_split(_interval(overall, m)) for m in ("clean_acc", "robust_acc"))
+    lines.append(f"robustfair, this audit: clean {clean[0]}% {clean[1]}, robust {robust_here[0]}% "
+                 f"{robust_here[1]} at eps {report.meta.get('eps_text')} ({attacks}), "
+                 f"{len(report.predictions)} points (95% intervals)")
+    differs = []
+    if pub.get("eps") and str(report.meta.get("eps_text")) != str(pub["eps"]):
+        differs.append(f"eps {report.meta.get('eps_text')} here, {pub['eps']} published")
+    if pub.get("robust_metric") == "AutoAttack" and report.attack_names != ["autoattack"]:
+        differs.append(f"attacks {attacks} here, AutoAttack published")
+    if differs:
+        lines.append("not the same evaluation: " + "; ".join(differs))
+    return lines
 
 
 def model_name(meta: dict) -> str:
@@ -230,3 +277,10 @@ def _normalize_text(value) -> str | None:
         return None
     fmt = lambda xs: ", ".join(f"{x:g}" for x in xs)  # noqa: E731
     return f"{value.get('spec')}: mean ({fmt(value['mean'])}), std ({fmt(value['std'])})"
+
+
+def _robustbench_text(info) -> str | None:
+    if not isinstance(info, dict):
+        return None
+    return (f"{info.get('name')} ({info.get('dataset')}, {info.get('threat_model')}), loaded by "
+            f"robustbench {info.get('robustbench_version')} from {info.get('model_dir')}")

@@ -61,7 +61,7 @@ def _add_no_download(parser: argparse.ArgumentParser) -> None:
             _add_no_download(child)
     if not children and "--data-dir" in parser._option_string_actions:
         parser.add_argument("--no-download", action="store_true",
-                            help=f"never download a data set: a missing one is an error "
+                            help=f"never download a data set (or a RobustBench checkpoint): a missing one is an error "
                                  f"(the same as {NO_DOWNLOAD_ENV}=1)")
 
 

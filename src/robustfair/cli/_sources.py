@@ -20,7 +20,11 @@ from ..errors import ConfigError, ModelError
 
 MODEL_HELP = (
     "the network: a robustfair model name (e.g. preact_resnet18, needs --weights), timm:NAME "
-    "(needs timm: pip install 'robustfair[timm]'; without --weights, timm's pretrained weights), "
+    "(needs timm: pip install 'robustfair[timm]'; without --weights, timm's pretrained weights; "
+    "timm:NAME?img_size=32&patch_size=4 passes options to timm.create_model), "
+    "robustbench:NAME (a RobustBench zoo entry for --dataset cifar10/cifar100/imagenet and "
+    "--norm; robustbench:DATASET/THREAT/NAME, e.g. robustbench:cifar10/Linf/Standard, with any "
+    "data; pip install 'robustfair[robustbench]'), "
     "or path/to/file.py:factory / package.module:factory, a function returning an nn.Module "
     "(it gets num_classes, in_channels, image_size if it names them). Naming a file or module "
     "IMPORTS AND RUNS THAT CODE: only name code you trust"
@@ -42,6 +46,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-index", metavar="N",
                    help="for --model returning several outputs, e.g. (logits, features): the "
                         "position (or key) of the logits")
+    p.add_argument("--model-dir", metavar="DIR",
+                   help="for --model robustbench:...: the folder of RobustBench checkpoints, "
+                        "DIR/DATASET/THREAT/NAME.pt, e.g. DIR/cifar10/Linf/Standard.pt "
+                        "(default: RobustBench's own, ./models)")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +91,9 @@ def check_source_options(args: argparse.Namespace) -> None:
                             ("--output-index", args.output_index)):
             if value is not None:
                 raise ConfigError(f"{flag} goes with --model SPEC; a --checkpoint carries its own")
+    if not (args.model or "").strip().startswith("robustbench:"):
+        if args.model_dir is not None:
+            raise ConfigError("--model-dir goes with --model robustbench:NAME")
     if args.dataset != "image_folder" and (args.image_size is not None or args.channels is not None):
         raise ConfigError("--image-size, --grey and --rgb apply to --dataset image_folder")
     if args.dataset == "image_folder" and not args.data_dir:
@@ -97,8 +108,26 @@ def model_source(args: argparse.Namespace):
 
     if args.checkpoint is not None:
         return ModelSource(checkpoint=args.checkpoint)
-    return ModelSource(spec=args.model.strip(), weights=args.weights, normalize=args.normalize,
-                       output_index=_output_index(args.output_index))
+    spec = args.model.strip()
+    return ModelSource(spec=spec, weights=args.weights, normalize=args.normalize,
+                       output_index=_output_index(args.output_index),
+                       options=_robustbench_options(args) if spec.startswith("robustbench:") else ())
+
+
+def _robustbench_options(args: argparse.Namespace) -> tuple:
+    """What ``robustbench:`` takes besides the name: for ``robustbench:NAME``, the data set
+    (when --dataset is one of RobustBench's) and the threat model (from --norm)."""
+    from ..models.robustbench import DATASETS, DEFAULT_MODEL_DIR, THREATS
+
+    from ..data._download import downloads_forbidden
+
+    download = not (getattr(args, "no_download", False) or downloads_forbidden())
+    options = {"model_dir": args.model_dir or DEFAULT_MODEL_DIR, "download": download}
+    if args.dataset in DATASETS:
+        options["dataset"] = args.dataset
+    if getattr(args, "norm", None) in THREATS:
+        options["threat_model"] = THREATS[args.norm]
+    return tuple(sorted(options.items()))
 
 
 def load_sources(args: argparse.Namespace) -> Sources:

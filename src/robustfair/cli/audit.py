@@ -199,6 +199,7 @@ def run_audit(args: argparse.Namespace):
     from (spec, weights, SHA-256 fingerprints) in ``report.meta``. Writes nothing.
     """
     from ..auditing import audit
+    from ..card.content import published_comparison
     from ..data import class_index
 
     # 1. everything that can be checked without the data or the model
@@ -253,6 +254,8 @@ def run_audit(args: argparse.Namespace):
     print(f"robustfair {args.command}: {sources.model_label} on {sources.data_label} ({args.split}, {n} points), "
           f"eps {args.eps} = {eps:.6g} ({args.norm})")
     print(report.summary())
+    for line in published_comparison(report):  # a RobustBench entry: its published numbers beside ours
+        print(line)
     for flag in report.flags:
         print(f"robustfair: warning [{flag['code']}]: {flag['message']}", file=sys.stderr)
     return report

@@ -2,6 +2,7 @@
 margins, corruptions and targeted vulnerability of one checkpoint.
 
     robustfair explain --checkpoint model.safetensors --dataset digits --eps 0.2 --out runs/explain
+    robustfair explain --model robustbench:Standard --dataset cifar10 --out runs/explain
 
 Writes ``explain.md``, ``explain.json`` and four figures into ``--out`` (staged in a temporary
 directory and renamed into place) and prints the key findings. ``--feature-datasets`` adds
@@ -15,6 +16,7 @@ from pathlib import Path
 from .._parse import check_eps, parse_number
 from ..errors import ConfigError
 from ._checks import add_progress_flags, check_int, check_model_fits, progress_wanted
+from ._sources import add_model_arguments, model_source
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20     # PGD-20, the usual evaluation attack
@@ -28,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "land, which classes sit close together in feature space, per-class margins, "
                     "common corruptions and targeted vulnerability of one class.",
     )
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .safetensors file saved by robustfair")
+    add_model_arguments(p)  # --checkpoint, or --model SPEC [--weights ...] as for audit
     p.add_argument("--dataset", metavar="NAME",
                    help="data set name, e.g. digits (default: the one recorded in the checkpoint)")
     p.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
@@ -89,16 +91,35 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
 
-    # 2. the data and the checkpoint, and whether they fit together
+    if args.checkpoint is not None:
+        for flag, value in (("--weights", args.weights), ("--normalize", args.normalize),
+                            ("--output-index", args.output_index), ("--model-dir", args.model_dir)):
+            if value is not None:
+                raise ConfigError(f"{flag} goes with --model SPEC; a --checkpoint carries its own")
+
+    # 2. the data and the model, and whether they fit together
     dataset_name = args.dataset
+    if dataset_name is None and args.checkpoint is None:
+        raise ConfigError("--model needs --dataset (only a robustfair checkpoint records its data set)")
     if dataset_name is None:
         dataset_name = (read_checkpoint_metadata(args.checkpoint).get("metadata") or {}).get("dataset")
         if not dataset_name:
             raise ConfigError(f"checkpoint {args.checkpoint} does not record its data set; give --dataset")
     ds = load_dataset(dataset_name, data_dir=args.data_dir)
     target = class_index(ds.classes, args.target_class) if args.target_class is not None else None
-    model = load_model(args.checkpoint, device=args.device)
-    check_model_fits(model, ds, args.checkpoint, dataset_name)
+    provenance: dict = {}
+    if args.checkpoint is not None:
+        model, label = load_model(args.checkpoint, device=args.device), str(args.checkpoint)
+        check_model_fits(model, ds, args.checkpoint, dataset_name)
+    else:
+        from .._device import resolve_device
+        from .._tensor_checks import as_float_images
+        from ..models.source import DataShape
+
+        source = model_source(args)
+        model, provenance = source.build(DataShape.of(ds, dataset_name), device=resolve_device(args.device),
+                                         example=as_float_images(ds.test.x[:2]))
+        label = source.label
     standard = None
     if args.standard_checkpoint:
         standard = load_model(args.standard_checkpoint, device=args.device)
@@ -114,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
         feature_datasets=args.feature_datasets, standard_model=standard,
         feature_options=options if args.feature_datasets else None,
         seed=args.seed, batch_size=args.batch_size, progress=progress_wanted(args))
-    explanation.meta.update(checkpoint=str(args.checkpoint), eps_text=args.eps)
+    explanation.meta.update(checkpoint=args.checkpoint and str(args.checkpoint), eps_text=args.eps,
+                            **provenance)
     paths = explanation.save(out)
 
     n = explanation.settings["n"]
-    print(f"robustfair explain: {args.checkpoint} on {dataset_name} ({n} test points), "
+    print(f"robustfair explain: {label} on {dataset_name} ({n} test points), "
           f"eps {args.eps} = {eps:.6g} ({args.norm})")
     for finding in explanation.findings():
         print(f"- {finding}")

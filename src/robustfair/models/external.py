@@ -5,7 +5,12 @@ A *model spec* names where the network comes from:
 - a robustfair model name (``small_cnn``, ``preact_resnet18``, ...), built for the data set's
   classes, channels and image size;
 - ``timm:NAME``, a network from `timm <https://github.com/huggingface/pytorch-image-models>`_
-  (the optional extra ``robustfair[timm]``); without weights, timm's own pretrained ones;
+  (the optional extra ``robustfair[timm]``); without weights, timm's own pretrained ones.
+  ``timm:NAME?KEY=VALUE&...`` passes options to ``timm.create_model`` (values read as int,
+  float, true/false or text, never evaluated), e.g.
+  ``timm:vit_tiny_patch16_224?img_size=32&patch_size=4`` for 32x32 images;
+- ``robustbench:NAME`` or ``robustbench:DATASET/THREAT/NAME``, an entry of RobustBench's model
+  zoo loaded by RobustBench itself (see :mod:`robustfair.models.robustbench`);
 - ``path/to/file.py:factory`` or ``package.module:factory``: a callable returning an
   ``nn.Module``. This imports and runs the user's own code: naming it is their explicit choice.
   The factory gets those of ``num_classes``, ``in_channels`` and ``image_size`` it names.
@@ -36,6 +41,7 @@ import importlib.util
 import inspect
 import os
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -91,15 +97,22 @@ class SelectOutput(nn.Module):
 
 
 def build_from_spec(spec: str, *, num_classes: int, in_channels: int, image_size: int,
-                    pretrained: bool = False) -> nn.Module:
+                    pretrained: bool = False, options: dict | None = None) -> nn.Module:
     """The (untrained unless ``pretrained``) ``nn.Module`` a model spec names.
 
     ``pretrained`` asks timm for its own weights (only for ``timm:NAME``; a download).
+    ``options``: what ``robustbench:`` specs take besides (``dataset``, ``threat_model``,
+    ``model_dir``, ``download``); a RobustBench entry comes with its trained weights.
     """
     spec = spec.strip()
     if spec.startswith("timm:"):
         return _timm_model(spec[len("timm:"):], num_classes=num_classes,
                            in_channels=in_channels, pretrained=pretrained)
+    if spec.startswith("robustbench:"):
+        from .robustbench import load_entry
+
+        return load_entry(spec[len("robustbench:"):], options, num_classes=num_classes,
+                          channels=in_channels, image_size=image_size)[0]
     if spec in list_models():
         return build_model(spec, num_classes=num_classes, in_channels=in_channels,
                            image_size=image_size)
@@ -112,6 +125,12 @@ def build_from_spec(spec: str, *, num_classes: int, in_channels: int, image_size
         raise ModelError(f"model spec {spec!r}: {name!r} is not a Python name (give FILE.py:factory "
                          f"or package.module:factory)")
     is_file = where.endswith(".py") or "/" in where or os.sep in where
+    from ._optional import import_robustbench, prepare_user_code
+
+    if not is_file and where.split(".")[0] == "robustbench":
+        import_robustbench(spec)  # its dependencies checked, one line if one fails
+    else:
+        prepare_user_code()
     module = _import_file(Path(where)) if is_file else _import_module(where)
     factory = getattr(module, name, None)
     if factory is None:
@@ -124,17 +143,62 @@ def build_from_spec(spec: str, *, num_classes: int, in_channels: int, image_size
                          in_channels=in_channels, image_size=image_size)
 
 
+TIMM_SET_BY_ROBUSTFAIR = ("num_classes", "in_chans", "pretrained")  # from the data and --weights
+
+
+def timm_options(text: str) -> dict[str, int | float | bool | str]:
+    """``KEY=VALUE&...`` as keyword arguments for ``timm.create_model``: each value an int, a
+    float, ``true``/``false`` or else text, never evaluated.
+
+    >>> timm_options("img_size=32&patch_size=4&drop_rate=0.1&class_token=false&global_pool=avg")
+    {'img_size': 32, 'patch_size': 4, 'drop_rate': 0.1, 'class_token': False, 'global_pool': 'avg'}
+    """
+    options: dict[str, int | float | bool | str] = {}
+    for item in filter(None, text.split("&")):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier() or not value:
+            raise ModelError(f"timm option {item!r}: expected KEY=VALUE, e.g. img_size=32")
+        if key in TIMM_SET_BY_ROBUSTFAIR:
+            raise ModelError(f"timm option {key!r} is set by robustfair (num_classes and in_chans "
+                             f"from the data, pretrained from --weights); drop it")
+        if key in options:
+            raise ModelError(f"timm option {key!r} is given twice")
+        if value.lower() in ("true", "false"):
+            options[key] = value.lower() == "true"
+            continue
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                pass
+        else:
+            options[key] = value
+    return options
+
+
 def _timm_model(name: str, *, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ModelError("timm:NAME needs timm: pip install 'robustfair[timm]'") from None
+    from ._optional import import_timm
+
+    name, _, query = name.strip().partition("?")
+    options = timm_options(query)
+    timm = import_timm(f"timm:{name}")
     # timm's pretrained weights come with their own head: keep it, the forward check compares
     # its width with the data set's classes
     kwargs = {"in_chans": in_channels} if pretrained else {"num_classes": num_classes, "in_chans": in_channels}
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        return timm.create_model(name, pretrained=pretrained, **kwargs, **options)
     except Exception as exc:  # timm raises RuntimeError for unknown names, others for bad args
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown:
+            raise ModelError(f"timm's {name} has no option {unknown.group(1)!r} "
+                             f"(timm:{name}?KEY=VALUE passes KEY to timm.create_model)") from None
+        if hasattr(timm, "is_model") and not timm.is_model(name):
+            from .._registry import did_you_mean
+
+            raise ModelError(f"timm {timm.__version__} has no model {name!r}"
+                             f"{did_you_mean(name, timm.list_models())}") from None
         raise ModelError(f"timm cannot build {name!r}: {_one_line(exc)}") from None
 
 

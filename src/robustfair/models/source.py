@@ -115,6 +115,8 @@ class ModelSource:
                                with_normalization)
 
         spec = self.spec.strip()
+        if spec.startswith("robustbench:"):
+            return self._from_robustbench(spec, shape)
         stats = normalization(self.normalize, channels=shape.channels) if self.normalize else None
         if spec in list_models() and self.weights is None:
             raise ModelError(f"model {spec} builds an untrained network: give its weights "
@@ -137,3 +139,19 @@ class ModelSource:
             model = with_normalization(model, *stats)
             provenance["normalize"] = {"spec": self.normalize, "mean": stats[0], "std": stats[1]}
         return model, provenance
+
+    def _from_robustbench(self, spec: str, shape: DataShape) -> tuple[nn.Module, dict]:
+        """An entry of RobustBench's zoo: RobustBench loads its own checkpoint, and its models
+        take [0, 1] inputs and return logits, so no weights or adapters go with it."""
+        from .robustbench import load_entry
+
+        for name, flag in (("weights", "--weights"), ("normalize", "--normalize"),
+                           ("output_index", "--output-index")):
+            if getattr(self, name) is not None:
+                raise ConfigError(f"{flag} does not go with {spec}: RobustBench loads the entry's "
+                                  f"own checkpoint (from --model-dir), takes [0, 1] inputs and "
+                                  f"returns logits")
+        model, provenance = load_entry(spec[len("robustbench:"):], dict(self.options),
+                                       num_classes=shape.num_classes, channels=shape.channels,
+                                       image_size=shape.image_size)
+        return model, {"model_spec": spec, **provenance}
