@@ -30,6 +30,7 @@ DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
 # attacks whose steps default to DEFAULT_STEPS without --steps; the others (APGD: 100, as in
 # AutoAttack) keep their own default
 PGD_FAMILY = ("pgd", "cw")
+AUDIT_FILES = ("report.json", "by_class.csv", "confusion.csv", "report.md")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -146,11 +147,18 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 
 
 def run(args: argparse.Namespace) -> int:
+    report = run_audit(args)
+    files = write_audit(Path(args.out), report)
+    print("wrote " + ", ".join(str(p) for p in files))
+    return 0
+
+
+def write_audit(out: Path, report) -> list[Path]:
+    """Write an audit's files into ``out`` as one unit (``report.json`` names it): a kill
+    leaves the old audit whole or the new one whole."""
     from .._atomic import write_text_unit
     from ..card.content import confusion_markdown
 
-    report = run_audit(args)
-    out = Path(args.out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -160,15 +168,13 @@ def run(args: argparse.Namespace) -> int:
         out / "report.md": report.to_markdown() + "\n" + confusion_markdown(report),
     }
     try:
-        # one unit: report.json (the record) goes last, a killed write never mixes two audits
         write_text_unit(out, {p.name: text for p, text in files.items()}, record="report.json",
                         what="an audit writing its report")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
         raise ConfigError(f"cannot write to {out}: {exc}") from None
-    print("wrote " + ", ".join(str(p) for p in files))
-    return 0
+    return list(files)
 
 
 def run_audit(args: argparse.Namespace):
@@ -196,6 +202,9 @@ def run_audit(args: argparse.Namespace):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    from .._publish import refuse_foreign_directories
+
+    refuse_foreign_directories(out, list(AUDIT_FILES))  # before the audit's time is spent
 
     check_source_options(args)
 
