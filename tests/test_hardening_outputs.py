@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -14,10 +13,8 @@ from safetensors.torch import save_file
 
 from robustfair.data import load_dataset
 from robustfair.explain.report import Explanation
-from robustfair.metrics import ClassReport
 from robustfair.models import build_model, save_model
 from robustfair.study.grid import expand
-from robustfair.study.report import saved_explanations
 from robustfair.study.spec import parse_spec
 from robustfair.study.store import StudyStore
 
