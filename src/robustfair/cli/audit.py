@@ -20,6 +20,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from .._bounds import MAX_QUERIES, MAX_RESTARTS, MAX_STEPS, check_bounded
 from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int
@@ -194,6 +195,10 @@ def run_audit(args: argparse.Namespace):
                                  (args.restarts, "--restarts", 1),
                                  (None if args.batch_size == "auto" else args.batch_size, "--batch-size", 1)):
         check_int(value, flag, minimum)
+    for value, flag, bound in ((args.steps, "--steps", MAX_STEPS),
+                               (args.n_queries, "--queries", MAX_QUERIES),
+                               (args.restarts, "--restarts", MAX_RESTARTS)):
+        check_bounded(value, flag, bound)
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
     targeted = args.targeted_to is not None or args.targeted_all
@@ -213,7 +218,8 @@ def run_audit(args: argparse.Namespace):
     target = class_index(sources.classes, args.targeted_to) if args.targeted_to is not None else None
     n = len(sources.y)
 
-    # 3. the audit
+    # 3. the audit (a long one says first how long it can take)
+    _say_work(sources, attacks, args, len(sources.classes))
     report = audit(sources.model, sources.x, sources.y, attacks=attacks, classes=sources.classes,
                    batch_size=args.batch_size, seed=args.seed, target=target,
                    targeted_all=args.targeted_all, progress=sys.stderr.isatty(), amp=args.amp,
@@ -230,6 +236,30 @@ def run_audit(args: argparse.Namespace):
     for flag in report.flags:
         print(f"robustfair: warning [{flag['code']}]: {flag['message']}", file=sys.stderr)
     return report
+
+
+def _say_work(sources, attacks, args, num_classes: int) -> None:
+    """Print the audit's worst-case work, timed by a first pass, when it can be long."""
+    import torch
+
+    from .._tensor_checks import as_float_images
+    from .._work_estimate import SAY_ABOVE_SECONDS, estimate, first_pass_seconds
+
+    n = len(sources.y)
+    batch = min(n, 256 if args.batch_size == "auto" else args.batch_size)
+    targets = max(1, num_classes - 1) if args.targeted_all else 1
+    settings = [a.settings() for a in attacks]
+    passes, line = estimate(settings, n=n, batch_size=batch, num_classes=num_classes,
+                            targets=targets)
+    if passes < 1000:  # a short audit: not worth a timing pass
+        return
+    device = next(iter(sources.model.parameters()), torch.empty(0)).device
+    seconds = first_pass_seconds(sources.model, as_float_images(sources.x[:batch].to(device)))
+    if seconds is None or passes * seconds < SAY_ABOVE_SECONDS:
+        return
+    _, line = estimate(settings, n=n, batch_size=batch, num_classes=num_classes,
+                       targets=targets, seconds_per_pass=seconds)
+    print(f"robustfair {args.command}: {line}", file=sys.stderr, flush=True)
 
 
 def _batch_size(text: str) -> int | str:
