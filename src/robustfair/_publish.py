@@ -5,16 +5,16 @@ A unit of files (an audit's ``report.json``, ``by_class.csv``, ... ; a card's ``
 version folder beside them, and each visible name is a relative symbolic link through one
 pointer, itself a symbolic link to the current version::
 
-    out/report.json        -> .report.json.now/report.json.pub
-    out/by_class.csv       -> .report.json.now/by_class.csv.pub
+    out/report.json        -> .report.json.now/report.pub.json
+    out/by_class.csv       -> .report.json.now/by_class.pub.csv
     out/.report.json.now   -> .report.json.v3f9a1c     (the pointer: the one switch)
-    out/.report.json.v3f9a1c/report.json.pub, by_class.csv.pub, ...
+    out/.report.json.v3f9a1c/report.pub.json, by_class.pub.csv, ...
 
 Publishing writes the new version folder whole, fsyncs its files and the folder, then replaces
 the pointer with one ``os.replace`` (atomic on POSIX) and fsyncs ``out``. So at every instant
 every visible name reads the complete old result or the complete new one, byte for byte; a
-kill leaves at most an unreferenced version folder, swept by the next publication. The stored
-names end in ``.pub`` so that a search for ``**/report.json`` finds the visible file only.
+kill leaves at most an unreferenced version folder, swept by the next publication. Stored
+names carry ``.pub`` before their extension (:func:`stored`).
 
 An output folder written before this layout (plain files) is first moved under a version of its
 own without changing a byte that a reader sees: each old file is hard-linked into the version,
@@ -34,7 +34,27 @@ from typing import Callable
 
 from .errors import ConfigError
 
-SUFFIX = ".pub"
+MARK = ".pub"
+
+
+def stored(name: str) -> str:
+    """The name a visible file has inside a version folder: ``.pub`` before its extension, so
+    that a search for ``**/report.json`` finds the visible file only, and a browser opening
+    ``card.html`` (through its link) still sees an ``.html`` file.
+
+    >>> stored("card.html"), stored("done"), published(stored("card.html"))
+    ('card.pub.html', 'done.pub', 'card.html')
+    """
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{MARK}.{ext}" if dot and stem else name + MARK
+
+
+def published(name: str) -> str | None:
+    """The visible name of a stored one (None: not a stored name)."""
+    if name.endswith(MARK):
+        return name[: -len(MARK)]
+    stem, dot, ext = name.rpartition(".")
+    return stem[: -len(MARK)] + "." + ext if dot and stem.endswith(MARK) else None
 
 
 def symlinks_work(folder: Path) -> bool:
@@ -80,7 +100,7 @@ def current_version(folder: Path, record: str) -> Path | None:
 
 
 def _link_to(folder: Path, record: str, name: str) -> str:
-    return f".{record}.now/{name}{SUFFIX}"
+    return f".{record}.now/{stored(name)}"
 
 
 def _replace_with_symlink(path: Path, target: str) -> None:
@@ -120,10 +140,10 @@ def _adopt_plain_files(folder: Path, record: str, names: list[str]) -> None:
     old.mkdir()
     for name in plain:
         try:
-            os.link(folder / name, old / (name + SUFFIX))
+            os.link(folder / name, old / stored(name))
         except OSError:
-            shutil.copy2(folder / name, old / (name + SUFFIX))
-        fsync_path(old / (name + SUFFIX))
+            shutil.copy2(folder / name, old / stored(name))
+        fsync_path(old / stored(name))
     fsync_path(old)
     _replace_with_symlink(pointer(folder, record), old.name)
     fsync_path(folder)
@@ -144,21 +164,21 @@ def publish_version(folder: Path, record: str, fill: Callable[[Path], None],
         names = sorted(p.name for p in new.iterdir())
         refuse_foreign_directories(folder, [*names, record])
         for name in names:
-            os.replace(new / name, new / (name + SUFFIX))
-        write_record(new / (record + SUFFIX))
+            os.replace(new / name, new / stored(name))
+        write_record(new / stored(record))
         old = current_version(folder, record)
         if old is None:
             _adopt_plain_files(folder, record, [*names, record])
             old = current_version(folder, record)
         if old is not None:  # names the new unit lacks keep their old bytes
             for entry in old.iterdir():
-                if entry.name.endswith(SUFFIX) and not (new / entry.name).exists():
+                if published(entry.name) and not (new / entry.name).exists():
                     os.link(entry, new / entry.name)
         for entry in new.iterdir():
             fsync_path(entry)
         fsync_path(new)
-        published = sorted(e.name[: -len(SUFFIX)] for e in new.iterdir())
-        for name in published:  # visible names (dangling until the switch for a new name)
+        names = sorted(published(e.name) for e in new.iterdir())
+        for name in names:  # visible names (dangling until the switch for a new name)
             path = folder / name
             if not path.is_symlink() or os.readlink(path) != _link_to(folder, record, name):
                 _replace_with_symlink(path, _link_to(folder, record, name))
@@ -171,4 +191,4 @@ def publish_version(folder: Path, record: str, fill: Callable[[Path], None],
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return published
+    return names

@@ -56,6 +56,14 @@ def _summary_lines(context: dict) -> list[str]:
 
 def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: int = 0) -> tuple[str, bytes]:
     """The card's HTML text and its summary PNG."""
+    import matplotlib
+
+    # every label is plain text: a "$" in a class name or a title is not the start of math
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _render_html(report, title=title, n_boot=n_boot, seed=seed)
+
+
+def _render_html(report: "ClassReport", *, title: str, n_boot: int, seed: int) -> tuple[str, bytes]:
     from . import figures as F  # matplotlib: imported only when a card is drawn
 
     worst = _worst(report)
