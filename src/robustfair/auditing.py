@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ._batch_size import attack_pass, fit_batch_size
 from ._checks import is_int
 from ._device import model_device, resolve_device
+from ._model_checks import CheckedModel, checked_model
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
@@ -299,6 +300,9 @@ def audit(
             settings = [dict(a.settings()) for _, a in pairs]
             example = as_float_images(x[:8].to(dev))
             net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
+            # every call of the model checked (and its input copied if it writes to it)
+            net, worked_around = checked_model(net, example)
+            flags += worked_around
             if batch_size == "auto":
                 batch_size = fit_batch_size(attack_pass(net, example), n=n, device=dev)
             bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
@@ -319,7 +323,7 @@ def audit(
                     yb = y[start:start + pool].to(dev, non_blocking=True)
                     b = _Batch(logits.argmax(dim=1), yb, logits, composite)
                     if start == 0 and sanity:
-                        flags += model_flags(model, xb[:batch_size], yb[:batch_size],
+                        flags += model_flags(CheckedModel(model, net.copy_input), xb[:batch_size], yb[:batch_size],
                                              logits[:batch_size], pairs[0][1])
                     for _, attack in pairs:
                         _run_attack(net, attack, xb, b, targets, independent, targeted_all,
