@@ -95,8 +95,9 @@ def test_an_unused_member_declaring_a_terabyte_is_never_read(tmp_path):
 
 
 def test_an_unused_member_that_is_not_an_array_does_not_matter(tmp_path):
+    broken = b"\x93NUMPY\x01\x00" + b"\x10\x00" + b"{not a header}\n"  # a .npy start, then junk
     path = _npz(tmp_path / "t.npz", {"x.npy": _npy(X), "y.npy": _npy(np.array([0, 1])),
-                                     "notes.npy": b"just some text"})
+                                     "notes.npy": broken})
     assert load_npz(path).classes == ["0", "1"]
 
 

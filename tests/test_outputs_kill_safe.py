@@ -76,12 +76,14 @@ def test_an_old_plain_file_audit_is_adopted_without_a_visible_change(reports, tm
                                     "report.md"]
 
 
-@pytest.mark.parametrize("name", ["report.json", "by_class.csv", "report.md"])
-def test_a_directory_named_like_an_output_file_is_refused_not_deleted(tmp_path, capsys, name):
+@pytest.mark.parametrize("command, name", [("audit", "report.json"), ("audit", "by_class.csv"),
+                                           ("audit", "report.md"), ("card", "card.png")])
+def test_a_directory_named_like_an_output_file_is_refused_not_deleted(tmp_path, capsys, command,
+                                                                      name):
     out = tmp_path / "out"
     (out / name).mkdir(parents=True)
     (out / name / "precious.txt").write_text("keep me")
-    code, err = cli(["audit", "--model", "small_cnn", "--weights", tmp_path / "none.pt",
+    code, err = cli([command, "--model", "small_cnn", "--weights", tmp_path / "none.pt",
                      "--dataset", "digits", "--limit", "4", "--attack", "fgsm", "--out", out],
                     capsys)
     assert_one_line_error(code, err, f"{out / name} is a directory")

@@ -19,9 +19,10 @@ import os
 
 from .errors import ConfigError, DataError
 
-# Seeds: every generator robustfair uses (torch, numpy's default_rng) takes 0 .. 2**32 - 1
-# (and robustfair adds small offsets per attack or epoch to a seed, well inside 2**63).
-MAX_SEED = 2**32 - 1
+# Seeds: torch's generators take 0 .. 2**64 - 1 and numpy's default_rng any non-negative
+# integer; robustfair adds small offsets (per attack, per epoch) to a seed, so 2**63 - 1 leaves
+# room. (A negative seed is refused: numpy's generators refuse it.)
+MAX_SEED = 2**63 - 1
 # Attack budgets: APGD runs 100 steps, Square 5000 queries (AutoAttack's standard version);
 # 1000x / 2000x that is far beyond any published evaluation and already days per batch.
 MAX_STEPS = 100_000
@@ -100,4 +101,4 @@ def check_bounded(value: int | None, flag: str, bound: int, why: str = "the larg
 def check_seed_option(seed: object, flag: str = "--seed") -> None:
     """A seed option must lie in 0 .. MAX_SEED."""
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"{flag} must lie in 0..{MAX_SEED} (2**32 - 1), got {seed}")
+        raise ConfigError(f"{flag} must lie in 0..{MAX_SEED} (2**63 - 1), got {seed}")
