@@ -39,11 +39,38 @@ def _exit_text(exc: SystemExit, said: str) -> str:
     return text
 
 
+class _Held(io.TextIOBase):
+    """stderr as user code sees it: held back until :meth:`release`, then passed straight
+    through (a logging handler the code set up on it keeps working afterwards)."""
+
+    def __init__(self, target) -> None:
+        super().__init__()
+        self.target, self.held, self.released = target, [], False
+
+    def write(self, text: str) -> int:
+        if self.released:
+            return self.target.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.released:
+            self.target.flush()
+
+    def getvalue(self) -> str:
+        return "".join(self.held)
+
+    def release(self, show: bool) -> None:
+        if show and self.held:
+            self.target.write(self.getvalue())
+        self.held, self.released = [], True
+
+
 @contextlib.contextmanager
 def contained(what: str, *, argv0: str | None = None) -> Iterator[None]:
     """Run the block as user code: ``what`` names it in the error (e.g. ``importing x.py``)."""
     saved_argv, saved_err = sys.argv, sys.stderr
-    held = io.StringIO()
+    held = _Held(saved_err)
     if argv0 is not None:
         sys.argv = [argv0]
     sys.stderr = held
@@ -52,10 +79,9 @@ def contained(what: str, *, argv0: str | None = None) -> Iterator[None]:
         yield
         ok = True
     except SystemExit as exc:
-        sys.stderr = saved_err
-        raise ModelError(f"{what} {_exit_text(exc, held.getvalue())} instead of returning") from None
+        said = held.getvalue()  # the exit's own message goes into the one line instead
+        raise ModelError(f"{what} {_exit_text(exc, said)} instead of returning") from None
     finally:
         sys.argv = saved_argv
         sys.stderr = saved_err
-        if ok and held.getvalue():  # it worked: what it said is the user's to see
-            saved_err.write(held.getvalue())
+        held.release(show=ok)  # it worked: what it said is the user's to see
