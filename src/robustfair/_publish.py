@@ -130,6 +130,14 @@ def sweep(folder: Path, record: str) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A second name for the same bytes (a copy where the file system has no hard links)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _adopt_plain_files(folder: Path, record: str, names: list[str]) -> None:
     """Move an older plain-file output (no pointer yet) under a version of its own, keeping
     every visible byte: hard links (or copies) first, then each name becomes its link."""
@@ -139,10 +147,7 @@ def _adopt_plain_files(folder: Path, record: str, names: list[str]) -> None:
     old = folder / f"{version_prefix(record)}{secrets.token_hex(6)}"
     old.mkdir()
     for name in plain:
-        try:
-            os.link(folder / name, old / stored(name))
-        except OSError:
-            shutil.copy2(folder / name, old / stored(name))
+        _link_or_copy(folder / name, old / stored(name))
         fsync_path(old / stored(name))
     fsync_path(old)
     _replace_with_symlink(pointer(folder, record), old.name)
@@ -173,7 +178,7 @@ def publish_version(folder: Path, record: str, fill: Callable[[Path], None],
         if old is not None:  # names the new unit lacks keep their old bytes
             for entry in old.iterdir():
                 if published(entry.name) and not (new / entry.name).exists():
-                    os.link(entry, new / entry.name)
+                    _link_or_copy(entry, new / entry.name)
         for entry in new.iterdir():
             fsync_path(entry)
         fsync_path(new)
