@@ -36,7 +36,7 @@ def drops_rows(): return Wrap(lambda n, x: n(x)[:-1] if len(x) > 2 else n(x))
 def big_batches_fail():
     def fn(n, x):
         if len(x) > 2:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")
         return n(x)
     return Wrap(fn)
 def fails_under_gradient():
@@ -68,7 +68,7 @@ def _audit(models, factory, tmp_path, capsys, *attack):
     ("integer", "the model returns torch.int64 outputs on a batch of 8 images"),
     ("complex_", "the model returns torch.complex64 outputs on a batch of 8 images"),
     ("drops_rows", "the model returned 7 rows for a batch of 8 images"),
-    ("big_batches_fail", "the model failed on a batch of 8 images (1x8x8): RuntimeError: CUDA out of memory"),
+    ("big_batches_fail", "the model failed on a batch of 8 images (1x8x8): RuntimeError: cuDNN error"),
 ])
 def test_a_model_that_misbehaves_inside_the_audit_is_one_line(models, tmp_path, capsys, factory, fragment):
     code, err = _audit(models, factory, tmp_path, capsys)
@@ -128,3 +128,18 @@ def test_a_model_that_changes_its_input_is_audited_on_a_copy_and_flagged():
     assert odd.predictions.equals(ref.predictions)  # the same numbers as the honest model
     assert [f["code"] for f in odd.flags if f["code"] == "input_changed"] == ["input_changed"]
     assert "input_changed" not in [f["code"] for f in ref.flags]
+
+
+def test_the_device_running_out_of_memory_mid_audit_is_one_line(models, tmp_path, capsys):
+    path = tmp_path / "oom.py"
+    path.write_text(MODELS + """
+def out_of_memory():
+    def fn(n, x):
+        if len(x) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return n(x)
+    return Wrap(fn)
+""")
+    code, err = _audit(path, "out_of_memory", tmp_path, capsys)
+    assert_one_line_error(code, err, "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert err.strip().endswith("try a smaller --batch-size")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._batch_size import is_out_of_memory
 from ._tensor_checks import check_logits
 from .errors import ModelError
 from .sanity import Flag
@@ -60,6 +61,8 @@ class CheckedModel(nn.Module):
         except ModelError:
             raise
         except Exception as exc:  # the user's model can raise anything: one line, with the batch
+            if is_out_of_memory(exc):  # the batch-size search halves on it; the CLI says it
+                raise
             raise ModelError(f"the model failed on a batch of {rows} images "
                              f"({'x'.join(map(str, x.shape[1:]))}): {_one_line(exc)}") from None
         return check_output(out, x, rows)

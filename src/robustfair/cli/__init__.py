@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             return _error(f"{exc.strerror or exc}{where}")
         except MemoryError as exc:  # an input asked for more memory than there is
             return _error(out_of_memory(exc))
+        except RuntimeError as exc:  # the device's memory ("CUDA out of memory"): one line too
+            from .._batch_size import is_out_of_memory
+
+            if not is_out_of_memory(exc):
+                raise
+            return _error(out_of_memory(exc) + "; try a smaller --batch-size")
         except KeyboardInterrupt:
             print(f"robustfair: interrupted{_RESUME_HINT.get(args.command, '')}", file=sys.stderr)
             return 130
