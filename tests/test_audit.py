@@ -47,7 +47,9 @@ def test_audit_end_to_end_with_pgd(model, digits):
     np.testing.assert_array_equal(p.clean_pred, clean)
     correct = clean == y.numpy()
     # the attack column is what the attack finds on the clean-correct points, called directly
-    direct = attack.perturb(model, x[torch.from_numpy(correct)].float() / 255, y[torch.from_numpy(correct)])
+    # (each point with its own random stream: keyed by its index in the test set)
+    keep = torch.from_numpy(correct)
+    direct = attack.perturb(model, x[keep].float() / 255, y[keep], index=keep.nonzero().squeeze(1))
     np.testing.assert_array_equal(p.pgd_pred.to_numpy()[correct], direct.pred.numpy())
     np.testing.assert_array_equal(p.pgd_pred.to_numpy()[~correct], clean[~correct])
     assert 0.0 < report.overall["robust_acc"] < report.overall["clean_acc"] > 0.85
@@ -116,7 +118,8 @@ def test_targeted_audit_aims_at_one_class(model, digits):
     assert (p.target == 3).all() and report.targeted
     clean = _clean_pred(model, x)
     run = torch.from_numpy((clean == y.numpy()) & (y.numpy() != 3))
-    direct = attack.perturb(model, x[run].float() / 255, y[run], target=torch.full((int(run.sum()),), 3))
+    direct = attack.perturb(model, x[run].float() / 255, y[run], target=torch.full((int(run.sum()),), 3),
+                            index=run.nonzero().squeeze(1))
     np.testing.assert_array_equal(p.pgd_pred.to_numpy()[run.numpy()], direct.pred.numpy())
     own = (y == 3).numpy()
     np.testing.assert_array_equal(p.pgd_pred[own], clean[own])  # points of the target class are not attacked

@@ -24,6 +24,7 @@ from torch import nn
 import robustfair as rf
 from robustfair.attacks import build_attack
 from robustfair.attacks._search import Search
+from robustfair.attacks._random import PointRandom
 from robustfair.attacks.fab import _project_l2, _project_linf, _random_start
 from robustfair.errors import AttackError
 from robustfair.models import build_model
@@ -333,7 +334,7 @@ def test_reproducible_with_a_seed(digits, cnn):
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.success, b.success)
     # restarts start eps/2 from x0 in a direction drawn from the attack's own generator
     x0, eps = torch.full((4, 64), 0.5), torch.full((4, 1), 0.2)
-    draws = [_random_start(x0, eps, norm, torch.Generator().manual_seed(s))
+    draws = [_random_start(x0, eps, norm, PointRandom(s, torch.arange(4)).at(None, "fab"))
              for norm in ("linf", "l2") for s in (1, 1, 2)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
     assert torch.allclose((draws[0] - x0).abs().amax(1), torch.tensor(0.1))

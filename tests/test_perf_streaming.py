@@ -60,11 +60,12 @@ def test_audit_runs_the_clean_pass_once_per_batch():
     x = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
     y = _own_labels(model, x)
     # optimize=False: the check of the faster view would add calls of its own on 8 rows;
-    # sanity=False: so would the sanity checks (tests/test_sanity.py covers them). The one call
-    # on 8 rows first is the check whether the model writes into its input (_model_checks).
+    # sanity=False: so would the sanity checks (tests/test_sanity.py covers them). The first
+    # call, on 8 rows, is the check whether the model writes into its input (_model_checks);
+    # the second, on one point, the audit's check of the model's output width.
     audit(model, x, y, attacks=[build_attack("fgsm", eps=0.05)], batch_size=24, progress=False,
           optimize=False, sanity=False)
-    assert model.sizes == [8, 24, 24, 24]
+    assert model.sizes == [8, 1, 24, 24, 24]
 
 
 @pytest.mark.parametrize("name,settings", [

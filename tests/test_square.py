@@ -24,7 +24,7 @@ import robustfair as rf
 from robustfair.attacks import Square, build_attack, list_attacks
 from robustfair.attacks._search import PASS_SIZES
 from robustfair.attacks import square
-from robustfair.attacks._geometry import make_generator
+from robustfair.attacks._random import PointRandom
 from robustfair.attacks.square import _bump, _l2_init, _l2_step, _linf_init, _linf_step, p_selection
 from robustfair.errors import AttackError
 from robustfair.models import attack_view
@@ -135,14 +135,14 @@ def _mid_grey(n=4, c=3, h=10, w=9):
 
 def test_linf_init_is_vertical_stripes_and_step_one_square():
     x, eps = _mid_grey(), torch.full((4, 1, 1, 1), 0.1, dtype=torch.float64)
-    g = make_generator(0, x.device)
+    g = PointRandom(0, torch.arange(len(x))).at(None, "test")
     x0 = _linf_init(x, eps, g)
     delta = x0 - x
     assert torch.allclose(delta.abs(), eps.expand_as(delta))
     assert torch.equal(delta, delta[:, :, :1].expand_as(delta))  # constant along each column
     s = 4  # p * h * w = 16 pixels
-    for _ in range(20):
-        x1 = _linf_step(x, x0, eps, 16 / 90, g)
+    for it in range(20):
+        x1 = _linf_step(x, x0, eps, 16 / 90, PointRandom(0, torch.arange(4)).at(None, "step", it))
         changed = (x1 != x0).any(1)  # N×H×W
         for i in range(4):
             rows, cols = changed[i].nonzero(as_tuple=True)
@@ -154,15 +154,15 @@ def test_linf_init_is_vertical_stripes_and_step_one_square():
 
 def test_l2_init_and_step_spend_the_whole_budget(monkeypatch):
     x, eps = _mid_grey(), torch.full((4, 1, 1, 1), 0.5, dtype=torch.float64)
-    g = make_generator(0, x.device)
+    g = PointRandom(0, torch.arange(len(x))).at(None, "test")
     x0 = _l2_init(x, eps, g)
     assert torch.allclose((x0 - x).flatten(1).norm(dim=1), eps.flatten())
     # the two windows (side 3 at p = 9 / 90): first at (0, 0), second at (5, 5)
     corners = iter([(0, 0), (5, 5)])
 
-    def fixed(n, s, h, w, generator, device):
+    def fixed(draws, s, h, w, tag):
         top, left = next(corners)
-        return torch.full((n,), top), torch.full((n,), left)
+        return torch.full((len(draws),), top), torch.full((len(draws),), left)
 
     monkeypatch.setattr(square, "_corners", fixed)
     x_small = x + (x0 - x) * 0.4  # 40% of the budget used: the step may spend the rest

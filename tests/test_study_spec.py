@@ -177,7 +177,7 @@ def test_evaluation_points_are_balanced_and_fixed():
 # ------------------------------------------------------------------------------ presets
 EXPECTED_RUNS = {"digits-quick": 4, "digits-universality": 16, "paper-cifar10": 6,
                  "paper-universality": 44, "paper-hparams": 16, "paper-mitigation": 24,
-                 "fair-at-benchmark": 18}
+                 "fair-at-benchmark": 36}
 
 
 def test_every_preset_validates_and_gpu_presets_state_their_time():

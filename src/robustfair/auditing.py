@@ -1,5 +1,11 @@
 """The audit: run a model and a list of attacks over a test set and build a :class:`ClassReport`.
 
+A short pipeline, each step a function (the sharded audit, :mod:`robustfair.sharding`, runs the
+same steps on each shard): :func:`check_arguments` (one-line errors before anything runs) ->
+:func:`prepare` (the model's attack view, the attacks as they run, the classes, pass and pool
+sizes: an :class:`AuditPlan`) -> :func:`check_model` (sanity checks before the attacks) ->
+:func:`audit_pool` for each pool -> :func:`build_report` (the report and the result checks).
+
 Points are streamed: one pool of a few batches (``POOL_BATCHES``, at most ``POOL_BYTES`` of
 float images) at a time is moved to the device, and no pass holds more than ``batch_size`` points, so
 peak memory does not grow with the number of points. Per pool:
@@ -29,10 +35,13 @@ targets, as soon as one run fools it.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import platform
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +52,6 @@ from tqdm.auto import tqdm
 from ._batch_size import attack_pass, fit_batch_size
 from ._checks import is_int
 from ._device import model_device, resolve_device
-from ._model_checks import CheckedModel, checked_model
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks._base import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
@@ -51,9 +59,10 @@ from .metrics import ClassReport
 from .metrics._frame import RESERVED as _RESERVED
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
-from .sanity import model_flags, result_flags
+from ._model_checks import CheckedModel, checked_model
+from .sanity import CHECK_POINTS, model_flags, result_flags
 
-__all__ = ["audit"]
+__all__ = ["audit", "AuditPlan"]
 
 
 def _name_attacks(attacks) -> list[tuple[str, object]]:
@@ -119,13 +128,14 @@ def _audit_attacks(pairs: list[tuple[str, Attack]], seed: int, amp: bool) -> lis
 
 
 class _Batch:
-    """One batch's bookkeeping on the device: predictions per attack and the running worst case."""
+    """One pool's bookkeeping on the device: predictions per attack and the running worst case."""
 
-    def __init__(self, clean: torch.Tensor, y: torch.Tensor,
-                 logits: torch.Tensor | None = None, composite: Sequence[int] = ()) -> None:
+    def __init__(self, clean: torch.Tensor, y: torch.Tensor, logits: torch.Tensor,
+                 index: torch.Tensor, composite: Sequence[int] = ()) -> None:
         self.y = y
         self.clean = clean
         self.logits = logits  # the clean logits, handed to attacks that can reuse them
+        self.index = index  # each point's position in the whole test set (seeds its draws)
         self.correct = clean == y
         self.worst = WorstCase(y, clean)  # the running worst case over the attacks so far
         self.columns: list[torch.Tensor] = []
@@ -176,91 +186,50 @@ def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
     return net, applied
 
 
-def _run_attack(model, attack, xb, b: _Batch, targets: list[int | None], independent: bool,
-                keep_per_target: bool, batch_size: int) -> None:
-    """One attack over one pool of points, once per target in ``targets``; updates ``b`` in place.
-
-    The attack's own column gets, per point, the prediction of the first target (in order)
-    that fooled the model, else the clean prediction (``-1`` if skipped in the fast mode).
-    """
-    skipped = b.correct & ~b.alive if not independent else torch.zeros_like(b.correct)
-    # the worst case over this attack's targets (a skipped point starts, and stays, at -1)
-    column = WorstCase(b.y, torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean))
-    preds = []
-    for t in targets:
-        eligible = b.correct if independent else b.alive
-        if t is not None:
-            eligible = eligible & (b.y != t)  # a point cannot be pushed into its own class
-        if independent:
-            pred = b.clean.clone()
-        else:  # points an earlier run already fooled are skipped
-            pred = torch.where(b.correct & ~b.alive, torch.full_like(b.clean, MISSING), b.clean)
-        run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
-        if run.numel():
-            target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
-            res = attack.perturb(model, xb[run], b.y[run], target=target,
-                                 clean_logits=b.logits[run], batch_size=batch_size)
-            pred[run] = res.pred.to(pred.dtype)
-            if res.broken_by is not None:  # which part of a composite attack broke each point
-                by = b.broken_by[len(b.columns)]
-                by[run] = res.broken_by.to(by.dtype)
-        column.add(pred)
-        b.worst.add(pred)
-        preds.append(pred)
-    b.columns.append(column.pred)
-    if keep_per_target:
-        b.per_target.append(torch.stack(preds))
+def _takes_index(attack: Attack) -> bool:
+    """Whether ``attack.perturb`` accepts ``index=`` (an attack written before it may not)."""
+    params = inspect.signature(attack.perturb).parameters
+    return "index" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def audit(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    attacks,
-    classes: Sequence[str] | None = None,
-    batch_size: int | str = 256,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    target: int | str | None = None,
-    targeted_all: bool = False,
-    independent: bool = True,
-    progress: bool = True,
-    amp: bool = False,
-    optimize: bool = True,
-    compile: bool = False,
-    sanity: bool = True,
-) -> ClassReport:
-    """Audit ``model`` on images ``x`` (uint8 or float in [0, 1], N×C×H×W) with labels ``y``.
+# ------------------------------------------------------------------------------ the pipeline
+# audit = check_arguments -> prepare -> check_model -> audit_pool per pool -> build_report.
+# The sharded audit (robustfair.sharding) runs the same pieces on each shard's points.
 
-    ``attacks`` is a list of attacks (columns named by ``attack.name``, made unique) or a dict
-    name -> attack. ``classes`` defaults to ``model.robustfair_metadata["classes"]``, else
-    ``"0".."K-1"``. ``device=None`` runs where the model is. The i-th attack runs with seed
-    ``seed + i`` (restored afterwards); ``amp`` turns on the attacks' mixed precision (the clean
-    pass stays in full precision). ``target`` (index or class name) aims every attack at one
-    class; ``targeted_all`` at every other class in turn (attacks must be built targeted).
-    ``independent=False`` is the faster mode that skips points already fooled (see the module
-    docstring). Bad input raises a one-line :class:`RobustfairError` before any attack runs.
+@dataclass
+class AuditPlan:
+    """What :func:`prepare` settles before the first pool: the module the attacks run, the
+    attacks as they run, the classes and targets, and the pass and pool sizes."""
 
-    Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
-    CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
-    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last;
-    the same function up to float rounding, checked on the first batch; what was applied is
-    recorded in ``report.meta["model_optimizations"]``).
-    ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
-    audits; the first batches pay for the compilation; on a CPU it was slower here).
+    model: nn.Module                     # the caller's model (the sanity checks look at it)
+    net: nn.Module                       # what the attacks run: the model or a faster view
+    attacks: list[tuple[str, Attack]]    # (column name, the audit's copy of the attack)
+    settings: list[dict]
+    classes: list[str]
+    target: int | None                   # one target class, or None
+    targeted_all: bool
+    independent: bool
+    sanity: bool
+    batch_size: int
+    pool: int                            # points per pool
+    device: torch.device
+    seed: int
+    amp: bool
+    optimizations: list[str] = field(default_factory=list)
+    composite: list[int] = field(default_factory=list)  # columns of composite attacks
+    takes_index: list[bool] = field(default_factory=list)
+    worked_around: list[dict] = field(default_factory=list)  # flags of what the audit worked around
 
-    ``sanity`` (default on) runs the checks of :mod:`robustfair.sanity` and stores what they
-    find in ``report.flags`` (one line each: what it means and what to do).
+    @property
+    def targets(self) -> list[int | None]:
+        """The targets each attack runs for, in turn (``[None]``: untargeted)."""
+        return list(range(len(self.classes))) if self.targeted_all else [self.target]
 
-    >>> import robustfair as rf
-    >>> ds = rf.load_dataset("digits")
-    >>> model = rf.build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
-    >>> report = audit(model, ds.test.x[:20], ds.test.y[:20],
-    ...                attacks=[rf.build_attack("fgsm", eps=0.1)], progress=False)
-    >>> report.by_class.shape[0]
-    10
-    """
+
+def check_arguments(model: nn.Module, x: torch.Tensor, *, attacks, batch_size, target,
+                    targeted_all, amp, optimize, compile) -> list[tuple[str, Attack]]:
+    """Every check that needs neither the model's output nor the labels; returns the named
+    attacks. Bad input is a one-line error here, before anything runs."""
     pairs = _name_attacks(attacks)
     if not isinstance(x, torch.Tensor):
         raise RobustfairError(f"images must be a torch.Tensor, got {type(x).__name__}")
@@ -283,89 +252,261 @@ def audit(
                 f"audit is {'targeted' if wants_targeted else 'untargeted'}: build attacks with "
                 f"targeted={wants_targeted}"
             )
+    return pairs
 
-    dev = model_device(model) if device is None else resolve_device(device)
-    home = model_device(model)
+
+def check_index(index, n: int) -> torch.Tensor:
+    """Each point's position in the whole test set (int64; default ``0..n-1``)."""
+    if index is None:
+        return torch.arange(n)
+    index = torch.as_tensor(index)
+    if index.shape != (n,) or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise RobustfairError(f"index must hold one integer per point ({n}), got "
+                              f"{index.dtype} of shape {tuple(index.shape)}")
+    return index.to(torch.int64).cpu()
+
+
+def prepare(model: nn.Module, x: torch.Tensor, pairs: list[tuple[str, Attack]], *,
+            classes: Sequence[str] | None, batch_size: int | str, device: torch.device,
+            seed: int, target, targeted_all: bool, independent: bool, sanity: bool, amp: bool,
+            optimize: bool, compile: bool, n: int | None = None) -> AuditPlan:
+    """The model view, the attacks' copies, the classes (from the caller, the model's
+    metadata, else the width of its output on a few points) and the pass and pool sizes.
+
+    The model is on ``device`` and in eval mode. ``n``: the points the whole audit covers
+    (``batch_size="auto"`` fits it), default ``len(x)``.
+    """
+    attacks = _audit_attacks(pairs, seed, amp)
+    example = as_float_images(x[:8].to(device))
+    net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
+    # every call of the model checked (and its input copied if it writes to it)
+    net, worked_around = checked_model(net, example)
+    # one point's output: its width gives the classes when nothing else does, and is checked
+    # against them before the labels (a wrong model is named as such, not as bad labels)
+    with torch.inference_mode():
+        logits = check_logits(net(example[:1]))
     class_names = _resolve_classes(model, classes)
-    torch.manual_seed(seed)
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    n = len(x)
-    small, long, flags = [], [], []
-    try:
-        if dev != home:
-            model.to(dev)
-        pairs = _audit_attacks(pairs, seed, amp)
-        composite = [j for j, (_, a) in enumerate(pairs) if a.part_names()]
-        with eval_mode(model):
-            settings = [dict(a.settings()) for _, a in pairs]
-            example = as_float_images(x[:8].to(dev))
-            net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
-            # every call of the model checked (and its input copied if it writes to it)
-            net, worked_around = checked_model(net, example)
-            flags += worked_around
-            if batch_size == "auto":
-                batch_size = fit_batch_size(attack_pass(net, example), n=n, device=dev)
-            bar = tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False)
-            with bar:
-                pool = _pool_size(batch_size, x, dev)
-                for start in range(0, n, pool):
-                    xb = as_float_images(x[start:start + pool].to(dev, non_blocking=True))
-                    with torch.inference_mode():
-                        logits = torch.cat([check_logits(net(piece)) for piece in xb.split(batch_size)])
-                    if class_names is None:  # nothing told us the classes: the output width does
-                        class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
-                    check_logits(logits, len(class_names) if class_names else None)
-                    if start == 0:  # everything is known now: check it before the long work
-                        k = len(class_names)
-                        y = check_labels(y, k, n)
-                        t_index = _resolve_target(target, class_names)
-                        targets = list(range(k)) if targeted_all else [t_index]
-                    yb = y[start:start + pool].to(dev, non_blocking=True)
-                    b = _Batch(logits.argmax(dim=1), yb, logits, composite)
-                    if start == 0 and sanity:
-                        flags += model_flags(CheckedModel(model, net.copy_input), xb[:batch_size], yb[:batch_size],
-                                             logits[:batch_size], pairs[0][1])
-                    for _, attack in pairs:
-                        _run_attack(net, attack, xb, b, targets, independent, targeted_all,
-                                    batch_size)
-                    rows = torch.stack([yb, b.clean, *b.columns, b.worst.pred,
-                                        *(b.broken_by[j] for j in composite)])
-                    flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
-                    host = torch.cat(flat).cpu()  # the one device -> host transfer of the pool
-                    small.append(host[: rows.numel()].view(rows.shape))
-                    if b.per_target:
-                        long.append((start, host[rows.numel():].view(len(pairs), k, len(yb))))
-                    bar.update(len(yb))
-                    del xb, logits, b, rows, flat
-    finally:
-        if dev != home:
-            model.to(home)
-    seconds = time.perf_counter() - t0
+    if class_names is None:
+        class_names = [str(i) for i in range(logits.shape[-1])] if logits.dim() == 2 else None
+    check_logits(logits, len(class_names) if class_names else None)
+    if batch_size == "auto":
+        batch_size = fit_batch_size(attack_pass(net, example), n=n or len(x), device=device)
+    return AuditPlan(
+        model=model, net=net, attacks=attacks, settings=[dict(a.settings()) for _, a in attacks],
+        classes=class_names, target=_resolve_target(target, class_names),
+        targeted_all=targeted_all, independent=independent, sanity=sanity,
+        batch_size=batch_size, pool=_pool_size(batch_size, x, device), device=device, seed=seed,
+        amp=amp, optimizations=applied, worked_around=worked_around,
+        composite=[j for j, (_, a) in enumerate(attacks) if a.part_names()],
+        takes_index=[_takes_index(a) for _, a in attacks])
 
-    table = torch.cat(small, dim=1).numpy()
-    names = [name for name, _ in pairs]
+
+def check_model(plan: AuditPlan, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """The sanity checks of the model before any attack (:func:`~robustfair.sanity.model_flags`),
+    on the first points of ``x``."""
+    count = min(plan.batch_size, CHECK_POINTS, len(x))
+    xb = as_float_images(x[:count].to(plan.device))
+    yb = y[:count].to(plan.device)
+    with torch.inference_mode():
+        logits = check_logits(plan.net(xb), len(plan.classes))
+    # the caller's model given copies as the attacks' net is (if it writes into its input)
+    checked = CheckedModel(plan.model, plan.net.copy_input)
+    return model_flags(checked, xb, yb, logits, plan.attacks[0][1])
+
+
+@dataclass
+class PoolResult:
+    """One pool's per-point results, on the host: ``rows`` is y_true, clean_pred, one row per
+    attack, worst_pred, then the composite attacks' ``_by`` rows; ``per_target`` (targeted_all)
+    is attacks × K × points."""
+
+    start: int
+    rows: torch.Tensor
+    per_target: torch.Tensor | None = None
+
+
+def audit_pool(plan: AuditPlan, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+               start: int) -> PoolResult:
+    """The points ``start:start + plan.pool``: the clean pass (once, checked), each attack in
+    order, the bookkeeping on the device, and one transfer to the host."""
+    dev = plan.device
+    xb = as_float_images(x[start:start + plan.pool].to(dev, non_blocking=True))
+    yb = y[start:start + plan.pool].to(dev, non_blocking=True)
+    with torch.inference_mode():
+        logits = torch.cat([check_logits(plan.net(piece)) for piece in xb.split(plan.batch_size)])
+    check_logits(logits, len(plan.classes))
+    b = _Batch(logits.argmax(dim=1), yb, logits, index[start:start + len(yb)].to(dev), plan.composite)
+    for (_, attack), takes_index in zip(plan.attacks, plan.takes_index):
+        _run_attack(plan, attack, takes_index, xb, b)
+    rows = torch.stack([yb, b.clean, *b.columns, b.worst.pred,
+                        *(b.broken_by[j] for j in plan.composite)])
+    flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
+    host = torch.cat(flat).cpu()  # the one device -> host transfer of the pool
+    per_target = None
+    if b.per_target:
+        per_target = host[rows.numel():].view(len(plan.attacks), len(plan.classes), len(yb))
+    return PoolResult(start, host[: rows.numel()].view(rows.shape), per_target)
+
+
+def _run_attack(plan: AuditPlan, attack: Attack, takes_index: bool, xb: torch.Tensor,
+                b: _Batch) -> None:
+    """One attack over one pool of points, once per target of the plan; updates ``b`` in place.
+
+    The attack's own column gets, per point, the prediction of the first target (in order)
+    that fooled the model, else the clean prediction (``-1`` if skipped in the fast mode).
+    """
+    independent = plan.independent
+    skipped = b.correct & ~b.alive if not independent else torch.zeros_like(b.correct)
+    # the worst case over this attack's targets (a skipped point starts, and stays, at -1)
+    column = WorstCase(b.y, torch.where(skipped, torch.full_like(b.clean, MISSING), b.clean))
+    preds = []
+    for t in plan.targets:
+        eligible = b.correct if independent else b.alive
+        if t is not None:
+            eligible = eligible & (b.y != t)  # a point cannot be pushed into its own class
+        if independent:
+            pred = b.clean.clone()
+        else:  # points an earlier run already fooled are skipped
+            pred = torch.where(b.correct & ~b.alive, torch.full_like(b.clean, MISSING), b.clean)
+        run = eligible.nonzero().squeeze(1)  # host sync: the subset must be known to slice
+        if run.numel():
+            target = None if t is None else torch.full((run.numel(),), t, dtype=torch.long, device=xb.device)
+            extra = {"index": b.index[run]} if takes_index else {}
+            res = attack.perturb(plan.net, xb[run], b.y[run], target=target,
+                                 clean_logits=b.logits[run], batch_size=plan.batch_size, **extra)
+            pred[run] = res.pred.to(pred.dtype)
+            if res.broken_by is not None:  # which part of a composite attack broke each point
+                by = b.broken_by[len(b.columns)]
+                by[run] = res.broken_by.to(by.dtype)
+        column.add(pred)
+        b.worst.add(pred)
+        preds.append(pred)
+    b.columns.append(column.pred)
+    if plan.targeted_all:
+        b.per_target.append(torch.stack(preds))
+
+
+def build_report(plan: AuditPlan, pools: list[PoolResult], flags: list[dict], *,
+                 started: datetime, seconds: float) -> ClassReport:
+    """The :class:`ClassReport` of the pools' results, with the result checks
+    (:func:`~robustfair.sanity.result_flags`) added to ``flags`` when ``plan.sanity``."""
+    table = torch.cat([p.rows for p in pools], dim=1).numpy()
+    n = table.shape[1]
+    names = [name for name, _ in plan.attacks]
     predictions = {"y_true": table[0], "clean_pred": table[1]}
     predictions.update({f"{name}_pred": table[2 + i] for i, name in enumerate(names)})
     predictions["worst_pred"] = table[2 + len(names)]
-    for i, j in enumerate(composite):
+    for i, j in enumerate(plan.composite):
         predictions[f"{names[j]}_by"] = table[3 + len(names) + i]
-    if target is not None:
-        predictions["target"] = np.full(n, t_index, dtype=np.int64)
-    meta = _meta(model, n=n, seed=seed, batch_size=batch_size, device=dev, amp=amp,
-                 optimizations=applied,
-                 independent=independent, started=started, seconds=seconds,
-                 target=t_index, targeted_all=targeted_all)
+    if plan.target is not None:
+        predictions["target"] = np.full(n, plan.target, dtype=np.int64)
+    meta = _meta(plan.model, n=n, seed=plan.seed, batch_size=plan.batch_size, device=plan.device,
+                 amp=plan.amp, optimizations=plan.optimizations, independent=plan.independent,
+                 started=started, seconds=seconds, target=plan.target,
+                 targeted_all=plan.targeted_all, sanity=plan.sanity)
+    long = [(p.start, p.per_target) for p in pools if p.per_target is not None]
     report = ClassReport(
         predictions=pd.DataFrame(predictions),
-        classes=class_names,
-        attacks=settings,
+        classes=plan.classes,
+        attacks=plan.settings,
         meta=meta,
-        target_predictions=_long_form(long, table[0], names) if targeted_all else None,
-        flags=flags,
+        target_predictions=_long_form(long, table[0], names) if plan.targeted_all else None,
+        flags=list(flags),
     )
-    if sanity:
+    if plan.sanity:
         report.flags.extend(result_flags(report))
     return report
+
+
+@contextlib.contextmanager
+def on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """The model on ``device`` and in eval mode for the audit, then back where and as it was."""
+    home = model_device(model)
+    try:
+        if device != home:
+            model.to(device)
+        with eval_mode(model):
+            yield
+    finally:
+        if device != home:
+            model.to(home)
+
+
+def audit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attacks,
+    classes: Sequence[str] | None = None,
+    batch_size: int | str = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    target: int | str | None = None,
+    targeted_all: bool = False,
+    independent: bool = True,
+    progress: bool = True,
+    amp: bool = False,
+    optimize: bool = True,
+    compile: bool = False,
+    sanity: bool = True,
+    index: Sequence[int] | torch.Tensor | None = None,
+) -> ClassReport:
+    """Audit ``model`` on images ``x`` (uint8 or float in [0, 1], N×C×H×W) with labels ``y``.
+
+    ``attacks`` is a list of attacks (columns named by ``attack.name``, made unique) or a dict
+    name -> attack. ``classes`` defaults to ``model.robustfair_metadata["classes"]``, else
+    ``"0".."K-1"``. ``device=None`` runs where the model is. The i-th attack runs with seed
+    ``seed + i`` (restored afterwards); ``amp`` turns on the attacks' mixed precision (the clean
+    pass stays in full precision). ``target`` (index or class name) aims every attack at one
+    class; ``targeted_all`` at every other class in turn (attacks must be built targeted).
+    ``independent=False`` is the faster mode that skips points already fooled (see the module
+    docstring). Bad input raises a one-line :class:`RobustfairError` before any attack runs.
+
+    ``index``: each point's position in the whole test set (default ``0..N-1``). Every random
+    draw of the attacks for a point is keyed by the seed and this index, so a point's result
+    does not depend on the other points audited with it (a shard of a larger audit passes its
+    points' positions and gets the same per-point results as the whole audit).
+
+    Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
+    CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
+    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last;
+    the same function up to float rounding, checked on the first batch; what was applied is
+    recorded in ``report.meta["model_optimizations"]``).
+    ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
+    audits; the first batches pay for the compilation; on a CPU it was slower here).
+
+    ``sanity`` (default on) runs the checks of :mod:`robustfair.sanity` and stores what they
+    find in ``report.flags`` (one line each: what it means and what to do).
+
+    >>> import robustfair as rf
+    >>> ds = rf.load_dataset("digits")
+    >>> model = rf.build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    >>> report = audit(model, ds.test.x[:20], ds.test.y[:20],
+    ...                attacks=[rf.build_attack("fgsm", eps=0.1)], progress=False)
+    >>> report.by_class.shape[0]
+    10
+    """
+    pairs = check_arguments(model, x, attacks=attacks, batch_size=batch_size, target=target,
+                            targeted_all=targeted_all, amp=amp, optimize=optimize, compile=compile)
+    n = len(x)
+    index = check_index(index, n)
+    dev = model_device(model) if device is None else resolve_device(device)
+    torch.manual_seed(seed)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    with on_device(model, dev):
+        plan = prepare(model, x, pairs, classes=classes, batch_size=batch_size, device=dev,
+                       seed=seed, target=target, targeted_all=targeted_all,
+                       independent=independent, sanity=sanity, amp=amp, optimize=optimize,
+                       compile=compile)
+        y = check_labels(y, len(plan.classes), n)  # everything is known now: before the long work
+        flags = plan.worked_around + (check_model(plan, x, y) if sanity else [])
+        pools = []
+        with tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False) as bar:
+            for start in range(0, n, plan.pool):
+                pools.append(audit_pool(plan, x, y, index, start))
+                bar.update(pools[-1].rows.shape[1])
+    return build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
 
 
 def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
@@ -384,7 +525,7 @@ def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
 
 
 def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, independent,
-          started, seconds, target, targeted_all) -> dict:
+          started, seconds, target, targeted_all, sanity) -> dict:
     import robustfair
 
     metadata = getattr(model, "robustfair_metadata", None) or {}
@@ -400,6 +541,7 @@ def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, 
         "independent": independent,
         "target": target,
         "targeted_all": targeted_all,
+        "sanity": sanity,
         "started": started.isoformat(timespec="seconds"),
         "time_seconds": round(seconds, 3),
         "versions": {

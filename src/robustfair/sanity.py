@@ -37,9 +37,12 @@ from .attacks._base import Attack
 from .errors import ModelError
 from .metrics.pointwise import WorstCase
 
-__all__ = ["Flag", "model_flags", "result_flags", "BLACK_BOX"]
+__all__ = ["Flag", "model_flags", "result_flags", "BLACK_BOX", "RESULT_CODES"]
 
 BLACK_BOX = ("square",)  # attacks that use no gradient: immune to gradient masking
+# the codes result_flags raises: counts over an audit's points, recomputed when reports on
+# parts of a test set are merged (ClassReport.concat); the other codes are about the model
+RESULT_CODES = frozenset({"masking"})
 CHECK_POINTS = 32  # points the pre-attack checks look at (they are cheap; this keeps them so)
 MASKING_SHARE = 0.002  # AutoAttack's check_square_sr threshold: 0.2% of the points
 

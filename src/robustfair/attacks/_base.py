@@ -1,7 +1,7 @@
 """The attack contract, explicit and the same for every attack::
 
-    attack.perturb(model, x, y, *, target=None, clean_logits=None, batch_size=None, seed=None)
-        -> AttackResult
+    attack.perturb(model, x, y, *, target=None, clean_logits=None, batch_size=None, seed=None,
+                   index=None) -> AttackResult
 
 Images are in [0, 1] (normalisation is inside the model). ``eps`` is a float or a per-sample
 tensor. An attack puts the model in eval mode only for its own duration and restores the
@@ -10,9 +10,17 @@ found for each point, and a point already fooled is not attacked further.
 
 The keyword arguments are the whole channel between a caller and an attack: ``clean_logits``
 (the model's full-precision logits on ``x``, if the caller has them: the attack then skips its
-clean pass), ``batch_size`` (the most points in one forward/backward pass) and ``seed`` (this
-call's random seed; default: the attack's own). Nothing travels through globals, and an attack
-object is never changed by a call: :meth:`Attack.with_options` returns a changed copy.
+clean pass), ``batch_size`` (the most points in one forward/backward pass), ``seed`` (this
+call's random seed; default: the attack's own) and ``index`` (each point's position in the
+whole test set, int64; default ``0..len(x)-1``). Nothing travels through globals, and an
+attack object is never changed by a call: :meth:`Attack.with_options` returns a changed copy.
+
+Randomness is per point: everything an attack draws for a point (random starts, Square's
+windows and signs, FAB's restarts) comes from a stream keyed by ``(seed, index of the
+point, what is drawn)`` (:mod:`robustfair.attacks._random`), so a point's result does not
+depend on which other points share its batch, on ``batch_size`` or on the order in which
+points are admitted. That is what lets an audit be cut into shards without changing any
+point's result. An attack that ignores ``index`` (an older subclass) still works.
 """
 from __future__ import annotations
 
@@ -59,6 +67,7 @@ class CallOptions:
     clean_logits: torch.Tensor | None = None
     batch_size: int | None = None
     seed: int | None = 0
+    index: torch.Tensor | None = None  # int64, each point's position in the whole test set
 
 
 @contextlib.contextmanager
@@ -151,9 +160,11 @@ class Attack(ABC):
         clean_logits: torch.Tensor | None = None,
         batch_size: int | None = None,
         seed: int | None = None,
+        index: torch.Tensor | None = None,
     ) -> AttackResult:
         """Attack ``model`` at ``(x, y)``; ``target`` (a class, or one per point) for targeted
-        attacks. ``clean_logits``, ``batch_size`` and ``seed``: see the module docstring."""
+        attacks. ``clean_logits``, ``batch_size``, ``seed`` and ``index``: see the module
+        docstring."""
         x = as_float_images(x)
         check_model_input(model, x)
         y = y.to(x.device)
@@ -175,7 +186,8 @@ class Attack(ABC):
         if clean_logits is not None and clean_logits.shape[0] != len(x):
             raise AttackError(f"clean_logits has {clean_logits.shape[0]} rows for {len(x)} images")
         options = CallOptions(clean_logits=clean_logits, batch_size=batch_size,
-                              seed=self.seed if seed is None else seed)
+                              seed=self.seed if seed is None else seed,
+                              index=_check_index(index, len(x), x.device))
         with eval_mode(model):
             if x.numel() == 0:
                 empty = torch.zeros(0, dtype=torch.long, device=x.device)
@@ -193,6 +205,17 @@ class Attack(ABC):
     def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None, options: CallOptions) -> AttackResult:
         """Subclasses implement the attack; the model is already in eval mode."""
+
+
+def _check_index(index: object, n: int, device: torch.device) -> torch.Tensor:
+    """Each point's position in the whole test set, as int64 on ``device`` (default 0..n-1)."""
+    if index is None:
+        return torch.arange(n, device=device)
+    index = torch.as_tensor(index, device=device)
+    if index.shape != (n,) or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise AttackError(f"index must hold one integer per point ({n}), got "
+                          f"{index.dtype} of shape {tuple(index.shape)}")
+    return index.to(torch.int64)
 
 
 AttackFactory = Callable[..., Attack]

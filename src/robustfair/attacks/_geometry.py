@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ._random import Draws
+
 # Guards divisions by a norm that can be exactly 0 (a zero gradient, a zero perturbation).
 _TINY = 1e-12
 
@@ -35,20 +37,35 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, norm: str) 
 
 
 def random_start(
-    x: torch.Tensor, eps: torch.Tensor, norm: str, generator: torch.Generator
+    x: torch.Tensor, eps: torch.Tensor, norm: str, source: torch.Generator | Draws
 ) -> torch.Tensor:
-    """A point drawn uniformly from the ``norm``-ball of radius ``eps`` around ``x`` (then clipped to [0, 1])."""
+    """A point drawn uniformly from the ``norm``-ball of radius ``eps`` around ``x`` (then clipped to [0, 1]).
+
+    ``source``: the attacks' per-point :class:`~robustfair.attacks._random.Draws` (one row per
+    point of ``x``), or a ``torch.Generator`` (training draws for the whole batch at once).
+    """
     if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = _uniform(source, x.shape, "uniform", x)
         delta = (2.0 * u - 1.0) * eps
     else:
         # Uniform in the L2 ball: a uniform direction (normalised Gaussian) and radius eps * U^(1/d).
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if isinstance(source, torch.Generator):
+            direction = torch.randn(x.shape, generator=source, device=x.device, dtype=x.dtype)
+        else:
+            direction = source.normal(tuple(x.shape[1:]), "direction", x.dtype)
         direction = direction / l2_norm(direction).clamp_min(_TINY)
         d = x[0].numel()
-        u = torch.rand(eps.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = _uniform(source, eps.shape, "radius", x)
         delta = direction * eps * u.pow(1.0 / d)
     return (x + delta).clamp_(0.0, 1.0)
+
+
+def _uniform(source: torch.Generator | Draws, shape: torch.Size, tag: str,
+             like: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) numbers of ``shape`` (first dimension: the points) from either source."""
+    if isinstance(source, torch.Generator):
+        return torch.rand(shape, generator=source, device=like.device, dtype=like.dtype)
+    return source.uniform(tuple(shape[1:]), tag, like.dtype)
 
 
 def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -56,13 +73,3 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return grad.sign()
     return grad / (l2_norm(grad) + _TINY)
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A random generator on ``device``: seeded for reproducible attacks, fresh entropy if ``seed`` is None."""
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(int(seed))
-    return generator

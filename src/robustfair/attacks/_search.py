@@ -13,6 +13,10 @@ A success found in mixed precision (``amp``) or on a randomised model (``eot`` >
 kept once it holds where it will be evaluated: in full precision, and, with ``eot`` passes,
 for the majority of the model's random draws.
 
+``Search.random`` holds the batch's per-point random streams (:mod:`._random`): every draw an
+attack makes for a point is keyed by the call's seed, the point's index in the whole test set
+and the place of the draw, never by the point's position in the batch.
+
 :class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
 (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
 ``inference_mode()``, runs the clean pass (or takes the caller's ``clean_logits``) and hands
@@ -33,6 +37,7 @@ from .._checks import is_int, is_real
 from .._tensor_checks import check_labels, check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample
+from ._random import PointRandom
 from .losses import check_classes, check_loss, cw_margin, objective
 
 
@@ -83,8 +88,12 @@ class Search:
         clean_logits: torch.Tensor | None = None,
         capacity: int | None = None,
         eot: int = 1,
+        seed: int | None = 0,
+        index: torch.Tensor | None = None,
     ) -> None:
         self.model, self.loss, self.amp, self.eot = model, loss, amp, eot
+        # per-point random streams keyed by (seed, each point's index in the whole test set)
+        self.random = PointRandom(seed, torch.arange(len(x), device=x.device) if index is None else index)
         self.x, self.target = x, target
         self.capacity = max(1, len(x)) if capacity is None else capacity
         if clean_logits is None:
@@ -386,14 +395,15 @@ class GradientAttack(Attack):
                 x = x.contiguous(memory_format=torch.channels_last)
             search = Search(model, x, y, target, loss=self.loss, amp=self.amp,
                             clean_logits=options.clean_logits, capacity=options.batch_size,
-                            eot=self.eot)
-            self._attack(search, per_sample(self.eps, len(x), x), options.seed)
+                            eot=self.eot, seed=options.seed, index=options.index)
+            self._attack(search, per_sample(self.eps, len(x), x))
             result = search.result()
         if to_channels_last:
             result.x_adv = result.x_adv.contiguous()
         return result
 
     @abstractmethod
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
-        """Look for adversarial examples and ``search.record`` them; ``eps`` is N×1×1×1;
-        ``seed`` seeds this call's random draws (None: fresh entropy)."""
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        """Look for adversarial examples and ``search.record`` them; ``eps`` is N×1×1×1.
+        Random draws come from ``search.random`` (per point, keyed by the call's seed and
+        each point's index)."""

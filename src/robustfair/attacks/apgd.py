@@ -30,7 +30,8 @@ import torch
 
 from ..errors import AttackError
 from ._base import register_attack
-from ._geometry import ascent_direction, make_generator, project, random_start
+from ._geometry import ascent_direction, project, random_start
+from ._random import Draws
 from ._search import GradientAttack, Search, check_fraction, check_positive_int
 
 
@@ -118,11 +119,13 @@ class APGD(GradientAttack):
             settings["eot"] = self.eot
         return settings
 
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
-        generator = make_generator(seed, eps.device)
-        for _ in range(self.restarts):
+    def _attack(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
+        """Every restart on the points still robust; ``stream`` names the run (APGD-T: the
+        target's rank) in the key of each point's random start."""
+        for restart in range(self.restarts):
             for idx in search.pieces():  # empty once every point is fooled
-                self._run(search, idx, eps[idx], generator)
+                start = search.random.at(idx, self.name, "start", *stream, restart)
+                self._run(search, idx, eps[idx], start)
 
     def _step(self, s: _Run, first: bool) -> torch.Tensor:
         """The next iterate: projected step, then the momentum mix, projected again."""
@@ -133,11 +136,11 @@ class APGD(GradientAttack):
         mixed = s.x_cur + a * (z - s.x_cur) + (1.0 - a) * (s.x_cur - s.x_prev)
         return project(mixed, s.x, s.eps, self.norm)
 
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor,
-             generator: torch.Generator) -> None:
-        """One restart on the points ``idx``; the batch shrinks as points get fooled."""
+    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, start: Draws) -> None:
+        """One restart on the points ``idx`` from random starts drawn from ``start``; the
+        batch shrinks as points get fooled."""
         x, y, target = search.points(idx)
-        x0 = random_start(x, eps, self.norm, generator)
+        x0 = random_start(x, eps, self.norm, start)
         logits, f, grad = search.loss_and_grad(x0, y, target)
         s = _Run(idx=idx, x=x, y=y, target=target, eps=eps, x_cur=x0, x_prev=x0, grad=grad,
                  f_prev=f, x_best=x0, f_best=f, g_best=grad, eta=2.0 * eps,
@@ -240,9 +243,9 @@ class APGDTargeted(APGD):
             settings["top_k"] = self.top_k
         return settings
 
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
         if self.targeted:
-            super()._attack(search, eps, seed)
+            super()._attack(search, eps)
             return
         num_classes = search.clean_logits.shape[1]
         if num_classes < 4:
@@ -250,8 +253,8 @@ class APGDTargeted(APGD):
                               f"classes; the model has {num_classes}")
         search.any_misclassification = True
         try:
-            for target in search.runner_ups(self.top_k):
+            for rank, target in enumerate(search.runner_ups(self.top_k)):
                 search.target = target
-                super()._attack(search, eps, seed)  # on the points no earlier class fooled
+                super()._attack(search, eps, ("target", rank))  # on the points no earlier class fooled
         finally:
             search.target, search.any_misclassification = None, False

@@ -138,7 +138,8 @@ class AutoAttack(Attack):
             if idx.numel() == 0:
                 break
             res = attack.perturb(model, x[idx], y[idx], clean_logits=clean[idx],
-                                 batch_size=options.batch_size, seed=options.seed)
+                                 batch_size=options.batch_size, seed=options.seed,
+                                 index=options.index[idx])  # each point keeps its own stream
             hit = idx[res.success]
             x_adv[hit] = res.x_adv[res.success]
             pred[hit] = res.pred[res.success]

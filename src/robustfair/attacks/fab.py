@@ -50,7 +50,7 @@ import torch
 from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
-from ._geometry import make_generator
+from ._random import Draws
 from ._search import GradientAttack, Search, check_fraction, check_positive_int, take
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
@@ -167,13 +167,13 @@ def _fab_step(x: torch.Tensor, x0: torch.Tensor, f: torch.Tensor, g: torch.Tenso
     return ((1.0 - alpha) * (x + eta * d) + alpha * (x0 + eta * d0)).clamp(0.0, 1.0)
 
 
-def _random_start(x0: torch.Tensor, eps: torch.Tensor, norm: str,
-                  generator: torch.Generator) -> torch.Tensor:
-    """A start ``eps / 2`` from ``x0`` (N×D) in a random direction, clipped to [0, 1]."""
+def _random_start(x0: torch.Tensor, eps: torch.Tensor, norm: str, draws: Draws) -> torch.Tensor:
+    """A start ``eps / 2`` from ``x0`` (N×D) in a random direction, clipped to [0, 1]; row ``i``
+    drawn from point ``i``'s stream in ``draws``."""
     if norm == "linf":
-        t = 2.0 * torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) - 1.0
+        t = 2.0 * draws.uniform(tuple(x0.shape[1:]), "direction", x0.dtype) - 1.0
     else:
-        t = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = draws.normal(tuple(x0.shape[1:]), "direction", x0.dtype)
     t = t / _size(t, norm).clamp_min(_TINY)
     return (x0 + 0.5 * eps * t).clamp(0.0, 1.0)
 
@@ -253,13 +253,13 @@ class FAB(GradientAttack):
 
     # -- the search
 
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
-        generator = make_generator(seed, eps.device)
-        for target in self._targets(search):
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        for rank, target in enumerate(self._targets(search)):
             for restart in range(self.restarts):
                 for idx in search.pieces():  # the points still robust
                     x0, eps_i = search.x[idx].flatten(1), eps[idx].flatten(1)
-                    start = x0 if restart == 0 else _random_start(x0, eps_i, self.norm, generator)
+                    draws = search.random.at(idx, self.name, "start", rank, restart)
+                    start = x0 if restart == 0 else _random_start(x0, eps_i, self.norm, draws)
                     self._run(search, idx, eps_i, None if target is None else target[idx], start)
 
     def _broken(self, search: Search, idx: torch.Tensor, x: torch.Tensor, x0: torch.Tensor,

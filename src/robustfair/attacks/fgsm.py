@@ -36,7 +36,7 @@ class FGSM(GradientAttack):
     ) -> None:
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed, loss=loss, amp=amp)
 
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
         for idx in search.pieces():
             x, y, target = search.points(idx)
             _, _, grad = search.loss_and_grad(x, y, target)

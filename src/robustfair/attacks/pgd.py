@@ -25,7 +25,7 @@ import torch
 
 from ..errors import AttackError
 from ._base import per_sample, register_attack
-from ._geometry import ascent_direction, make_generator, project, random_start
+from ._geometry import ascent_direction, project, random_start
 from ._search import GradientAttack, Search, Working, check_positive_int, refilling
 
 # alpha = eps * DEFAULT_ALPHA_FRACTION unless given: 2/255 at eps = 8/255.
@@ -80,27 +80,28 @@ class PGD(GradientAttack):
         return {**super().settings(), "steps": self.steps, "alpha": alpha,
                 "random_start": self.random_start, "restarts": self.restarts}
 
-    def _attack(self, search: Search, eps: torch.Tensor, seed: int | None) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
         if self.alpha is None:
             alpha = eps * DEFAULT_ALPHA_FRACTION
         else:
             alpha = per_sample(self.alpha, len(eps), eps)
-        generator = make_generator(seed, eps.device)
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             waiting = search.remaining_hardest_first()
             if waiting.numel() == 0:
                 return
-            self._run(search, waiting, eps, alpha, generator)
+            self._run(search, waiting, eps, alpha, restart)
 
     def _run(self, search: Search, waiting: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
-             generator: torch.Generator) -> None:
+             restart: int) -> None:
         """One restart on the points ``waiting``: ``steps`` steps each, in a refilling batch."""
 
         def admit(idx: torch.Tensor) -> Working:
-            """Points entering the working batch at their starting iterate."""
+            """Points entering the working batch at their starting iterate (each point's own
+            random start, whenever it is admitted)."""
             x, y, target = search.points(idx)
             e = eps[idx]
-            x_adv = random_start(x, e, self.norm, generator) if self.random_start else x.clone()
+            x_adv = (random_start(x, e, self.norm, search.random.at(idx, self.name, "start", restart))
+                     if self.random_start else x.clone())
             return Working(idx, x, y, target, x_adv, {"eps": e, "alpha": alpha[idx]})
 
         def step(work: Working, grad: torch.Tensor) -> None:

@@ -36,7 +36,9 @@ last one, so on small images the last row and column keep their initial value). 
 digits these make it clearly stronger than AutoAttack's (tests/test_square.py). Each image
 may be of any size and number of channels; a square never exceeds the shorter side. Every
 model call goes through :meth:`Square._query`; ``perturb(..., batch_size=B)`` caps a pass
-at ``B`` points (results then depend on ``B``: the random draws follow the pieces).
+at ``B`` points. Every draw (windows, signs, bump orientations) comes from the point's own
+stream at (restart, iteration) (:mod:`._random`), so results do not depend on ``B`` or on
+which points share a pass.
 
 >>> p_selection(0, 5000), p_selection(10, 5000), p_selection(4999, 5000)
 (0.8, 0.4, 0.0015625)
@@ -55,7 +57,8 @@ import torch
 from torch import nn
 
 from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
-from ._geometry import l2_norm, make_generator
+from ._geometry import l2_norm
+from ._random import Draws
 from ._search import Search, check_fraction, check_positive_int
 from .losses import check_loss, objective
 
@@ -80,18 +83,10 @@ def _side(p: float, h: int, w: int, smallest: int) -> int:
     return min(max(int(round(math.sqrt(p * h * w))), smallest), h, w)
 
 
-def _signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Independent random signs (+1 / -1) in ``like``'s dtype and device."""
-    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return (2 * bits - 1).to(like.dtype)
-
-
-def _corners(n: int, s: int, h: int, w: int, generator: torch.Generator,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left corners, one per point, of ``s``×``s`` windows that fit in an ``h``×``w`` image."""
-    top = torch.randint(0, h - s + 1, (n,), generator=generator, device=device)
-    left = torch.randint(0, w - s + 1, (n,), generator=generator, device=device)
-    return top, left
+def _corners(draws: Draws, s: int, h: int, w: int, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners, one per point, of ``s``×``s`` windows that fit in an ``h``×``w`` image
+    (every position from which the window fits equally likely)."""
+    return draws.integers((), h - s + 1, tag + ":top"), draws.integers((), w - s + 1, tag + ":left")
 
 
 def _window_mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
@@ -114,24 +109,24 @@ def _window_index(top: torch.Tensor, left: torch.Tensor, s: int) -> tuple[torch.
 
 # ------------------------------------------------------------------------------ L-inf
 
-def _linf_init(x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _linf_init(x: torch.Tensor, eps: torch.Tensor, draws: Draws) -> torch.Tensor:
     """Vertical stripes: each column of each channel of each point moves by ``+eps`` or ``-eps``."""
-    n, c, _, w = x.shape
-    return (x + eps * _signs((n, c, 1, w), generator, x)).clamp(0.0, 1.0)
+    _, c, _, w = x.shape
+    return (x + eps * draws.signs((c, 1, w), "stripes", x)).clamp(0.0, 1.0)
 
 
 def _linf_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
-               generator: torch.Generator) -> torch.Tensor:
+               draws: Draws) -> torch.Tensor:
     """``x_best`` with one random square per point set, per channel, to ``x + eps`` or ``x - eps``.
 
     Where the drawn signs would leave the square as it is (it already sits on that corner of
     the ball), the opposite signs are taken, so no query is spent on an unchanged image (with
     one channel that is the only other choice; the official code redraws until it changes).
     """
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     s = _side(p, h, w, smallest=1)
-    inside = _window_mask(*_corners(n, s, h, w, generator, x.device), s, h, w)
-    signs = _signs((n, c, 1, 1), generator, x)
+    inside = _window_mask(*_corners(draws, s, h, w, "window"), s, h, w)
+    signs = draws.signs((c, 1, 1), "signs", x)
     proposal = torch.where(inside, (x + eps * signs).clamp(0.0, 1.0), x_best)
     unchanged = (proposal == x_best).flatten(1).all(dim=1).view(-1, 1, 1, 1)
     opposite = torch.where(inside, (x - eps * signs).clamp(0.0, 1.0), x_best)
@@ -167,23 +162,22 @@ def _bump(s: int, like: torch.Tensor) -> torch.Tensor:
     return bump / bump.norm().clamp_min(_TINY)
 
 
-def _random_bumps(shape: tuple[int, ...], s: int, generator: torch.Generator,
-                  like: torch.Tensor) -> torch.Tensor:
-    """``shape``×S×S bumps, each transposed (bump on the left/right halves) with probability 1/2."""
+def _random_bumps(draws: Draws, shape: tuple[int, ...], s: int, like: torch.Tensor) -> torch.Tensor:
+    """N×``shape``×S×S bumps, each transposed (bump on the left/right halves) with probability 1/2."""
     bump = _bump(s, like)
-    flip = torch.randint(0, 2, (*shape, 1, 1), generator=generator, device=like.device).bool()
+    flip = draws.integers((*shape, 1, 1), 2, "flip").bool()
     return torch.where(flip, bump.T, bump)
 
 
-def _l2_init(x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _l2_init(x: torch.Tensor, eps: torch.Tensor, draws: Draws) -> torch.Tensor:
     """A grid of bumps of side ``min(h, w) // 5`` (about 5×5 of them, centred), each with a
     random sign per channel, rescaled to L2 norm ``eps`` and clipped to [0, 1]."""
     n, c, h, w = x.shape
     s = max(min(h, w) // 5, 1)
     k_h, k_w = h // s, w // s
     off_h, off_w = (h - k_h * s) // 2, (w - k_w * s) // 2
-    bumps = _random_bumps((n, 1, k_h, k_w), s, generator, x)
-    tiles = bumps * _signs((n, c, k_h, k_w), generator, x)[..., None, None]  # N×C×kh×kw×S×S
+    bumps = _random_bumps(draws, (1, k_h, k_w), s, x)
+    tiles = bumps * draws.signs((c, k_h, k_w), "signs", x)[..., None, None]  # N×C×kh×kw×S×S
     delta = torch.zeros_like(x)
     delta[:, :, off_h:off_h + k_h * s, off_w:off_w + k_w * s] = (
         tiles.permute(0, 1, 2, 4, 3, 5).reshape(n, c, k_h * s, k_w * s))
@@ -191,7 +185,7 @@ def _l2_init(x: torch.Tensor, eps: torch.Tensor, generator: torch.Generator) -> 
 
 
 def _l2_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
-             generator: torch.Generator) -> torch.Tensor:
+             draws: Draws) -> torch.Tensor:
     """``x_best`` with mass moved between two random windows of odd side ``s`` (per point).
 
     Window 1 gets its current content (normalised) plus a new bump with a random sign per
@@ -200,12 +194,12 @@ def _l2_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
     emptied (window 1 wins where they overlap). The perturbation is then rescaled to norm
     ``eps`` and the image clipped to [0, 1].
     """
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     s = _side(p, h, w, smallest=3)
     if s % 2 == 0 and s < min(h, w):
         s += 1  # odd, so the bump has a centre cell (unless the image is too small)
     delta = x_best - x
-    first, second = (_corners(n, s, h, w, generator, x.device) for _ in range(2))
+    first, second = (_corners(draws, s, h, w, tag) for tag in ("first", "second"))
     where_first = _window_index(*first, s)
 
     content = delta[where_first].permute(0, 3, 1, 2)  # N×C×S×S
@@ -214,7 +208,7 @@ def _l2_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
     both_norm = (delta * both).pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # N×C×1×1
     free = (eps.pow(2) - l2_norm(delta).pow(2)).clamp_min(0.0)
 
-    update = _random_bumps((n, 1), s, generator, x) * _signs((n, c, 1, 1), generator, x)
+    update = _random_bumps(draws, (1,), s, x) * draws.signs((c, 1, 1), "signs", x)
     update = update + content / (content_norm + _TINY)
     update = update / (update.pow(2).sum(dim=(2, 3), keepdim=True).sqrt() + _TINY)
     update = update * (free / c + both_norm.pow(2)).sqrt()
@@ -281,23 +275,25 @@ class Square(Attack):
                  target: torch.Tensor | None, options: CallOptions) -> AttackResult:
         with torch.no_grad():
             search = Search(model, x, y, target, loss=self.loss, amp=False,
-                            clean_logits=options.clean_logits, capacity=options.batch_size)
+                            clean_logits=options.clean_logits, capacity=options.batch_size,
+                            seed=options.seed, index=options.index)
             eps = per_sample(self.eps, len(x), x)
-            generator = make_generator(options.seed, x.device)
-            for _ in range(self.restarts):
+            for restart in range(self.restarts):
                 for idx in search.pieces():  # empty once every point is fooled
-                    self._run(search, idx, eps[idx], generator)
+                    self._run(search, idx, eps[idx], restart)
         return search.result()
 
     def _query(self, search: Search, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``x``: the attack's only way to the model (forward only)."""
         return search.logits(x)
 
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor,
-             generator: torch.Generator) -> None:
-        """One restart on the points ``idx``; the batch shrinks as points get fooled."""
+    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, restart: int) -> None:
+        """One restart on the points ``idx``; the batch shrinks as points get fooled.
+
+        Each point's draws at iteration ``it`` come from its own stream at ``(restart, it)``,
+        whichever points share the batch."""
         x, y, target = search.points(idx)
-        x_best = _INIT[self.norm](x, eps, generator)
+        x_best = _INIT[self.norm](x, eps, search.random.at(idx, self.name, restart, "init"))
         logits = self._query(search, x_best)
         run = _Run(idx=idx, x=x, y=y, target=target, eps=eps, x_best=x_best,
                    f_best=objective(self.loss, logits, y, target))
@@ -309,7 +305,7 @@ class Square(Attack):
             if run.idx.numel() == 0:
                 return
             x_new = step(run.x, run.x_best, run.eps, p_selection(it, self.n_queries, self.p_init),
-                         generator)
+                         search.random.at(run.idx, self.name, restart, it))
             logits = self._query(search, x_new)
             f = objective(self.loss, logits, run.y, run.target)
             still = search.record(run.idx, x_new, logits, run.y, run.target)

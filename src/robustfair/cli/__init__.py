@@ -25,12 +25,14 @@ SUBCOMMANDS = {
     "train": "train",
     "explain": "explain",
     "study": "study",
+    "leaderboard": "leaderboard",
 }
 
 
 # what an interrupted command keeps: rerunning it carries on where it stopped
 _RESUME_HINT = {
     "train": "; rerun the same command to resume after the last complete epoch",
+    "leaderboard": "; rerun the same command to audit the models that have not finished",
 }
 
 

@@ -10,7 +10,6 @@ pass checks that the model fits them before any attack runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,45 +137,20 @@ def _robustfair_models() -> list[str]:
 
 
 def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
-    """SHA-256 of the audited images and labels (uint8 pixels, then int64 labels, in order):
-    the same points give the same digest whatever file format they came from."""
-    h = hashlib.sha256()
-    h.update(f"{tuple(x.shape)}|{x.dtype}|".encode())
-    for part in x.split(4096):  # chunks: no second copy of a large test set
-        h.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    h.update(y.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of the audited images and labels (see :func:`robustfair.data.audit_source.points_sha256`)."""
+    from ..data.audit_source import points_sha256
+
+    return points_sha256(x, y)
 
 
 def _load_data(args):
     """The data set, the images and labels to audit (before --limit), and a label for output."""
-    from ..data import load_dataset
-    from ..data.image_folder import image_folder_test_set
-    from ..data.npz import load_npz
+    from ..data.audit_source import load_audit_data
 
-    if args.dataset.startswith("npz:"):
-        path = args.dataset[len("npz:"):]
-        if not path:
-            raise ConfigError("--dataset npz:PATH needs a file path after 'npz:'")
-        ds = load_npz(path)
-        return ds, ds.test.x, ds.test.y, args.dataset
-    if args.dataset == "image_folder":
-        root = Path(args.data_dir).expanduser()
-        presplit = (root / "train").is_dir() and any((root / t).is_dir() for t in ("test", "val"))
-        if not presplit:  # a plain folder of class folders is the user's test set: audit all of it
-            if args.split != "test":
-                raise ConfigError(f"{root} has no train/ and test/ sub-folders: it is one test set, "
-                                  f"audited whole; drop --split train")
-            ds = image_folder_test_set(root, image_size=args.image_size, channels=args.channels,
-                                       progress=sys.stderr.isatty())
-            return ds, ds.test.x, ds.test.y, f"image_folder {root}"
-        ds = load_dataset("image_folder", path=root, image_size=args.image_size,
-                          channels=args.channels, progress=sys.stderr.isatty())
-        split = getattr(ds, args.split)
-        return ds, split.x, split.y, f"image_folder {root} ({args.split})"
-    ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    split = getattr(ds, args.split)
-    return ds, split.x, split.y, args.dataset
+    data = load_audit_data(args.dataset, split=args.split, data_dir=args.data_dir,
+                           image_size=args.image_size, channels=args.channels,
+                           progress=sys.stderr.isatty())
+    return data.dataset, data.x, data.y, data.label
 
 
 def _output_index(text: str | None) -> int | str | None:

@@ -12,6 +12,15 @@ model and whether it fits the data set, with one forward pass for a ``--model``)
 directory is only created after the audit succeeded, and its files (``report.json``,
 ``by_class.csv``, ``confusion.csv``, ``report.md``) are written under temporary names and
 renamed once all of them are complete.
+
+``--shards N`` splits the points into N shards (``robustfair.sharding``), run one after
+another in this process (``--executor local``, the default) or as Ray tasks (``--executor
+ray [--address ADDR]``). The shards live in ``DIR/shards/`` (``settings.json`` and one
+``shard-IIII.json`` per finished shard), each written as it finishes, so they survive a kill
+and a rerun of the same command audits only the missing ones; a rerun with other settings
+(seed, attacks, data, N) is refused. The report files in ``DIR`` are still published as one
+unit at the end, replacing an older result only when complete; ``DIR/shards/`` is kept (it is
+the record of each shard: host, time, versions).
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int
 from ._sources import add_data_arguments, add_model_arguments, check_source_options, load_sources
+
+EXECUTORS = ("local", "ray")  # robustfair.sharding.EXECUTORS, without importing it for --help
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
 DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
@@ -45,6 +56,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_audit_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="directory for report.json, by_class.csv, confusion.csv, report.md")
+    shard = p.add_argument_group("sharding (one audit split over processes or a Ray cluster)")
+    shard.add_argument("--shards", type=int, metavar="N",
+                       help="split the points into N shards, each audited as one task and kept in "
+                            "DIR/shards/ as it finishes; the same command again audits only the "
+                            "missing shards; the result is the same for any N")
+    shard.add_argument("--executor", choices=list(EXECUTORS), default=None,
+                       help="where shards run: local (this process, one after another; the "
+                            "default) or ray (one Ray task per shard, one GPU each where there are GPUs)")
+    shard.add_argument("--address", metavar="ADDR",
+                       help="with --executor ray: the cluster to join (default: a local Ray instance)")
     p.set_defaults(run=run)
     return p
 
@@ -212,6 +233,7 @@ def run_audit(args: argparse.Namespace):
     refuse_foreign_directories(out, list(AUDIT_FILES))  # before the audit's time is spent
 
     check_source_options(args)
+    shards = _check_shard_options(args)
 
     # 2. the data and the model, and whether they fit together
     sources = load_sources(args)
@@ -220,10 +242,23 @@ def run_audit(args: argparse.Namespace):
 
     # 3. the audit (a long one says first how long it can take)
     _say_work(sources, attacks, args, len(sources.classes))
-    report = audit(sources.model, sources.x, sources.y, attacks=attacks, classes=sources.classes,
-                   batch_size=args.batch_size, seed=args.seed, target=target,
-                   targeted_all=args.targeted_all, progress=sys.stderr.isatty(), amp=args.amp,
-                   optimize=args.optimize, compile=args.compile)
+    options = dict(classes=sources.classes, batch_size=args.batch_size, seed=args.seed, target=target,
+                   targeted_all=args.targeted_all, amp=args.amp, optimize=args.optimize,
+                   compile=args.compile)
+    if shards is None:
+        report = audit(sources.model, sources.x, sources.y, attacks=attacks,
+                       progress=sys.stderr.isatty(), **options)
+    else:
+        from ..models.source import DataShape
+        from ..sharding import audit_sharded
+
+        report = audit_sharded(sources.source, sources.x, sources.y, attacks=attacks,
+                               out_dir=out / "shards", shards=shards,
+                               executor=args.executor or "local", address=args.address,
+                               device=args.device, model=sources.model,
+                               data_shape=DataShape(len(sources.classes), sources.x.shape[1],
+                                                    sources.x.shape[-1], sources.data_label),
+                               **options)
     report.meta.update(dataset=args.dataset, split=args.split, limit=args.limit,
                        checkpoint=None, eps_text=args.eps)
     report.meta.update(sources.provenance)  # where the model and the data came from
@@ -260,6 +295,20 @@ def _say_work(sources, attacks, args, num_classes: int) -> None:
     _, line = estimate(settings, n=n, batch_size=batch, num_classes=num_classes,
                        targets=targets, seconds_per_pass=seconds)
     print(f"robustfair {args.command}: {line}", file=sys.stderr, flush=True)
+
+
+def _check_shard_options(args: argparse.Namespace) -> int | None:
+    """``--shards``, ``--executor`` and ``--address``, before anything is loaded."""
+    shards = getattr(args, "shards", None)  # robustfair card shares run_audit, without them
+    executor, address = getattr(args, "executor", None), getattr(args, "address", None)
+    if shards is None:
+        if executor is not None or address is not None:
+            raise ConfigError("--executor and --address go with --shards N")
+        return None
+    check_int(shards, "--shards", 1)
+    if address is not None and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: it goes with --executor ray")
+    return shards
 
 
 def _batch_size(text: str) -> int | str:

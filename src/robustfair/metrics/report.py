@@ -345,6 +345,78 @@ class ClassReport:
         """``target_success_matrix("worst")``: source × target success of any attack."""
         return self.target_success_matrix("worst")
 
+    # ------------------------------------------------------------------ merging
+    @classmethod
+    def concat(cls, reports: Sequence["ClassReport"]) -> "ClassReport":
+        """One report from reports on consecutive parts of one test set (the shards of a
+        sharded audit), given in the order of their points.
+
+        Per-point predictions (and ``target_predictions``, re-indexed) are concatenated in that
+        order. Flags: the model-level ones (checks of the model, the same whichever points
+        they saw) once per code, from the first report that raised it; the result-level ones
+        (a count over points, e.g. ``masking``) recomputed on the union, when the reports were
+        audited with sanity checks. Meta: the first report's, with ``n`` and
+        ``time_seconds`` summed, ``started`` the earliest, and ``shards`` keeping each part's
+        provenance (its ``meta["shard"]`` if any, points, start time, time, versions).
+        The reports must share classes, attack settings and prediction columns.
+
+        >>> p = pd.DataFrame({"y_true": [0, 1], "clean_pred": [0, 0], "worst_pred": [0, 0]})
+        >>> a = ClassReport(predictions=p, classes=["a", "b"], attacks=[], meta={"n": 2})
+        >>> whole = ClassReport.concat([a, a])
+        >>> len(whole.predictions), whole.meta["n"], len(whole.meta["shards"])
+        (4, 4, 2)
+        """
+        reports = list(reports)
+        if not reports or not all(isinstance(r, ClassReport) for r in reports):
+            raise RobustfairError("concat needs a non-empty list of ClassReport objects")
+        first = reports[0]
+        for i, r in enumerate(reports[1:], start=1):
+            for what, mine, theirs in (("classes", r.classes, first.classes),
+                                       ("attack settings", r.attacks, first.attacks),
+                                       ("prediction columns", list(r.predictions.columns),
+                                        list(first.predictions.columns))):
+                if mine != theirs:
+                    raise RobustfairError(f"cannot concatenate: report {i} has other {what} than report 0")
+            if (r.target_predictions is None) != (first.target_predictions is None):
+                raise RobustfairError(f"cannot concatenate: report {i} has per-target runs and "
+                                      f"report 0 has not, or the other way round")
+        predictions = pd.concat([r.predictions for r in reports], ignore_index=True)
+        target_predictions = None
+        if first.target_predictions is not None:
+            offsets = np.cumsum([0] + [len(r.predictions) for r in reports[:-1]])
+            parts = []
+            for offset, r in zip(offsets, reports):
+                part = r.target_predictions.copy()
+                part["index"] = part["index"] + int(offset)
+                parts.append(part)
+            target_predictions = pd.concat(parts, ignore_index=True)
+        # the flag codes are sanity's; imported here, where they are needed, so that metrics
+        # does not load the attacks at import time
+        from ..sanity import RESULT_CODES, result_flags
+
+        flags, seen = [], set()
+        for r in reports:
+            for flag in r.flags:
+                if flag["code"] not in RESULT_CODES and flag["code"] not in seen:
+                    seen.add(flag["code"])
+                    flags.append(flag)
+        meta = {k: v for k, v in first.meta.items() if k != "shard"}
+        meta["n"] = len(predictions)
+        times = [r.meta.get("time_seconds") for r in reports]
+        if all(isinstance(t, (int, float)) for t in times):
+            meta["time_seconds"] = round(float(sum(times)), 3)
+        starts = [r.meta["started"] for r in reports if isinstance(r.meta.get("started"), str)]
+        if starts:
+            meta["started"] = min(starts)  # ISO 8601 in UTC: text order is time order
+        meta["shards"] = [{**r.meta.get("shard", {}), "n": len(r.predictions),
+                           "started": r.meta.get("started"), "time_seconds": r.meta.get("time_seconds"),
+                           "versions": r.meta.get("versions")} for r in reports]
+        merged = cls(predictions=predictions, classes=first.classes, attacks=first.attacks,
+                     meta=meta, target_predictions=target_predictions, flags=flags)
+        if all(r.meta.get("sanity", True) for r in reports):
+            merged.flags.extend(result_flags(merged))
+        return merged
+
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict:
         """Plain JSON types: the schema tag, classes, attack settings, metadata and predictions."""

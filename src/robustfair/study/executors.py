@@ -12,12 +12,13 @@ same run directories; finished runs are skipped, started ones resume.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .._checks import is_int
 from ..errors import ConfigError, RobustfairError
@@ -27,7 +28,7 @@ from .run import execute_run_safely
 from .spec import StudySpec
 from .store import StudyStore
 
-__all__ = ["EXECUTORS", "StudyResult", "run_study"]
+__all__ = ["EXECUTORS", "StudyResult", "check_reachable", "ray_session", "run_study"]
 
 EXECUTORS = ("local", "ray")
 
@@ -184,40 +185,54 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
                               f"running (ray start --head) and the address right?") from None
 
 
-def _run_ray(store, todo, spec, options, device, address, bar, result) -> None:
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int = 2) -> Iterator[Any]:
+    """Ray for the block: the running instance, the cluster at ``address`` or a local one with
+    ``num_cpus`` CPUs (shut down after the block if started here); yields the ``ray`` module.
+    A Ray that cannot start is one line."""
     ray = _import_ray()
-    started_here = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        except Exception as exc:  # noqa: BLE001 - Ray raises many types; the user needs one line
-            where = f"at {address}" if address else "locally"
-            raise RobustfairError(f"cannot start Ray {where}: {' '.join(str(exc).split())}") from None
-        started_here = True
+    if ray.is_initialized():
+        yield ray
+        return
+    if address:
+        check_reachable(address)  # Ray itself would retry an unreachable address for ages
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types; the user needs one line
+        where = f"at {address}" if address else "locally"
+        raise RobustfairError(f"cannot start Ray {where}: {' '.join(str(exc).split())}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _run_ray(store, todo, spec, options, device, address, bar, result) -> None:
+    with ray_session(address) as ray:
+        _submit_ray(ray, store, todo, spec, options, device, bar, result)
+
+
+def _submit_ray(ray, store, todo, spec, options, device, bar, result) -> None:
     res = spec.resources
     task = ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=0)(
         execute_run_safely)
     # the run's CPU threads: what it asked for (Ray also sets OMP_NUM_THREADS to it)
     threads = max(1, int(res.num_cpus)) if res.num_cpus >= 1 else 1
-    try:
-        pending = {}
-        for run in todo:
-            ref = task.remote(str(store.root.resolve()), run.key, run.config, device=device,
-                              threads=threads, **options)
-            pending[ref] = run
-        bar.watch([r.key for r in todo])
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                run = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a task that died (node lost, OOM)
-                    outcome = {"key": run.key, "error": f"ray task failed: {' '.join(str(exc).split())[:300]}"}
-                _record(outcome, bar, result)
-    finally:
-        if started_here:
-            ray.shutdown()
+    pending = {}
+    for run in todo:
+        ref = task.remote(str(store.root.resolve()), run.key, run.config, device=device,
+                          threads=threads, **options)
+        pending[ref] = run
+    bar.watch([r.key for r in todo])
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            run = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a task that died (node lost, OOM)
+                outcome = {"key": run.key, "error": f"ray task failed: {' '.join(str(exc).split())[:300]}"}
+            _record(outcome, bar, result)

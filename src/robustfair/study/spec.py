@@ -50,6 +50,8 @@ __all__ = [
     "Resources",
     "StudySpec",
     "load_spec",
+    "parse_attacks",
+    "parse_resources",
     "parse_spec",
 ]
 
@@ -183,7 +185,7 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
         fixed=fixed,
         runtime=runtime,
         evaluation=_evaluation(doc, data.get("evaluation") or {}),
-        resources=_resources(doc, data.get("resources") or {}),
+        resources=parse_resources(doc, data.get("resources") or {}),
         source=source,
         text=text,
         block_lines=tuple(block_lines),
@@ -207,8 +209,6 @@ _COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 # ------------------------------------------------------------------------------ evaluation
 def _evaluation(doc: Located, raw: Any) -> Evaluation:
-    from ..attacks import build_attack, list_attacks
-
     where = ("evaluation",)
     if not isinstance(raw, dict):
         raise doc.error(where, "evaluation must be a mapping (attacks:, n:, ...)")
@@ -237,7 +237,23 @@ def _evaluation(doc: Located, raw: Any) -> Evaluation:
             raise doc.error(where + ("eps",), f"evaluation eps must be > 0, got {eps}")
 
     # no attacks named: the reliable evaluation (AutoAttack, standard version)
-    attacks_raw = raw.get("attacks", {"autoattack": {"attack": "autoattack"}})
+    attacks = parse_attacks(doc, raw.get("attacks", {"autoattack": {"attack": "autoattack"}}),
+                            where + ("attacks",))
+    return Evaluation(attacks=tuple(attacks), n=n, batch_size=batch_size, seed=seed, eps=eps)
+
+
+def parse_attacks(doc: Located, raw: Any, where: tuple) -> tuple[Attack, ...]:
+    """An attack list as a spec writes it, checked at its lines: one name (``autoattack``), a
+    list of names or of ``column: {attack: NAME, settings...}``, or such a mapping. Each
+    attack is built once with a placeholder eps, so a wrong setting is caught at its line.
+
+    >>> doc = Located("attacks: [pgd, {pgd5: {attack: pgd, steps: 5}}]", "s.yaml")
+    >>> [(a.column, a.name, a.settings) for a in parse_attacks(doc, doc.data["attacks"], ("attacks",))]
+    [('pgd', 'pgd', {}), ('pgd5', 'pgd', {'steps': 5})]
+    """
+    from ..attacks import build_attack, list_attacks
+
+    attacks_raw = {raw: {}} if isinstance(raw, str) else raw
     if isinstance(attacks_raw, list):  # [pgd, apgd-ce] or [{pgd20: {...}}, ...]
         merged: dict = {}
         for i, item in enumerate(attacks_raw):
@@ -246,14 +262,16 @@ def _evaluation(doc: Located, raw: Any) -> Evaluation:
             elif isinstance(item, dict) and len(item) == 1:
                 merged.update(item)
             else:
-                raise doc.error(where + ("attacks", i),
+                raise doc.error(where + (i,),
                                 "each attack must be a name or 'column: {attack: NAME, settings...}'")
         attacks_raw = merged
     if not isinstance(attacks_raw, dict) or not attacks_raw:
-        raise doc.error(where + ("attacks",), "evaluation attacks must name at least one attack")
+        raise doc.error(where, f"{where[-1]} must name at least one attack")
     attacks = []
     for column, settings in attacks_raw.items():
-        path = where + ("attacks", column)
+        path = where + (column,)
+        if settings is not None and not isinstance(settings, dict):
+            raise doc.error(path, f"the settings of attack {column!r} must be a mapping")
         settings = dict(settings or {})
         if not isinstance(column, str) or not _COLUMN.match(column) or column in (
                 "clean", "worst", "robust", "target", "index", "y_true"):
@@ -269,7 +287,7 @@ def _evaluation(doc: Located, raw: Any) -> Evaluation:
         except RobustfairError as exc:
             raise doc.error(path, str(exc)) from None
         attacks.append(Attack(column=column, name=name, settings=settings))
-    return Evaluation(attacks=tuple(attacks), n=n, batch_size=batch_size, seed=seed, eps=eps)
+    return tuple(attacks)
 
 
 def _maybe_number(value: Any) -> Any:
@@ -282,7 +300,8 @@ def _maybe_number(value: Any) -> Any:
     return value
 
 
-def _resources(doc: Located, raw: Any) -> Resources:
+def parse_resources(doc: Located, raw: Any) -> Resources:
+    """A ``resources:`` mapping (``num_gpus``, ``num_cpus``): what one job asks of Ray."""
     where = ("resources",)
     if not isinstance(raw, dict):
         raise doc.error(where, "resources must be a mapping (num_gpus:, num_cpus:)")

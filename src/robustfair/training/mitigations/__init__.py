@@ -22,9 +22,13 @@ from . import (  # noqa: E402,F401  (isort: skip)
     adaptive_weight,
     cb_loss,
     cfa,
+    cfol,
     class_eps,
     class_weight,
+    codat,
     dafa,
+    faal,
+    fair_tat,
     fat,
     focal,
     frl,
@@ -32,6 +36,8 @@ from . import (  # noqa: E402,F401  (isort: skip)
     logit_adjust,
     resample,
     targeted_at,
+    trix,
+    wat,
 )
 
 __all__ = [

@@ -246,3 +246,49 @@ class ClasswiseCounter:
         total, count = all_reduce_sum(self.total), all_reduce_sum(self.count)
         shape = (-1,) + (1,) * (total.dim() - 1)
         return total / count.clamp_min(1.0).view(shape), count > 0
+
+
+class SeededStream:
+    """A mitigation's own random stream: seeded from the run's seed and a per-method offset,
+    created on the device of the first batch, and saved in the state so a resumed run draws
+    exactly what the uninterrupted one would have drawn.
+
+    >>> s = SeededStream(seed=0, offset=1)
+    >>> a = torch.rand(2, generator=s.generator(torch.device("cpu")))
+    >>> again = SeededStream(seed=0, offset=1)
+    >>> torch.equal(a, torch.rand(2, generator=again.generator(torch.device("cpu"))))
+    True
+    """
+
+    def __init__(self, seed: int, offset: int) -> None:
+        self.seed = int(seed) * 1_000_003 + int(offset)
+        self._generator: torch.Generator | None = None
+        self._saved: torch.Tensor | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != torch.device(device):
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._saved is not None:
+                self._generator.set_state(self._saved)
+                self._saved = None
+        return self._generator
+
+    def state(self) -> torch.Tensor | None:
+        if self._generator is not None:
+            return self._generator.get_state()
+        return self._saved
+
+    def load(self, state: Any) -> None:
+        self._generator = None
+        self._saved = torch.as_tensor(state).to("cpu", torch.uint8)
+
+
+def robust_error_gap(stats: EpochStats, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``e_c - mean e``, present mask): each class's validation robust error minus the mean over
+    the classes present in the validation split (0 for absent classes)."""
+    present = present_classes(stats).to(device)
+    err = 1.0 - stats.robust_acc.to(device, torch.float32)
+    if not bool(present.any()):
+        return torch.zeros_like(err), present
+    gap = err - err[present].mean()
+    return torch.where(present, gap, torch.zeros_like(gap)), present

@@ -1,0 +1,382 @@
+"""Sharded audits: one audit cut into N shards, each shard one task, each finished shard
+committed to disk at once; a rerun audits only the shards that are missing.
+
+    report = audit_sharded(ModelSource(checkpoint="model.safetensors"), x, y,
+                           attacks=[build_attack("autoattack", eps=8/255)],
+                           out_dir="runs/audit/shards", shards=8, executor="ray",
+                           data_shape=DataShape(10, 3, 32, 32))
+
+* **Split**: shard ``i`` of ``N`` holds the points ``floor(i n / N) .. floor((i + 1) n / N) - 1``
+  (consecutive, sizes differing by at most one).
+* **Executors**: ``local`` runs the shards one after another in this process (the model is
+  built once); ``ray`` sends one task per shard (``num_gpus=1`` where the cluster has GPUs,
+  one CPU otherwise) to the Ray cluster at ``address``, or to a local Ray instance. A task
+  gets the :class:`~robustfair.models.source.ModelSource` and rebuilds the model itself (a
+  live ``nn.Module`` from a user's ``file.py:factory`` cannot be pickled by reference), and
+  returns its report; the driver commits it. Workers need robustfair and the model's files,
+  not the output folder.
+* **The result does not depend on N**: every shard runs the pieces of
+  :func:`robustfair.audit` (``prepare``, ``check_model``, ``audit_pool``, ``build_report``)
+  with its points' positions in the whole test set, and every random draw of the attacks for a
+  point is keyed by the seed and that position (:mod:`robustfair.attacks._random`). The model
+  checks run in shard 0, on the first points of the whole set, as the unsharded audit runs
+  them; :meth:`ClassReport.concat` recomputes the result checks over the union. So the merged
+  report has the unsharded audit's per-point predictions, per-class table and flags.
+* **The folder** (``out_dir``): ``settings.json`` (what decides the shards' results: the
+  number of shards and points, the data's SHA-256, the model source, the attacks' settings,
+  the seed and the audit options) and ``shard-IIII.json``, one report per finished shard,
+  each written atomically. A rerun with other settings is refused in one line; batch size,
+  device and executor may change between runs (they do not change a point's result). While a
+  run is on, the folder is locked against a second one.
+* **Failures**: a shard that raises fails the audit with one line naming the shard, its points
+  and the cause; the shards finished before it (local) or beside it (Ray) stay on disk.
+* **Progress**: one line per finished shard on stderr (index, points, time), with or without
+  a terminal; on a terminal also a tqdm bar over the points.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._atomic import atomic_write_text
+from ._checks import is_int
+from ._device import model_device, resolve_device
+from ._lock import folder_lock
+from ._tensor_checks import check_labels
+from .auditing import (_name_attacks, audit_pool, build_report, check_arguments, check_model,
+                       on_device, prepare)
+from .data.audit_source import points_sha256
+from .errors import ConfigError, RobustfairError
+from .metrics import ClassReport
+from .models.source import DataShape, ModelSource
+from .sanity import CHECK_POINTS
+
+__all__ = ["audit_sharded", "shard_ranges", "EXECUTORS"]
+
+EXECUTORS = ("local", "ray")
+SETTINGS = "settings.json"
+FORMAT = "robustfair-shards/1"
+# audit() options a sharded audit passes on; those that decide results are in settings.json
+OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity", "optimize", "compile")
+RESULT_OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity")
+
+
+def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` point ranges of ``shards`` consecutive shards of ``n`` points.
+
+    >>> shard_ranges(10, 3)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    return [(i * n // shards, (i + 1) * n // shards) for i in range(shards)]
+
+
+@dataclass
+class ShardTask:
+    """All a worker needs to audit one shard: plain data, picklable."""
+
+    shard: int
+    shards: int
+    start: int
+    stop: int
+    x: torch.Tensor
+    y: torch.Tensor
+    source: ModelSource
+    data_shape: DataShape
+    attacks: dict
+    classes: list[str] | None
+    seed: int
+    batch_size: int | str
+    device: str | None
+    options: dict = field(default_factory=dict)
+    # shard 0: the first points of the whole test set, for the model checks
+    check_x: torch.Tensor | None = None
+    check_y: torch.Tensor | None = None
+
+
+def run_shard(task: ShardTask, model: nn.Module | None = None) -> ClassReport:
+    """Audit one shard with the pieces of :func:`robustfair.audit`; ``model``: one already
+    built from ``task.source`` (else it is built here, on the task's device)."""
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    options = dict(task.options)
+    sanity = options.pop("sanity", True)
+    if model is None:
+        device = resolve_device(task.device)
+        model, _ = task.source.build(task.data_shape, device=device)
+    dev = model_device(model) if task.device is None else resolve_device(task.device)
+    pairs = check_arguments(model, task.x, attacks=task.attacks, batch_size=task.batch_size,
+                            target=options.get("target"),
+                            targeted_all=options.get("targeted_all", False),
+                            amp=options.get("amp", False), optimize=options.get("optimize", True),
+                            compile=options.get("compile", False))
+    index = torch.arange(task.start, task.stop)
+    torch.manual_seed(task.seed)
+    with on_device(model, dev):
+        plan = prepare(model, task.x, pairs, classes=task.classes, batch_size=task.batch_size,
+                       device=dev, seed=task.seed, target=options.get("target"),
+                       targeted_all=options.get("targeted_all", False),
+                       independent=options.get("independent", True), sanity=sanity,
+                       amp=options.get("amp", False), optimize=options.get("optimize", True),
+                       compile=options.get("compile", False))
+        y = check_labels(task.y, len(plan.classes), len(task.x))
+        flags = []
+        if sanity and task.check_x is not None:
+            flags = check_model(plan, task.check_x, check_labels(task.check_y, len(plan.classes),
+                                                                 len(task.check_x)))
+        pools = [audit_pool(plan, task.x, y, index, start) for start in range(0, len(y), plan.pool)]
+    report = build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
+    report.meta["shard"] = {"index": task.shard, "of": task.shards, "range": [task.start, task.stop],
+                            "host": platform.node()}
+    return report
+
+
+def _run_shard_safely(task: ShardTask, model: nn.Module | None = None) -> dict:
+    """:func:`run_shard` as a task's result: the report as a dict, or the error in one line."""
+    try:
+        return {"report": run_shard(task, model).to_dict()}
+    except Exception as exc:  # noqa: BLE001 - the driver names the shard and the cause
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+
+
+class ShardStore:
+    """The shard folder: ``settings.json`` and one ``shard-IIII.json`` per finished shard."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, shard: int) -> Path:
+        return self.root / f"shard-{shard:04d}.json"
+
+    def done(self, shard: int) -> bool:
+        return self.path(shard).is_file()
+
+    def open(self, settings: dict) -> None:
+        """Write ``settings`` on first use; refuse, in one line, a folder made with others."""
+        path = self.root / SETTINGS
+        if not path.exists():
+            if any(self.root.glob("shard-*.json")):
+                raise ConfigError(f"{self.root} holds shard results but no {SETTINGS}: it was not "
+                                  f"made by this audit; give another folder or remove it")
+            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+            return
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        ours = json.loads(json.dumps(settings))  # the same JSON types as the file's
+        differ = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+        if differ:
+            detail = ", ".join(_difference(k, theirs.get(k), ours.get(k)) for k in differ)
+            raise ConfigError(f"{self.root} holds shards audited with other settings ({detail}); "
+                              f"give another folder, or remove it to start over")
+
+    def commit(self, shard: int, report: dict) -> None:
+        atomic_write_text(self.path(shard), json.dumps(report) + "\n")
+
+    def load(self, shard: int) -> ClassReport:
+        return ClassReport.from_json(self.path(shard))
+
+
+def _difference(key: str, theirs: Any, ours: Any) -> str:
+    """``key: X there, Y here`` for short values, else the key alone."""
+    there, here = json.dumps(theirs), json.dumps(ours)
+    if len(there) + len(here) > 80:
+        return key
+    return f"{key}: {there} there, {here} here"
+
+
+class ShardProgress:
+    """One line per finished shard on stderr (always, unless ``enabled`` is False) and, on a
+    terminal, a tqdm bar over the points."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool | None) -> None:
+        self.lines = enabled is not False
+        bar = sys.stderr.isatty() if enabled is None else enabled and sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=done, desc="audit shards", unit="img",
+                        disable=not bar, leave=False, dynamic_ncols=True)
+
+    def finished(self, task: ShardTask, seconds: float) -> None:
+        self.bar.update(task.stop - task.start)
+        if self.lines:
+            self.bar.write(f"robustfair: shard {task.shard + 1}/{task.shards} done: points "
+                           f"{task.start}-{task.stop - 1} ({task.stop - task.start}) in {seconds:.1f} s",
+                           file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_options(n: int, shards: object, executor: object, address: object,
+                   audit_options: dict) -> None:
+    if not is_int(shards) or shards < 1:
+        raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
+    if shards > n:
+        raise ConfigError(f"{shards} shards for {n} points: give at most one shard per point")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ConfigError("an address names a Ray cluster: it goes with executor 'ray'")
+    unknown = sorted(set(audit_options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown audit option(s) {', '.join(unknown)}; a sharded audit takes: "
+                          f"{', '.join(OPTIONS)}")
+
+
+def audit_sharded(
+    source: ModelSource,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attacks,
+    out_dir: str | Path,
+    shards: int,
+    executor: str = "local",
+    address: str | None = None,
+    classes: Sequence[str] | None = None,
+    seed: int = 0,
+    batch_size: int | str = 256,
+    device: str | None = None,
+    progress: bool | None = None,
+    data_shape: DataShape,
+    model: nn.Module | None = None,
+    **audit_options,
+) -> ClassReport:
+    """Audit the model ``source`` describes on ``(x, y)`` in ``shards`` shards (see the module
+    docstring); returns the merged report, equal to ``audit(model, x, y, ...)``'s.
+
+    ``out_dir`` holds the shards (created, or resumed: finished shards are not audited again).
+    ``executor``: ``local`` (this process, one shard after another) or ``ray``
+    (``address``: a cluster, default a local instance). ``data_shape``: what the model is
+    built for. ``model``: the model already built from ``source``, used by the local executor
+    instead of building it again. ``progress``: ``None`` (a line per shard; a bar on a
+    terminal), ``True`` or ``False`` (silent). ``audit_options``: ``target``,
+    ``targeted_all``, ``independent``, ``amp``, ``sanity``, ``optimize``, ``compile``, as in
+    :func:`robustfair.audit`.
+
+    >>> import tempfile, robustfair as rf
+    >>> from robustfair.models.source import DataShape, ModelSource
+    >>> ds = rf.load_dataset("digits")
+    >>> folder = tempfile.mkdtemp()
+    >>> net = rf.build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    >>> rf.save_model(net, folder + "/net.safetensors")  # doctest: +ELLIPSIS
+    PosixPath(...)
+    >>> report = audit_sharded(ModelSource(checkpoint=folder + "/net.safetensors"),
+    ...                        ds.test.x[:30], ds.test.y[:30], attacks=[rf.build_attack("fgsm", eps=0.1)],
+    ...                        out_dir=folder + "/shards", shards=3, progress=False,
+    ...                        data_shape=DataShape.of(ds))
+    >>> len(report.predictions), [s["range"] for s in report.meta["shards"]]
+    (30, [[0, 10], [10, 20], [20, 30]])
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise RobustfairError("x and y must be torch tensors")
+    n = len(x)
+    _check_options(n, shards, executor, address, audit_options)
+    if len(y) != n:
+        raise RobustfairError(f"got {n} images but {len(y)} labels")
+    named = _named_attacks(attacks)
+    settings = {
+        "format": FORMAT, "shards": shards, "n": n, "data_sha256": points_sha256(x, y),
+        "model": source.to_dict(), "seed": seed, "classes": None if classes is None else list(classes),
+        "attacks": {name: a.settings() for name, a in named.items()},
+        "options": {k: audit_options[k] for k in RESULT_OPTIONS if k in audit_options},
+    }
+    ranges = shard_ranges(n, shards)
+    first = slice(0, min(CHECK_POINTS, n))
+    tasks = [ShardTask(shard=i, shards=shards, start=a, stop=b, x=x[a:b], y=y[a:b], source=source,
+                       data_shape=data_shape, attacks=named, classes=None if classes is None else list(classes),
+                       seed=seed, batch_size=batch_size, device=device, options=dict(audit_options),
+                       check_x=x[first] if i == 0 else None, check_y=y[first] if i == 0 else None)
+             for i, (a, b) in enumerate(ranges)]
+    store = ShardStore(out_dir)
+    with folder_lock(store.root, "a sharded audit"):
+        store.open(settings)
+        todo = [t for t in tasks if not store.done(t.shard)]
+        bar = ShardProgress(n, sum(t.stop - t.start for t in tasks if store.done(t.shard)),
+                            enabled=progress)
+        try:
+            if executor == "ray":
+                failed = _run_ray(todo, store, bar, address)
+            else:
+                failed = _run_local(todo, store, bar, model)
+        finally:
+            bar.close()
+        if failed:
+            task, error = failed[0]
+            more = f" ({len(failed) - 1} more shard(s) failed too)" if len(failed) > 1 else ""
+            raise RobustfairError(f"shard {task.shard + 1}/{task.shards} (points {task.start}-"
+                                  f"{task.stop - 1}) failed: {error}{more}; the finished shards are "
+                                  f"kept in {store.root}")
+        return ClassReport.concat([store.load(t.shard) for t in tasks])
+
+
+def _named_attacks(attacks) -> dict:
+    """The attacks as ``{column name: attack}``, named as :func:`robustfair.audit` names them."""
+    return dict(_name_attacks(attacks))
+
+
+Failed = list[tuple[ShardTask, str]]
+
+
+def _finish(task: ShardTask, outcome: dict, seconds: float, store: ShardStore,
+            bar: ShardProgress, failed: Failed) -> None:
+    if "error" in outcome:
+        failed.append((task, outcome["error"]))
+        return
+    store.commit(task.shard, outcome["report"])
+    bar.finished(task, seconds)
+
+
+def _run_local(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
+               model: nn.Module | None) -> Failed:
+    """One shard after another in this process; stops at the first that fails."""
+    failed: Failed = []
+    for task in todo:
+        if model is None:  # built once, for every shard
+            model, _ = task.source.build(task.data_shape, device=resolve_device(task.device))
+        t0 = time.perf_counter()
+        _finish(task, _run_shard_safely(task, model), time.perf_counter() - t0, store, bar, failed)
+        if failed:
+            break
+    return failed
+
+
+def _run_ray(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
+             address: str | None) -> Failed:
+    """One Ray task per shard; every shard runs, the finished ones are committed as they come."""
+    from .study.executors import ray_session
+
+    failed: Failed = []
+    if not todo:
+        return failed
+    with ray_session(address, num_cpus=os.cpu_count() or 1) as ray:
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        remote: Callable = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=0)(_ray_task)
+        pending = {remote.remote(task): (task, time.perf_counter()) for task in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                task, t0 = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a task that died (node lost, OOM)
+                    outcome = {"error": f"the Ray task failed: {' '.join(str(exc).split())[:300]}"}
+                _finish(task, outcome, time.perf_counter() - t0, store, bar, failed)
+    return failed
+
+
+def _ray_task(task: ShardTask) -> dict:
+    """A Ray task: rebuild the model from its source and audit the shard on one thread per
+    CPU Ray gave it (its GPU where it got one)."""
+    if task.device is None and not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    return _run_shard_safely(task)
