@@ -1,15 +1,17 @@
 """A result being published over a good one survives a SIGKILL at any step: after each kill
 every visible file reads the complete old result or the complete new one, byte for byte
-(audit, card, explanation and study outputs; the harness is tests/kill_points.py). And a
+(audit, card, explanation, study and leaderboard outputs; the harness is tests/kill_points.py). And a
 directory under an output's name is refused, never deleted."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import robustfair as rf
+from robustfair._atomic import write_all_atomically
 from robustfair.card.render import publish_card
 from robustfair.cli.audit import write_audit
 from robustfair.explain.report import Explanation
@@ -98,3 +100,19 @@ def test_a_directory_named_like_an_output_file_is_refused_by_the_library_too(rep
         write_audit(out, reports[0])
     assert (out / "confusion.csv" / "precious.txt").read_text() == "keep me"
     assert not (out / "report.json").exists()
+
+
+def _leaderboard_files(folder, tag: str, figure: bool):
+    """What robustfair.leaderboard.report.write_outputs publishes: write_all_atomically."""
+    writers = {folder / name: (lambda tmp, name=name: Path(tmp).write_text(f"{name} {tag}"))
+               for name in ("leaderboard.csv", "classwise.csv", "leaderboard.html")}
+    if figure:
+        writers[folder / "robust_by_class.png"] = lambda tmp: Path(tmp).write_bytes(b"png " + tag.encode())
+    return write_all_atomically(writers)
+
+
+def test_a_killed_leaderboard_publication_leaves_the_old_or_the_new_one(tmp_path):
+    out = tmp_path / "leaderboard"
+    _leaderboard_files(out, "first", figure=False)
+    # the next run adds a figure: the unit is the same, whichever files a run writes
+    assert_kill_safe(out, lambda folder: _leaderboard_files(folder, "second", figure=True))

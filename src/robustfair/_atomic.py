@@ -64,7 +64,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_all_atomically(writers: dict[str | os.PathLike, Callable[[str], None]]) -> list[Path]:
     """Write several files so that none is replaced unless all were written in full.
 
-    Several files of one folder are one unit named by the last of them, switched in with one
+    Several files of one folder are one unit (``FILES_UNIT``), switched in with one
     rename (:func:`robustfair._publish.publish_version`): a kill leaves the old files or the
     new ones, never a mix. Otherwise every file is first written under a temporary name in its
     own directory; only then are they renamed into place, one ``os.replace`` each.
@@ -76,14 +76,13 @@ def write_all_atomically(writers: dict[str | os.PathLike, Callable[[str], None]]
         from ._publish import publish_version, symlinks_work
 
         if symlinks_work(folder):
-            *others, record = paths
-            calls = list(writers.values())
-
             def fill(staging: Path) -> None:
-                for path, write in zip(others, calls):
-                    write(str(staging / path.name))
+                for path, write in writers.items():
+                    write(str(staging / Path(path).name))
 
-            publish_version(folder, record.name, fill, lambda p: calls[-1](str(p)))
+            # one unit per folder for these files, whichever of them a call writes (a name a
+            # call leaves out keeps its bytes)
+            publish_version(folder, None, fill, key=FILES_UNIT)
             return paths
     staged: list[tuple[Path, Path]] = []
     try:
@@ -111,6 +110,7 @@ def write_files_atomically(files: dict[str | os.PathLike, str]) -> list[Path]:
 
 
 STAGING_PREFIX = ".staging-"
+FILES_UNIT = "files"  # the unit of write_all_atomically's files in one folder
 PENDING = ".pending"
 
 

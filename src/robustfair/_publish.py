@@ -157,24 +157,31 @@ def _adopt_plain_files(folder: Path, record: str, names: list[str]) -> None:
     fsync_path(folder)
 
 
-def publish_version(folder: Path, record: str, fill: Callable[[Path], None],
-                    write_record: Callable[[Path], None]) -> list[str]:
-    """Publish ``fill``'s files and the record as the new version of ``record``'s unit in
-    ``folder`` (which the caller has locked); return the unit's names."""
-    sweep(folder, record)
-    new = folder / f"{version_prefix(record)}{secrets.token_hex(6)}"
+def publish_version(folder: Path, record: str | None, fill: Callable[[Path], None],
+                    write_record: Callable[[Path], None] | None = None, *,
+                    key: str | None = None) -> list[str]:
+    """Publish ``fill``'s files and the record as the new version of a unit in ``folder``
+    (which the caller has locked); return the unit's names. The unit is named ``key``
+    (default: ``record``); a key must not change between publications of the same files."""
+    key = key or record
+    sweep(folder, key)
+    new = folder / f"{version_prefix(key)}{secrets.token_hex(6)}"
     new.mkdir()
     try:
         fill(new)
         names = sorted(p.name for p in new.iterdir())
-        refuse_foreign_directories(folder, [*names, record])
+        if record is not None:
+            names.append(record)
+        refuse_foreign_directories(folder, names)
         for name in names:
-            os.replace(new / name, new / stored(name))
-        write_record(new / stored(record))
-        old = current_version(folder, record)
+            if name != record:
+                os.replace(new / name, new / stored(name))
+        if record is not None:
+            write_record(new / stored(record))
+        old = current_version(folder, key)
         if old is None:
-            _adopt_plain_files(folder, record, [*names, record])
-            old = current_version(folder, record)
+            _adopt_plain_files(folder, key, names)
+            old = current_version(folder, key)
         if old is not None:  # names the new unit lacks keep their old bytes
             for entry in old.iterdir():
                 if published(entry.name) and not (new / entry.name).exists():
@@ -185,13 +192,13 @@ def publish_version(folder: Path, record: str, fill: Callable[[Path], None],
         names = sorted(published(e.name) for e in new.iterdir())
         for name in names:  # visible names (dangling until the switch for a new name)
             path = folder / name
-            if not path.is_symlink() or os.readlink(path) != _link_to(folder, record, name):
-                _replace_with_symlink(path, _link_to(folder, record, name))
+            if not path.is_symlink() or os.readlink(path) != _link_to(folder, key, name):
+                _replace_with_symlink(path, _link_to(folder, key, name))
         fsync_path(folder)
-        _replace_with_symlink(pointer(folder, record), new.name)  # the switch
+        _replace_with_symlink(pointer(folder, key), new.name)  # the switch
         fsync_path(folder)
     except BaseException:
-        if current_version(folder, record) != new:
+        if current_version(folder, key) != new:
             shutil.rmtree(new, ignore_errors=True)
         raise
     if old is not None:
