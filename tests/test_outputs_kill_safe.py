@@ -5,6 +5,7 @@ directory under an output's name is refused, never deleted."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from robustfair._atomic import write_all_atomically
 from robustfair.card.render import publish_card
 from robustfair.cli.audit import write_audit
 from robustfair.explain.report import Explanation
+from robustfair.metrics import ClassReport
 from robustfair.study.report import saved_explanations
 from robustfair.study.store import StudyStore
 
@@ -116,3 +118,13 @@ def test_a_killed_leaderboard_publication_leaves_the_old_or_the_new_one(tmp_path
     _leaderboard_files(out, "first", figure=False)
     # the next run adds a figure: the unit is the same, whichever files a run writes
     assert_kill_safe(out, lambda folder: _leaderboard_files(folder, "second", figure=True))
+
+
+def test_a_folder_copied_with_its_links_followed_publishes_again(reports, tmp_path):
+    # shutil.copytree (and cp -rL) turn the links into files and the pointer into a folder
+    write_audit(tmp_path / "a", reports[0])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert_kill_safe(tmp_path / "b", lambda folder: write_audit(folder, reports[1]))
+    write_audit(tmp_path / "b", reports[1])
+    assert ClassReport.from_json(tmp_path / "b" / "report.json").predictions.equals(
+        reports[1].predictions)

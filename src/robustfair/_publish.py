@@ -119,14 +119,30 @@ def refuse_foreign_directories(folder: Path, names: list[str]) -> None:
                               f"move it away or choose another folder")
 
 
+def _drop_copied_pointer(folder: Path, record: str) -> None:
+    """A copy of the folder that followed links (``shutil.copytree``, ``cp -rL``) made the
+    pointer a plain folder: turn any visible link through it into a plain copy of its file
+    (the same bytes, one rename each), then remove it, so the next publication starts over."""
+    link = pointer(folder, record)
+    if not link.is_dir() or link.is_symlink():
+        return
+    for entry in folder.iterdir():
+        if entry.is_symlink() and os.readlink(entry).startswith(f"{link.name}/") and entry.exists():
+            tmp = folder / f".{entry.name}.{secrets.token_hex(4)}.lnk"
+            shutil.copy2(entry, tmp)
+            os.replace(tmp, entry)
+    shutil.rmtree(link)
+
+
 def sweep(folder: Path, record: str) -> None:
     """Remove versions the pointer does not name and the temporary links of killed writes."""
+    _drop_copied_pointer(folder, record)
     keep = current_version(folder, record)
     for entry in folder.glob(version_prefix(record) + "*"):
         if entry.is_dir() and not entry.is_symlink() and (keep is None or entry.name != keep.name):
             shutil.rmtree(entry, ignore_errors=True)
     for tmp in folder.glob(".*.lnk"):
-        if tmp.is_symlink():
+        if tmp.is_symlink() or tmp.is_file():
             tmp.unlink(missing_ok=True)
 
 
