@@ -53,7 +53,8 @@ def _cell(row, metric: str) -> str:
 
 
 def test_card_writes_html_png_and_report(card):
-    assert sorted(p.name for p in card["out"].iterdir()) == ["card.html", "card.png", "report.json"]
+    visible = sorted(p.name for p in card["out"].iterdir() if not p.name.startswith("."))
+    assert visible == ["card.html", "card.png", "report.json"]
     png = Image.open(card["out"] / "card.png")
     assert png.width >= 1000 and np.asarray(png.convert("L")).std() > 20  # a drawing, not blank
 

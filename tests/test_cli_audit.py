@@ -40,7 +40,8 @@ def test_cli_audit_end_to_end(checkpoints, tmp_path, capsys):
                     "--batch-size", "50"))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["by_class.csv", "confusion.csv", "report.json", "report.md"]
+    # the visible files (the stored version and its pointer are hidden)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["by_class.csv", "confusion.csv", "report.json", "report.md"]
 
     report = ClassReport.from_json(out / "report.json")
     lines = captured.out.splitlines()

@@ -61,10 +61,11 @@ def test_audit_runs_the_clean_pass_once_per_batch():
     y = _own_labels(model, x)
     # optimize=False: the check of the faster view would add calls of its own on 8 rows;
     # sanity=False: so would the sanity checks (tests/test_sanity.py covers them). The first
-    # call, on one point, is the audit's check of the model's output width before anything runs.
+    # call, on 8 rows, is the check whether the model writes into its input (_model_checks);
+    # the second, on one point, the audit's check of the model's output width.
     audit(model, x, y, attacks=[build_attack("fgsm", eps=0.05)], batch_size=24, progress=False,
           optimize=False, sanity=False)
-    assert model.sizes == [1, 24, 24, 24]
+    assert model.sizes == [8, 1, 24, 24, 24]
 
 
 @pytest.mark.parametrize("name,settings", [

@@ -170,7 +170,9 @@ def test_a_failing_shard_is_named_and_the_others_stay(digits, files, tmp_path):
                       shards=3, progress=False, data_shape=DataShape.of(digits))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("shard 2/3 (points 30-59) failed: RuntimeError: poisoned input")
+    # the audit's model check names the batch the model failed on, then the model's own error
+    assert message.startswith("shard 2/3 (points 30-59) failed: ModelError: the model failed on a "
+                              "batch of 30 images (1x8x8): RuntimeError: poisoned input")
     assert (tmp_path / "shard-0000.json").is_file() and not (tmp_path / "shard-0001.json").exists()
 
 
@@ -184,7 +186,8 @@ def test_cli_names_the_failing_shard_in_one_line(digits, files, tmp_path, capsys
                "--shards", "3", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err[-1].startswith(
-        "robustfair: error: shard 2/3 (points 30-59) failed: RuntimeError: poisoned input")
+        "robustfair: error: shard 2/3 (points 30-59) failed: ModelError: the model failed on a "
+        "batch of 30 images (1x8x8): RuntimeError: poisoned input")
     assert [line.split(" done")[0] for line in err[:-1]] == ["robustfair: shard 1/3"]
     assert (out / "shards" / "shard-0000.json").is_file() and not (out / "report.json").exists()
 
@@ -295,7 +298,8 @@ def test_ray_failing_shard_is_named_and_the_others_stay(digits, files, tmp_path,
     source = ModelSource(spec=f"{files / 'specs.py'}:poisoned", weights=str(files / "wrapped.pt"))
     x, y = digits.test.x[:90].clone(), digits.test.y[:90]
     x[45] = 255
-    with pytest.raises(RobustfairError, match=r"^shard 2/3 \(points 30-59\) failed: RuntimeError: poisoned"):
+    with pytest.raises(RobustfairError, match=r"^shard 2/3 \(points 30-59\) failed: ModelError: the model failed on a batch "
+                                                   r"of 30 images \(1x8x8\): RuntimeError: poisoned"):
         audit_sharded(source, x, y, attacks=[rf.build_attack("fgsm", eps=0.1)], out_dir=tmp_path,
                       shards=3, executor="ray", progress=False, data_shape=DataShape.of(digits))
     assert sorted(p.name for p in tmp_path.glob("shard-*.json")) == ["shard-0000.json", "shard-0002.json"]

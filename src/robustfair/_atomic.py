@@ -64,15 +64,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_all_atomically(writers: dict[str | os.PathLike, Callable[[str], None]]) -> list[Path]:
     """Write several files so that none is replaced unless all were written in full.
 
-    Every file is first written under a temporary name in its own directory; only then are
-    they renamed into place, one ``os.replace`` each.
+    Several files of one folder are one unit (``FILES_UNIT``), switched in with one
+    rename (:func:`robustfair._publish.publish_version`): a kill leaves the old files or the
+    new ones, never a mix. Otherwise every file is first written under a temporary name in its
+    own directory; only then are they renamed into place, one ``os.replace`` each.
     """
+    paths = [Path(p) for p in writers]
+    folder = paths[0].parent if paths else None
+    if len(paths) > 1 and all(p.parent == folder for p in paths):
+        folder.mkdir(parents=True, exist_ok=True)
+        from ._publish import publish_version, symlinks_work
+
+        if symlinks_work(folder):
+            def fill(staging: Path) -> None:
+                for path, write in writers.items():
+                    write(str(staging / Path(path).name))
+
+            # one unit per folder for these files, whichever of them a call writes (a name a
+            # call leaves out keeps its bytes)
+            publish_version(folder, None, fill, key=FILES_UNIT)
+            return paths
     staged: list[tuple[Path, Path]] = []
     try:
         for path, write in writers.items():
             staged.append((_stage(Path(path), write), Path(path)))
         for tmp, path in staged:
             os.replace(tmp, path)
+        from ._publish import fsync_path
+
+        for folder in {path.parent for _, path in staged}:  # the renames on disk too
+            fsync_path(folder)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -89,6 +110,7 @@ def write_files_atomically(files: dict[str | os.PathLike, str]) -> list[Path]:
 
 
 STAGING_PREFIX = ".staging-"
+FILES_UNIT = "files"  # the unit of write_all_atomically's files in one folder
 PENDING = ".pending"
 
 
@@ -97,25 +119,36 @@ def write_folder_unit(folder: str | os.PathLike, fill: Callable[[Path], None], r
     """Write a multi-file output into ``folder`` as one unit; return the paths written.
 
     ``fill(staging)`` writes the companion files into an empty staging folder, and
-    ``write_record(path)`` the record file ``record`` (e.g. ``report.json``), which is the
-    commit point: it is removed first and written last. So whenever the process is killed,
-    ``folder`` holds the old output whole, or the new one whole, or some files of *one* of them
-    with no record (never a mix of two runs with a record that vouches for them). The folder
-    is locked for the publication (:func:`~robustfair._lock.folder_lock`), and temporaries a
-    killed publication left behind are swept first. Other files in ``folder`` are left alone.
+    ``write_record(path)`` the record file ``record`` (e.g. ``report.json``), which names the
+    unit. The new files are written and fsynced beside the old ones and switch in with one
+    rename (:mod:`robustfair._publish`: a version folder and a pointer), so whenever the
+    process is killed, ``folder`` holds the complete old output or the complete new one, byte
+    for byte. (Where the file system has no symbolic links, files are replaced one by one, the
+    record removed first and written last: a kill then leaves some files of *one* output and
+    no record.) The folder is locked for the publication
+    (:func:`~robustfair._lock.folder_lock`), and temporaries a killed publication left behind
+    are swept first. A directory under one of the output's names is refused, never deleted;
+    other files in ``folder`` are left alone.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()) / "out"
     >>> paths = write_folder_unit(d, lambda s: (s / "a.csv").write_text("1"), "r.json",
     ...                           lambda p: p.write_text("{}"), what="a doctest")
-    >>> sorted(p.name for p in d.iterdir())
+    >>> sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
     ['a.csv', 'r.json']
+    >>> (d / "a.csv").read_text()
+    '1'
     """
     from ._lock import folder_lock
+    from ._publish import publish_version, refuse_foreign_directories, symlinks_work
 
     folder = Path(folder)
     with folder_lock(folder, what):
         sweep_temporaries(folder, names=())  # staging folders of a killed publication
+        if symlinks_work(folder):  # the new result switches in with one rename
+            names = publish_version(folder, record, fill, write_record)
+            return [folder / name for name in names]
+        # no symbolic links here: files are replaced one by one, the record last
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
         try:
             fill(staging)
@@ -123,12 +156,9 @@ def write_folder_unit(folder: str | os.PathLike, fill: Callable[[Path], None], r
             # report collecting explain.json files) never finds a staged one
             write_record(staging / (record + PENDING))
             names = sorted(p.name for p in staging.iterdir() if p.name != record + PENDING)
+            refuse_foreign_directories(folder, [record, *names])
             for name in (record, *names):  # the record first: from here the folder is "incomplete"
-                target = folder / name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink(missing_ok=True)
+                (folder / name).unlink(missing_ok=True)
             for name in names:
                 os.replace(staging / name, folder / name)
             os.replace(staging / (record + PENDING), folder / record)

@@ -64,6 +64,8 @@ def check_logits(logits: torch.Tensor, num_classes: int | None = None) -> torch.
         )
     if logits.dim() != 2:
         raise ModelError(f"model output must be N×classes, got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ModelError(f"model output must be floating-point logits, got {logits.dtype}")
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ModelError(
             f"model outputs {logits.shape[1]} logits but the data has {num_classes} classes"

@@ -59,6 +59,7 @@ from .metrics import ClassReport
 from .metrics._frame import RESERVED as _RESERVED
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
+from ._model_checks import CheckedModel, checked_model
 from .sanity import CHECK_POINTS, model_flags, result_flags
 
 __all__ = ["audit", "AuditPlan"]
@@ -217,6 +218,7 @@ class AuditPlan:
     optimizations: list[str] = field(default_factory=list)
     composite: list[int] = field(default_factory=list)  # columns of composite attacks
     takes_index: list[bool] = field(default_factory=list)
+    worked_around: list[dict] = field(default_factory=list)  # flags of what the audit worked around
 
     @property
     def targets(self) -> list[int | None]:
@@ -277,6 +279,8 @@ def prepare(model: nn.Module, x: torch.Tensor, pairs: list[tuple[str, Attack]], 
     attacks = _audit_attacks(pairs, seed, amp)
     example = as_float_images(x[:8].to(device))
     net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
+    # every call of the model checked (and its input copied if it writes to it)
+    net, worked_around = checked_model(net, example)
     # one point's output: its width gives the classes when nothing else does, and is checked
     # against them before the labels (a wrong model is named as such, not as bad labels)
     with torch.inference_mode():
@@ -292,7 +296,7 @@ def prepare(model: nn.Module, x: torch.Tensor, pairs: list[tuple[str, Attack]], 
         classes=class_names, target=_resolve_target(target, class_names),
         targeted_all=targeted_all, independent=independent, sanity=sanity,
         batch_size=batch_size, pool=_pool_size(batch_size, x, device), device=device, seed=seed,
-        amp=amp, optimizations=applied,
+        amp=amp, optimizations=applied, worked_around=worked_around,
         composite=[j for j, (_, a) in enumerate(attacks) if a.part_names()],
         takes_index=[_takes_index(a) for _, a in attacks])
 
@@ -305,7 +309,9 @@ def check_model(plan: AuditPlan, x: torch.Tensor, y: torch.Tensor) -> list[dict]
     yb = y[:count].to(plan.device)
     with torch.inference_mode():
         logits = check_logits(plan.net(xb), len(plan.classes))
-    return model_flags(plan.model, xb, yb, logits, plan.attacks[0][1])
+    # the caller's model given copies as the attacks' net is (if it writes into its input)
+    checked = CheckedModel(plan.model, plan.net.copy_input)
+    return model_flags(checked, xb, yb, logits, plan.attacks[0][1])
 
 
 @dataclass
@@ -494,7 +500,7 @@ def audit(
                        independent=independent, sanity=sanity, amp=amp, optimize=optimize,
                        compile=compile)
         y = check_labels(y, len(plan.classes), n)  # everything is known now: before the long work
-        flags = check_model(plan, x, y) if sanity else []
+        flags = plan.worked_around + (check_model(plan, x, y) if sanity else [])
         pools = []
         with tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False) as bar:
             for start in range(0, n, plan.pool):

@@ -26,3 +26,27 @@ class AttackError(RobustfairError):
 
 class ConfigError(RobustfairError):
     """A configuration (CLI option, training config, study spec) is wrong."""
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text`` (a message printed after ``robustfair: error:``)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """One line for a ``MemoryError``: what was too large (numpy says it: "Unable to allocate
+    3.27 GiB for an array with shape ..."), and where it was asked for.
+
+    >>> out_of_memory(MemoryError("Unable to allocate 3.27 GiB for an array"))
+    'out of memory: Unable to allocate 3.27 GiB for an array'
+    """
+    tb = exc.__traceback__
+    where = ""
+    while tb is not None:  # the innermost robustfair frame says which step asked
+        name = tb.tb_frame.f_code.co_filename
+        if "robustfair" in name:
+            where = f" (in {tb.tb_frame.f_code.co_name}, {name.rsplit('robustfair', 1)[-1].lstrip('/')}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    what = one_line(str(exc)) or "an allocation was larger than the memory available"
+    return f"out of memory: {what}{where}"

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks._base import Attack
+from .errors import ModelError
 from .metrics.pointwise import WorstCase
 
 __all__ = ["Flag", "model_flags", "result_flags", "BLACK_BOX", "RESULT_CODES"]
@@ -120,8 +121,11 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torc
     """Checks of the model on (at most ``CHECK_POINTS`` of) the points ``x`` with clean
     ``logits``, before any attack; ``attack`` is the audit's first attack (for the eps-0 check)."""
     x, y, logits = x[:CHECK_POINTS], y[:CHECK_POINTS], logits[:CHECK_POINTS].float()
-    found = [_randomized(model, x, logits), _probabilities(logits), _zero_gradient(model, x, y)]
-    found.append(_eps_zero(model, x, y, logits, attack))
+    try:
+        found = [_randomized(model, x, logits), _probabilities(logits), _zero_gradient(model, x, y)]
+        found.append(_eps_zero(model, x, y, logits, attack))
+    except ModelError as exc:  # say where it happened: before any attack ran
+        raise ModelError(f"the sanity checks before the attacks: {exc}") from None
     return [f.to_dict() for f in found if f is not None]
 
 

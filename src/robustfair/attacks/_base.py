@@ -37,7 +37,7 @@ from torch import nn
 from .._checks import is_int
 from .._tensor_checks import as_float_images, check_model_input
 from .._registry import Registry
-from ..errors import AttackError
+from ..errors import AttackError, ModelError
 
 NORMS = ("linf", "l2")
 
@@ -192,7 +192,10 @@ class Attack(ABC):
             if x.numel() == 0:
                 empty = torch.zeros(0, dtype=torch.long, device=x.device)
                 return AttackResult(x.clone(), empty, empty.bool())
-            return self._perturb(model, x, y, target, options)
+            try:
+                return self._perturb(model, x, y, target, options)
+            except ModelError as exc:  # say which attack (and which part of a composite) ran
+                raise ModelError(f"{self.name}: {exc}") from None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None = None) -> torch.Tensor:

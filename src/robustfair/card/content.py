@@ -6,8 +6,8 @@
 >>> preds = pd.DataFrame({"y_true": [0, 0, 1, 1], "clean_pred": [0, 0, 1, 0],
 ...                       "pgd_pred": [1, 0, 1, 0], "worst_pred": [1, 0, 1, 0]})
 >>> r = ClassReport(predictions=preds, classes=["a", "b"], attacks=[{"attack": "pgd"}])
->>> print(confusion_markdown(r).splitlines()[2])
-| true \\ predicted | a | b |
+>>> print(confusion_markdown(r).splitlines()[2])  # a backslash is escaped for Markdown
+| true \\\\ predicted | a | b |
 """
 from __future__ import annotations
 

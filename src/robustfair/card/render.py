@@ -56,6 +56,14 @@ def _summary_lines(context: dict) -> list[str]:
 
 def render_html(report: "ClassReport", *, title: str, n_boot: int = 1000, seed: int = 0) -> tuple[str, bytes]:
     """The card's HTML text and its summary PNG."""
+    import matplotlib
+
+    # every label is plain text: a "$" in a class name or a title is not the start of math
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _render_html(report, title=title, n_boot=n_boot, seed=seed)
+
+
+def _render_html(report: "ClassReport", *, title: str, n_boot: int, seed: int) -> tuple[str, bytes]:
     from . import figures as F  # matplotlib: imported only when a card is drawn
 
     worst = _worst(report)
@@ -84,17 +92,23 @@ def build_card(report: "ClassReport", out_dir: str | os.PathLike, *, title: str 
         raise ConfigError(f"{out} exists and is not a directory")
     title = title or f"Robustness card: {model_name(report.meta)}"
     page, png = render_html(report, title=title, n_boot=n_boot, seed=seed)
+    return publish_card(out, page, png, report.to_json_text())
+
+
+def publish_card(out: Path, page: str, png: bytes, report_text: str) -> Card:
+    """Write a rendered card's files into ``out`` as one unit (``report.json`` names it)."""
     card = Card(out / "card.html", out / "card.png", out / "report.json")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+
     def fill(staging: Path) -> None:
         (staging / card.html.name).write_text(page, encoding="utf-8")
         (staging / card.png.name).write_bytes(png)
 
     try:
-        # one unit: report.json (the record) goes last, a killed write never mixes two cards
+        # one unit: a killed write leaves the old card whole or the new one whole
         write_folder_unit(out, fill, card.report.name,
-                          lambda path: path.write_text(report.to_json_text(), encoding="utf-8"),
+                          lambda path: path.write_text(report_text, encoding="utf-8"),
                           what="a card being written")
     except OSError as exc:
         if created and not any(out.iterdir()):

@@ -10,9 +10,12 @@ import os
 import sys
 from typing import Iterator
 
+import warnings
+
+from .._bounds import check_seed_option
 from .._device import torch_threads
 from ..data._download import NO_DOWNLOAD_ENV
-from ..errors import RobustfairError
+from ..errors import RobustfairError, one_line, out_of_memory
 
 # sub-command name -> module under robustfair.cli (imported lazily so `--help` stays fast)
 SUBCOMMANDS = {
@@ -90,19 +93,38 @@ def main(argv: list[str] | None = None) -> int:
     if threads is not None and threads < 1:
         print(f"robustfair: error: --threads must be at least 1, got {threads}", file=sys.stderr)
         return 2
-    try:
-        with torch_threads(threads), _downloads_off(getattr(args, "no_download", False)):
-            return int(args.run(args) or 0)
-    except RobustfairError as exc:
-        print(f"robustfair: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the machine, not the input (a full disk, a permission): one line
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"robustfair: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"robustfair: interrupted{_RESUME_HINT.get(args.command, '')}", file=sys.stderr)
-        return 130
+    # Python warnings are held back: an error is then the one line it promises to be; after a
+    # run that worked they follow its output, one line each
+    with warnings.catch_warnings(record=True) as held:
+        try:
+            check_seed_option(getattr(args, "seed", None))
+            with torch_threads(threads), _downloads_off(getattr(args, "no_download", False)):
+                code = int(args.run(args) or 0)
+        except RobustfairError as exc:
+            return _error(str(exc))
+        except OSError as exc:  # the machine, not the input (a full disk, a permission): one line
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            return _error(f"{exc.strerror or exc}{where}")
+        except MemoryError as exc:  # an input asked for more memory than there is
+            return _error(out_of_memory(exc))
+        except RuntimeError as exc:  # the device's memory ("CUDA out of memory"): one line too
+            from .._batch_size import is_out_of_memory
+
+            if not is_out_of_memory(exc):
+                raise
+            return _error(out_of_memory(exc) + "; try a smaller --batch-size")
+        except KeyboardInterrupt:
+            print(f"robustfair: interrupted{_RESUME_HINT.get(args.command, '')}", file=sys.stderr)
+            return 130
+    for w in held:
+        print(f"robustfair: warning: {w.category.__name__}: {one_line(str(w.message))}",
+              file=sys.stderr)
+    return code
+
+
+def _error(message: str) -> int:
+    print(f"robustfair: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from .._bounds import MAX_QUERIES, MAX_RESTARTS, MAX_STEPS, check_bounded
 from .._parse import check_eps, parse_number
 from ..errors import AttackError, ConfigError
 from ._checks import check_int
@@ -41,6 +42,7 @@ DEFAULT_STEPS = 20  # PGD-20, the usual evaluation attack
 # attacks whose steps default to DEFAULT_STEPS without --steps; the others (APGD: 100, as in
 # AutoAttack) keep their own default
 PGD_FAMILY = ("pgd", "cw")
+AUDIT_FILES = ("report.json", "by_class.csv", "confusion.csv", "report.md")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -167,11 +169,18 @@ def _build_attacks(args, names: list[str], eps: float, alpha: float | None,
 
 
 def run(args: argparse.Namespace) -> int:
+    report = run_audit(args)
+    files = write_audit(Path(args.out), report)
+    print("wrote " + ", ".join(str(p) for p in files))
+    return 0
+
+
+def write_audit(out: Path, report) -> list[Path]:
+    """Write an audit's files into ``out`` as one unit (``report.json`` names it): a kill
+    leaves the old audit whole or the new one whole."""
     from .._atomic import write_text_unit
     from ..card.content import confusion_markdown
 
-    report = run_audit(args)
-    out = Path(args.out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -181,15 +190,13 @@ def run(args: argparse.Namespace) -> int:
         out / "report.md": report.to_markdown() + "\n" + confusion_markdown(report),
     }
     try:
-        # one unit: report.json (the record) goes last, a killed write never mixes two audits
         write_text_unit(out, {p.name: text for p, text in files.items()}, record="report.json",
                         what="an audit writing its report")
     except OSError as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
         raise ConfigError(f"cannot write to {out}: {exc}") from None
-    print("wrote " + ", ".join(str(p) for p in files))
-    return 0
+    return list(files)
 
 
 def run_audit(args: argparse.Namespace):
@@ -210,6 +217,10 @@ def run_audit(args: argparse.Namespace):
                                  (args.restarts, "--restarts", 1),
                                  (None if args.batch_size == "auto" else args.batch_size, "--batch-size", 1)):
         check_int(value, flag, minimum)
+    for value, flag, bound in ((args.steps, "--steps", MAX_STEPS),
+                               (args.n_queries, "--queries", MAX_QUERIES),
+                               (args.restarts, "--restarts", MAX_RESTARTS)):
+        check_bounded(value, flag, bound)
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
     targeted = args.targeted_to is not None or args.targeted_all
@@ -218,6 +229,9 @@ def run_audit(args: argparse.Namespace):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    from .._publish import refuse_foreign_directories
+
+    refuse_foreign_directories(out, list(AUDIT_FILES))  # before the audit's time is spent
 
     check_source_options(args)
     shards = _check_shard_options(args)
@@ -227,7 +241,8 @@ def run_audit(args: argparse.Namespace):
     target = class_index(sources.classes, args.targeted_to) if args.targeted_to is not None else None
     n = len(sources.y)
 
-    # 3. the audit
+    # 3. the audit (a long one says first how long it can take)
+    _say_work(sources, attacks, args, len(sources.classes))
     options = dict(classes=sources.classes, batch_size=args.batch_size, seed=args.seed, target=target,
                    targeted_all=args.targeted_all, amp=args.amp, optimize=args.optimize,
                    compile=args.compile)
@@ -259,6 +274,30 @@ def run_audit(args: argparse.Namespace):
     for flag in report.flags:
         print(f"robustfair: warning [{flag['code']}]: {flag['message']}", file=sys.stderr)
     return report
+
+
+def _say_work(sources, attacks, args, num_classes: int) -> None:
+    """Print the audit's worst-case work, timed by a first pass, when it can be long."""
+    import torch
+
+    from .._tensor_checks import as_float_images
+    from .._work_estimate import SAY_ABOVE_SECONDS, estimate, first_pass_seconds
+
+    n = len(sources.y)
+    batch = min(n, 256 if args.batch_size == "auto" else args.batch_size)
+    targets = max(1, num_classes - 1) if args.targeted_all else 1
+    settings = [a.settings() for a in attacks]
+    passes, line = estimate(settings, n=n, batch_size=batch, num_classes=num_classes,
+                            targets=targets)
+    if passes < 1000:  # a short audit: not worth a timing pass
+        return
+    device = next(iter(sources.model.parameters()), torch.empty(0)).device
+    seconds = first_pass_seconds(sources.model, as_float_images(sources.x[:batch].to(device)))
+    if seconds is None or passes * seconds < SAY_ABOVE_SECONDS:
+        return
+    _, line = estimate(settings, n=n, batch_size=batch, num_classes=num_classes,
+                       targets=targets, seconds_per_pass=seconds)
+    print(f"robustfair {args.command}: {line}", file=sys.stderr, flush=True)
 
 
 def _check_shard_options(args: argparse.Namespace) -> int | None:

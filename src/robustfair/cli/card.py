@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    from .._publish import refuse_foreign_directories
+
+    refuse_foreign_directories(out, ["card.html", "card.png", "report.json"])  # before the audit
     report = run_audit(args)
     card = build_card(report, out, title=args.title)
     print(f"wrote {card.html}, {card.png}, {card.report}")

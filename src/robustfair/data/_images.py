@@ -13,6 +13,7 @@ from ._download import one_line
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+DECODE_THREADS = min(8, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes
 
 
 def is_image_file(path: Path) -> bool:
@@ -58,8 +59,7 @@ def read_images(
         raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(paths), height, width, channels), dtype=np.uint8)
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
         decoded = pool.map(lambda p: _decode(p, mode, (width, height)), paths)
         for i, a in enumerate(tqdm(decoded, total=len(paths), desc=desc, disable=not progress)):
             out[i] = a

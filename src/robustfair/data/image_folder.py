@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._bounds import check_fits
 from ..errors import DataError
 from ._arrays import make_dataset, stratified_split
 from ._base import Dataset, register_dataset
-from ._images import GREY_MODES, image_header, is_image_file, read_images
+from ._images import DECODE_THREADS, GREY_MODES, image_header, is_image_file, read_images
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -135,7 +136,18 @@ def _read(paths: list[Path], image_size: int | None, channels: int | None, progr
                 f"{other[0]}x{other[1]} in {odd}); pass image_size to resize them all"
             )
         width, height = next(iter(sizes))
+    _check_decoded_size(paths, headers, channels, height, width)
     return read_images(paths, channels, height, width, progress=progress, desc="image_folder")
+
+
+def _check_decoded_size(paths: list[Path], headers: list, channels: int, height: int,
+                        width: int) -> None:
+    """Refuse, before allocating, a folder whose decoded images would not fit in memory: the
+    array of all images, plus one full-size decode per reading thread."""
+    largest = max(w * h for _, (w, h) in headers) * 4  # RGBA, the widest mode decoded
+    total = len(paths) * channels * height * width + DECODE_THREADS * largest
+    check_fits(total, f"image_folder: {len(paths)} images decoded at {width}x{height}x{channels}",
+               hint="pass a smaller --image-size (image_size=N) or fewer images")
 
 
 @register_dataset("image_folder")

@@ -5,6 +5,7 @@ Accuracies are shown in percent with their 95% interval, e.g. ``87.3 [82.0, 91.1
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -136,9 +137,24 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_text(text: object) -> str:
+    r"""``text`` (a class name, a message) as literal Markdown: one line, and no ``|`` that
+    splits a table cell, HTML tag, entity or link it could start.
+
+    >>> print(markdown_text("cat|dog\n<script>x</script> [a](b) &amp; <- worst"))
+    cat\|dog \<script>x\</script> [a]\(b) \&amp; <- worst
+    """
+    text = " ".join(str(text).splitlines())  # a newline would end the table row
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)  # a tag or an autolink; "<- worst" stays
+    text = re.sub(r"&(?=#?\w+;)", r"\\&", text)  # an entity
+    return text.replace("](", "]\\(")  # a link or an image
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    header = [markdown_text(h) for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(markdown_text(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -205,11 +221,11 @@ def report_text(report: "ClassReport", *, n_boot: int = 1000, seed: int = 0) -> 
 
 
 def report_markdown(report: "ClassReport", *, n_boot: int = 1000, seed: int = 0) -> str:
-    out = ["# Class-wise robustness report", "", _meta_line(report)]
+    out = ["# Class-wise robustness report", "", markdown_text(_meta_line(report))]
     for title, header, body in _sections(report, n_boot, seed):
         out += ["", f"## {title}", ""]
         if isinstance(body, str):
-            out += [f"- {line}" for line in body.splitlines()]
+            out += [f"- {markdown_text(line)}" for line in body.splitlines()]
         else:
             out.append(_markdown_table(header, body))
     return "\n".join(out) + "\n"

@@ -53,6 +53,8 @@ from torch import nn
 from .._parse import parse_number
 from ..errors import ModelError
 from ._base import Normalize, NormalizedModel, build_model, list_models
+from ._user_code import contained
+from ._weight_checks import check_loaded_tensors, meta_tensor, refuse_meta
 from .checkpoint import state_mismatch
 
 __all__ = ["NORMALIZATIONS", "SelectOutput", "build_from_spec", "check_forward", "file_sha256",
@@ -215,7 +217,11 @@ def _import_file(path: Path):
     # the file may import its neighbours, as it would when run as a script
     sys.path.insert(0, str(path.resolve().parent))
     try:
-        spec.loader.exec_module(module)
+        with contained(f"importing {path}", argv0=str(path)):  # a script's view: no arguments
+            spec.loader.exec_module(module)
+    except ModelError:
+        del sys.modules[module_name]
+        raise
     except SyntaxError as exc:
         del sys.modules[module_name]
         raise ModelError(f"{path}, line {exc.lineno}: syntax error: {exc.msg}") from None
@@ -229,7 +235,10 @@ def _import_file(path: Path):
 
 def _import_module(name: str):
     try:
-        return importlib.import_module(name)
+        with contained(f"importing module {name!r}", argv0=name):
+            return importlib.import_module(name)
+    except ModelError:
+        raise
     except SyntaxError as exc:
         raise ModelError(f"module {name}: {exc.filename}, line {exc.lineno}: syntax error: {exc.msg}") from None
     except ImportError as exc:
@@ -245,8 +254,12 @@ def _call_factory(factory: Callable, label: str, **offered: int) -> nn.Module:
     except (TypeError, ValueError):
         params = {}
     kwargs = {k: v for k, v in offered.items() if k in params}
+    call = f"{label}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
     try:
-        model = factory(**kwargs)
+        with contained(call):
+            model = factory(**kwargs)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"{label}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) failed: "
                          f"{_one_line(exc)}") from None
@@ -349,7 +362,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
     problems = state_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
     if problems:
         raise ModelError(f"the weights in {path} do not fit the model: {problems}")
-    model.load_state_dict(state, strict=True)
+    check_loaded_tensors(state, model.state_dict(), path)
+    # a model built on the meta device (no values yet) takes the file's tensors as they are
+    on_meta = meta_tensor(model) is not None
+    if on_meta:  # assign keeps the file's dtype: give each tensor the model's own
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=on_meta)
     return {"path": str(path), "sha256": file_sha256(path), "container_key": container or None,
             "stripped_prefixes": stripped}
 
@@ -410,6 +429,7 @@ def check_forward(model: nn.Module, x: torch.Tensor, num_classes: int, data_name
     :class:`SelectOutput`).
     """
     shape = "x".join(str(s) for s in x.shape[1:])
+    refuse_meta(model)
     try:
         with torch.inference_mode():
             out = model(x)

@@ -86,6 +86,9 @@ class ModelSource:
             model, provenance = self._from_checkpoint(shape, device)
         else:
             model, provenance = self._from_spec(shape)
+        from ._weight_checks import refuse_meta
+
+        refuse_meta(model)  # a factory's meta-device model that no weights filled
         model = model.to(device).eval()
         if example is not None and self.checkpoint is None:
             from .external import check_forward
