@@ -129,7 +129,10 @@ def test_a_study_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
         while partial is None and time.time() < deadline and proc.poll() is None:
             runs = list((out / "runs").glob("*")) if (out / "runs").exists() else []
             done = [r for r in runs if (r / "done").exists()]
-            started = [r for r in runs if not (r / "done").exists() and (r / "train" / "state.json").exists()]
+            # an epoch committed and renamed into place (the manifest is written before the
+            # renames, so state.json alone can be a commit that recovery rolls forward)
+            started = [r for r in runs if not (r / "done").exists()
+                       and all((r / "train" / f).exists() for f in ("state.json", "epochs.csv"))]
             if done and started:
                 os.kill(proc.pid, signal.SIGKILL)
                 partial = started[0]
