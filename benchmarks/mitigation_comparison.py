@@ -18,7 +18,11 @@ The verdict: a mitigation "closes the gap" if its worst-class robust accuracy is
 with Holm-adjusted p < 0.05 and its average robust accuracy falls by less than that rise.
 
 Each run's training is stored (and resumed) under ``runs/mitigation_comparison_mnist5k/``, its
-audit beside it (``audit.json``), so an interrupted benchmark picks up where it stopped.
+audit beside it (``audit_autoattack.json``). As each run finishes, its audited points (class,
+clean and adversarial predictions, the AutoAttack part that broke each) are added to the
+committed record ``results/mitigation_comparison_points.csv.gz`` (with the rest of each audit
+report in ``mitigation_comparison_runs.json``); runs in the record are not redone, and the
+tables are rebuilt from the record alone, so ``--summarise-only`` needs no ``runs/``.
 The table goes to ``benchmarks/results/mitigation_comparison.md``, the per-seed numbers to
 ``mitigation_comparison.csv``, both naming the commit and the command.
 
@@ -27,7 +31,7 @@ Usage::
     python benchmarks/mitigation_comparison.py                 # default methods, 5 seeds
     python benchmarks/mitigation_comparison.py --all-methods   # every mitigation
     python benchmarks/mitigation_comparison.py --only pgd_at,frl --seeds 0,1
-    python benchmarks/mitigation_comparison.py --summarise-only   # table from finished runs
+    python benchmarks/mitigation_comparison.py --summarise-only   # table from the record alone
 """
 from __future__ import annotations
 
@@ -80,6 +84,11 @@ APGDT_TARGETS = 3         # APGD-T's top-k target classes (AutoAttack uses 9)
 N_BOOT = 2000
 # where each run's audit is stored, by evaluation (both can sit beside each other)
 AUDIT_FILES = {"autoattack": "audit_autoattack.json", "apgd-pair": "audit.json"}
+# The committed record every table is rebuilt from (runs/ is not committed): per audited point
+# of every finished run its class and predictions (a few bytes a point, gzip), and per run the
+# rest of its audit report (classes, attack settings, meta, flags) and its timings.
+POINTS_FILES = {"autoattack": "mitigation_comparison_points.csv.gz",
+                "apgd-pair": "mitigation_comparison_apgd_pair_points.csv.gz"}
 
 # label -> (objective, mitigations). Long-tail methods run with the robust-error prior: on
 # balanced data their frequency prior is (nearly) uniform, i.e. (nearly) a no-op.
@@ -167,7 +176,7 @@ def run_one(label: str, seed: int, runs_dir: str, worst_class: str | None,
     row = {"method": label, "seed": seed, "train_s": round(train_s, 1),
            "audit_s": round(audit_s, 1), "reused": result.already_complete}
     row.update(per_run_numbers(report))
-    return row
+    return row, report.to_dict()
 
 
 def attacks(evaluation: str) -> dict:
@@ -198,6 +207,77 @@ def per_run_numbers(report) -> dict:
     return row
 
 
+# ---------------------------------------------------------------------------------- record
+def _runs_file(points: Path) -> Path:
+    return points.with_name(points.name.replace("_points.csv.gz", "_runs.json"))
+
+
+def read_record(points: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """The committed per-point predictions and per-run details (empty if none yet)."""
+    runs = _runs_file(points)
+    if not points.is_file() or not runs.is_file():
+        return pd.DataFrame(), []
+    return pd.read_csv(points), json.loads(runs.read_text())
+
+
+def record_run(points: Path, label: str, seed: int, report, timings: dict) -> None:
+    """Add (or replace) one run in the committed record; both files are replaced together, so
+    a kill leaves the previous record or the new one."""
+    import gzip
+
+    from robustfair._atomic import write_all_atomically
+
+    frame, runs = read_record(points)
+    key = (slug(label), int(seed))
+    if not frame.empty:
+        frame = frame[~((frame["method"] == key[0]) & (frame["seed"] == key[1]))]
+    runs = [r for r in runs if (r["method"], r["seed"]) != key]
+    new = report.predictions.copy()
+    new.insert(0, "point", np.arange(len(new)))
+    new.insert(0, "seed", key[1])
+    new.insert(0, "method", key[0])
+    frame = pd.concat([frame, new], ignore_index=True) if not frame.empty else new
+    order = {slug(m): i for i, m in enumerate(METHODS)}
+    frame = frame.sort_values(["method", "seed", "point"],
+                              key=lambda c: c.map(order) if c.name == "method" else c)
+    data = report.to_dict()
+    runs.append({"method": key[0], "label": label, "seed": key[1], **timings,
+                 **{k: data[k] for k in ("classes", "attacks", "meta", "flags")}})
+    runs.sort(key=lambda r: (order.get(r["method"], 99), r["seed"]))
+    ints = [c for c in frame.columns if c != "method"]
+    frame[ints] = frame[ints].astype("int64")
+    text = frame.to_csv(index=False).encode()
+
+    def write_points(tmp: str) -> None:
+        with open(tmp, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+            gz.write(text)  # mtime 0: the same record gives the same bytes
+
+    write_all_atomically({points: write_points,
+                          _runs_file(points): lambda tmp: Path(tmp).write_text(
+                              json.dumps(runs, indent=1) + "\n")})
+
+
+def reports_from_record(points: Path, labels: list[str],
+                        seeds: list[int]) -> dict[str, list]:
+    """Every finished (label, seed) of the committed record as a ClassReport, by label."""
+    from robustfair.metrics import ClassReport
+
+    frame, runs = read_record(points)
+    out: dict[str, list] = {}
+    for label in labels:
+        for seed in seeds:
+            run = next((r for r in runs if (r["method"], r["seed"]) == (slug(label), seed)), None)
+            if run is None:
+                continue
+            rows = frame[(frame["method"] == slug(label)) & (frame["seed"] == seed)]
+            preds = rows.drop(columns=["method", "seed", "point"]).dropna(axis=1, how="all")
+            out.setdefault(label, []).append(ClassReport(
+                predictions=preds.astype("int64").reset_index(drop=True),
+                classes=run["classes"], attacks=run["attacks"], meta=run["meta"],
+                flags=run["flags"]))
+    return out
+
+
 def baseline_worst_class(runs_dir: str, threads: int) -> str:
     """The class with the lowest *validation* robust accuracy of PGD-AT seed 0 (last epoch)."""
     import torch
@@ -211,20 +291,6 @@ def baseline_worst_class(runs_dir: str, threads: int) -> str:
 
 
 # ---------------------------------------------------------------------------------- table
-def load_reports(runs_dir: str, labels: list[str], seeds: list[int],
-                 evaluation: str) -> dict[str, list]:
-    """The stored audits of every finished (label, seed), by label."""
-    from robustfair.metrics import ClassReport
-
-    out: dict[str, list] = {}
-    for label in labels:
-        for seed in seeds:
-            path = Path(runs_dir) / slug(label) / f"seed{seed}" / AUDIT_FILES[evaluation]
-            if path.is_file():
-                out.setdefault(label, []).append(ClassReport.from_json(path))
-    return out
-
-
 def _interval(s, scale=100.0) -> str:
     return f"{scale * s.estimate:.1f} [{scale * s.lo:.1f}, {scale * s.hi:.1f}] (sd {scale * s.seed_sd:.1f})"
 
@@ -371,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="no training: the table from the runs that have finished")
     p.add_argument("--evaluation", choices=sorted(AUDIT_FILES), default="autoattack",
                    help="the audit: full AutoAttack (default) or the reduced APGD pair")
+    p.add_argument("--points", default=None,
+                   help="the committed per-point record (default: results/"
+                        "mitigation_comparison_points.csv.gz, or ..._apgd_pair_points.csv.gz)")
     p.add_argument("--out", default=None,
                    help="default: results/mitigation_comparison.md (AutoAttack) or "
                         "results/mitigation_comparison_apgd_pair.md")
@@ -385,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if BASELINE not in labels:
         labels.insert(0, BASELINE)
     threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    points = Path(args.points or RESULTS / POINTS_FILES[args.evaluation])
     t0 = time.perf_counter()
     rows = []
     trained_by = Path(args.runs_dir) / "trained_by.json"
@@ -398,23 +468,38 @@ def main(argv: list[str] | None = None) -> int:
         if any("CLASS_WEIGHT" in METHODS[lab][1] for lab in labels):
             worst = baseline_worst_class(args.runs_dir, threads)
             print(f"validation-worst class of {BASELINE} seed {SEEDS[0]}: {worst}", file=sys.stderr)
-        # seed-major order: an interrupted benchmark has every method at the first seeds
-        jobs = [(label, seed) for seed in seeds for label in labels]
+        # seed-major order: an interrupted benchmark has every method at the first seeds;
+        # runs already in the committed record are not redone
+        _, done = read_record(points)
+        done_keys = {(r["method"], r["seed"]) for r in done}
+        jobs = [(label, seed) for seed in seeds for label in labels
+                if (slug(label), seed) not in done_keys]
+
+        def finished(lab: str, s: int, out) -> None:
+            from robustfair.metrics import ClassReport
+
+            row, data = out
+            record_run(points, lab, s, ClassReport.from_dict(data),
+                       {"train_s": row["train_s"], "audit_s": row["audit_s"],
+                        "commit": history[-1]["commit"], "command": history[-1]["command"],
+                        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+            rows.append(row)
+            print(f"done {lab} seed {s} (train {row['train_s']} s, audit {row['audit_s']} s; "
+                  f"recorded in {points.name})", file=sys.stderr, flush=True)
+
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs) as ex:
                 futures = [ex.submit(run_one, lab, s, args.runs_dir, worst, threads,
                                      args.evaluation)
                            for lab, s in jobs]
                 for (lab, s), fut in zip(jobs, futures):
-                    rows.append(fut.result())
-                    print(f"done {lab} seed {s}", file=sys.stderr, flush=True)
+                    finished(lab, s, fut.result())
         else:
             for lab, s in jobs:
-                rows.append(run_one(lab, s, args.runs_dir, worst, threads, args.evaluation))
-                print(f"done {lab} seed {s} (train {rows[-1]['train_s']} s, audit "
-                      f"{rows[-1]['audit_s']} s)", file=sys.stderr, flush=True)
+                finished(lab, s, run_one(lab, s, args.runs_dir, worst, threads, args.evaluation))
 
-    reports = load_reports(args.runs_dir, labels, seeds, args.evaluation)
+    # the table is rebuilt from the committed record alone (runs/ is not needed)
+    reports = reports_from_record(points, labels, seeds)
     if BASELINE not in reports:
         print("no finished baseline run yet", file=sys.stderr)
         return 1
@@ -423,8 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_for(BASELINE, 0, None)
     eps = RECIPE["eps"]
     finished = {lab: len(r) for lab, r in reports.items()}
-    trained = "; ".join(f"at commit `{t.get('commit')}` by `{t.get('command')}` (started "
-                        f"{t.get('started')})" for t in _trained_by(trained_by)) or "unknown"
+    by_invocation: dict[tuple, list[str]] = {}
+    for r in read_record(points)[1]:
+        if r["method"] in {slug(lab) for lab in reports}:
+            by_invocation.setdefault((r.get("commit"), r.get("command")), []).append(
+                r.get("finished", "?"))
+    trained = "; ".join(f"at commit `{c}` by `{cmd}` ({len(t)} runs, finished {min(t)} to "
+                        f"{max(t)})" for (c, cmd), t in by_invocation.items()) or "unknown"
     text = "\n".join([
         "# Mitigations of the class gap on mnist5k",
         "",
