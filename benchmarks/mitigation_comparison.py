@@ -174,7 +174,10 @@ def run_one(label: str, seed: int, runs_dir: str, worst_class: str | None,
         report.to_json(audit_path)
     audit_s = time.perf_counter() - t0
     row = {"method": label, "seed": seed, "train_s": round(train_s, 1),
-           "audit_s": round(audit_s, 1), "reused": result.already_complete}
+           "audit_s": round(audit_s, 1), "reused": result.already_complete,
+           # the class with the lowest validation robust accuracy at the last epoch: a class
+           # fixed in advance of the test split, for worst-class comparisons on a fixed class
+           "val_worst_class": str(result.epoch_log.iloc[-1]["worst_class"])}
     row.update(per_run_numbers(report))
     return row, report.to_dict()
 
@@ -481,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             row, data = out
             record_run(points, lab, s, ClassReport.from_dict(data),
                        {"train_s": row["train_s"], "audit_s": row["audit_s"],
+                        "val_worst_class": row["val_worst_class"],
                         "commit": history[-1]["commit"], "command": history[-1]["command"],
                         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
             rows.append(row)
