@@ -138,8 +138,18 @@ def test_compare_runs_on_reports_and_its_checks():
     direct = np.mean([np.min([r[y == k].mean() for k in range(K)]) for r in a]) - np.mean(
         [np.min([r[y == k].mean() for k in range(K)]) for r in b])
     assert c.estimate == pytest.approx(direct)
-    assert c.lo < c.estimate < c.hi and c.p_value < 0.05 and c.runs_a == 3
-    assert "seeds" in c.describe()
+    assert c.lo < c.estimate < c.hi and c.p_bootstrap < 0.05 and c.runs_a == 3
+    # 3 vs 3 seeds: the verdict is an exact permutation test, whose two-sided p cannot go
+    # below 2 of the C(6, 3) = 20 splits; every run of a above every run of b reaches it
+    assert c.test == "permutation (two-sample)" and c.p_value == pytest.approx(0.1)
+    assert c.p_min == pytest.approx(0.1) and c.n_units == 3
+    assert "seeds" in c.describe() and "smallest attainable 0.1" in c.describe()
+    one = compare_runs(ra, rb, metric="clean_acc", measure="worst", n_boot=200,
+                       alternative="less")
+    assert one.p_value == pytest.approx(1.0)  # a is better, not worse
+    fixed = compare_runs(ra, rb, metric="clean_acc", fixed_class="0", n_boot=200)
+    assert fixed.estimand.startswith("class 0") and fixed.estimate == pytest.approx(
+        np.mean([r[y == 0].mean() for r in a]) - np.mean([r[y == 0].mean() for r in b]))
     shuffled = report(a[0])
     shuffled.predictions["y_true"] = shuffled.predictions["y_true"].to_numpy()[::-1]
     from robustfair.errors import RobustfairError

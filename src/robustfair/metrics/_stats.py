@@ -270,6 +270,38 @@ def seed_resampled_means(values: np.ndarray, rng: np.random.Generator) -> np.nda
     return centre + math.sqrt(runs / (runs - 1)) * (resampled - centre)
 
 
+def point_replicates(
+    correct: dict[str, np.ndarray],
+    y: np.ndarray,
+    measure,
+    *,
+    n_boot: int = 2000,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per run, ``measure`` as observed ``(runs,)`` and over ``n_boot`` stratified resamples of
+    the test points ``(n_boot, runs)``, ONE resample shared by every run and condition (the runs
+    are paired by test point, as they were evaluated). ``correct`` maps a condition to a
+    boolean array ``(runs, N)``; ``measure(acc)`` maps per-class accuracies ``(B, runs, K)`` to
+    ``(B, runs)``. Returns ``(observed, replicates)``, each by condition."""
+    y = np.asarray(y)
+    weights = class_resample_weights(y, n_boot, rng)
+    classes = np.unique(y)
+    observed: dict = {}
+    reps: dict = {}
+    for name, c in correct.items():
+        c = np.asarray(c, dtype=float)
+        if c.ndim != 2 or c.shape[1] != len(y):
+            raise ValueError(f"{name}: correct must have shape (runs, {len(y)}), got {c.shape}")
+        runs = c.shape[0]
+        acc0 = np.stack([c[:, y == k].mean(axis=1) for k in classes], axis=-1)  # runs × K
+        observed[name] = np.asarray(measure(acc0[None])[0], dtype=float)
+        acc = np.empty((n_boot, runs, len(classes)))
+        for j, (members, counts) in enumerate(weights):
+            acc[:, :, j] = (counts @ c[:, members].T) / len(members)   # n_boot × runs
+        reps[name] = np.asarray(measure(acc), dtype=float)
+    return observed, reps
+
+
 def hierarchical_bootstrap(
     correct: dict[str, np.ndarray],
     y: np.ndarray,
@@ -286,39 +318,21 @@ def hierarchical_bootstrap(
     on the same test points ``y`` (labels, length N). One replicate resamples
 
     1. the test points, within each class (class sizes fixed), ONE draw shared by every run and
-       condition — the runs are paired by test point, as they were evaluated;
+       condition (:func:`point_replicates`);
     2. the runs of each condition, with replacement (seed-to-seed variation), the seed-level
        spread corrected for the small number of runs (:func:`seed_resampled_means`).
 
-    ``measure(acc)`` gets per-class accuracies ``(n_boot, runs, K)`` and returns one value per
-    run ``(n_boot, runs)`` (e.g. each run's worst class). Returns ``{name: replicates}`` plus,
-    under ``"_point"``, ``{name: the mean over runs as observed}`` and, under ``"_runs"``,
-    ``{name: per-run values as observed}``.
+    Returns ``{name: replicates}`` plus, under ``"_point"``, ``{name: the mean over runs as
+    observed}`` and, under ``"_runs"``, ``{name: per-run values as observed}``.
 
-    Calibration (tests/test_metrics_noise.py and docs/STATISTICS.md): with no effect the share
-    of p < 0.05 stays at or below the nominal 5% when runs err on the same points, and well
-    below it when their errors are independent (then both levels count the same noise).
+    With fewer than ~10 runs a side the seed level is rough (anti-conservative: a paired
+    bootstrap over 4 pairs rejects ~14% of the time at nominal 5%); the comparisons report an
+    exact test for their verdicts then (:mod:`robustfair.metrics.exact`).
     """
-    y = np.asarray(y)
     rng = np.random.default_rng(seed)
-    weights = class_resample_weights(y, n_boot, rng)
-    classes = np.unique(y)
-    reps: dict = {}
-    point: dict = {}
-    per_run: dict = {}
-    for name, c in correct.items():
-        c = np.asarray(c, dtype=float)
-        if c.ndim != 2 or c.shape[1] != len(y):
-            raise ValueError(f"{name}: correct must have shape (runs, {len(y)}), got {c.shape}")
-        runs = c.shape[0]
-        observed = np.stack([c[:, y == k].mean(axis=1) for k in classes], axis=-1)  # runs × K
-        per_run[name] = np.asarray(measure(observed[None])[0], dtype=float)
-        point[name] = float(per_run[name].mean())
-        acc = np.empty((n_boot, runs, len(classes)))
-        for j, (members, counts) in enumerate(weights):
-            acc[:, :, j] = (counts @ c[:, members].T) / len(members)   # n_boot × runs
-        reps[name] = seed_resampled_means(np.asarray(measure(acc), dtype=float), rng)
-    reps["_point"] = point
+    per_run, per_run_reps = point_replicates(correct, y, measure, n_boot=n_boot, rng=rng)
+    reps: dict = {name: seed_resampled_means(r, rng) for name, r in per_run_reps.items()}
+    reps["_point"] = {name: float(v.mean()) for name, v in per_run.items()}
     reps["_runs"] = per_run
     return reps
 
@@ -348,6 +362,40 @@ def bootstrap_p_value(replicates: np.ndarray) -> float:
         return math.nan
     below, above = np.sum(r <= 0), np.sum(r >= 0)
     return float(min(1.0, 2.0 * (1.0 + min(below, above)) / (1.0 + r.size)))
+
+
+def bootstrap_p_one_sided(replicates: np.ndarray, alternative: str, shift: float = 0.0) -> float:
+    """p-value of "the effect is ``shift``" against ``alternative`` ("greater": the effect is
+    above ``shift``; "less": below; "two-sided": :func:`bootstrap_p_value`), from bootstrap
+    replicates of the effect: the share of replicates on the null side, ``(1 + k) / (1 + B)``.
+
+    >>> bootstrap_p_one_sided(np.array([1.0, 2.0, 3.0, -1.0]), "greater")
+    0.4
+    """
+    r = np.asarray(replicates, dtype=float) - shift
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return math.nan
+    if alternative == "two-sided":
+        return bootstrap_p_value(r)
+    null_side = np.sum(r <= 0) if alternative == "greater" else np.sum(r >= 0)
+    return float(min(1.0, (1.0 + null_side) / (1.0 + r.size)))
+
+
+def format_p(p: float, p_min: float | None = None) -> str:
+    """A p-value for display, at the resolution its method has: two significant digits;
+    ``< 0.001`` below 0.001 (a simulation's or bootstrap's floor: 1/(1 + B) is not a p-value
+    of 0.000999); with ``p_min`` (an exact test's smallest attainable p-value) stated beside.
+
+    >>> format_p(0.000999), format_p(0.0238), format_p(0.0238, p_min=0.0079), format_p(float("nan"))
+    ('< 0.001', '0.024', '0.024 (smallest attainable 0.0079)', 'n/a')
+    """
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    text = "< 0.001" if p < 0.001 else f"{p:.2g}"
+    if p_min is not None and math.isfinite(p_min):
+        text += f" (smallest attainable {p_min:.2g})"
+    return text
 
 
 def holm(p_values: "list[float] | np.ndarray") -> np.ndarray:
