@@ -21,6 +21,7 @@ non-inferiority ("the average falls by less than m") is a one-sided test against
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -169,7 +170,9 @@ def _welch(x: np.ndarray, y: np.ndarray) -> float:
 
     if np.ptp(x) == 0 and np.ptp(y) == 0:
         return 1.0 if x[0] == y[0] else 0.0
-    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical values: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def compare_values(

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics import format_p
 from .analysis import StudyData, mitigation_effects, same_worst_class, top_confusions, training_gap
-from .inference import mitigation_tests, training_gap_tests
+from .inference import COST_MARGIN, mitigation_tests, training_gap_tests
 from .store import StudyStore
 from .universality import Similarity, universality
 
@@ -153,10 +154,10 @@ def mitigation(data: StudyData) -> dict[str, Any] | None:
             for r in compared.itertuples()]
     tests = mitigation_tests(data)
     checks = [{"context": r.context, "method": r.method, "baseline": r.baseline,
-               "worst": r.worst.describe(), "p_holm": f"{r.worst_p_holm:.2g}",
+               "worst": r.worst.describe(), "p_holm": format_p(r.worst_p_holm),
                "average": r.avg.describe(), "verdict": r.verdict}
               for r in (tests.itertuples() if not tests.empty else ())]
-    return {"effects": rows, "tests": checks}
+    return {"effects": rows, "tests": checks, "margin": f"{100 * COST_MARGIN:g}"}
 
 
 # ------------------------------------------------------------------------------ the rest
