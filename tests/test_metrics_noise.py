@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustfair.metrics import ClassReport, compare_runs
+from robustfair.metrics import ClassReport, compare_runs, wilson_interval
 from robustfair.metrics._stats import (bootstrap_p_value, discrepancy_measures,
                                        hierarchical_bootstrap, holm, noise_floor)
 
@@ -185,3 +185,46 @@ def test_profile_similarities_cosine_saturates_pearson_does_not():
     sim = profile_similarities(a, b, "clean_acc", n_boot=500)
     assert sim.loc["cosine", "value"] == pytest.approx(profile_similarity(a, b, "clean_acc"))
     assert sim.loc["pearson", "value"] > 0.8 and sim.loc["pearson", "lo"] > 0.5
+
+
+# ---------------------------------------------------------------- the worst class's interval
+_PROFILES = {
+    "flat": np.full(10, 0.6),                                   # ten classes tied at 60%
+    "tied": np.r_[np.full(3, 0.4), np.full(7, 0.8)],            # three tied at the bottom
+    "single-low": np.r_[0.2, np.full(9, 0.7)],                  # one class far below
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_class", [54, 150])
+@pytest.mark.parametrize("profile", sorted(_PROFILES))
+def test_worst_row_interval_covers_the_true_worst_class(profile, per_class):
+    """Through the public API: the ``worst`` row's lo/hi of ClassReport.discrepancy() cover the
+    true worst-class accuracy in >= 93% of simulated audits, whatever the profile."""
+    acc = _PROFILES[profile]
+    k = len(acc)
+    y = np.repeat(np.arange(k), per_class)
+    rng = np.random.default_rng(per_class + len(profile))
+    covered, draws = 0, 300
+    for _ in range(draws):
+        pred = np.where(rng.random(len(y)) < acc[y], y, (y + 1) % k)
+        report = ClassReport(predictions=pd.DataFrame({"y_true": y, "clean_pred": pred,
+                                                       "worst_pred": pred}),
+                             classes=[str(i) for i in range(k)], attacks=[])
+        d = report.discrepancy("clean_acc", n_boot=20)
+        covered += d.loc["worst", "lo"] <= acc.min() <= d.loc["worst", "hi"]
+    assert covered / draws >= 0.93
+
+
+def test_worst_row_interval_is_the_simultaneous_wilson_bounds():
+    y = np.repeat(np.arange(K), 54)
+    hits = np.array([30 + 2 * c for c in range(K)])
+    pred = np.where(np.tile(np.arange(54), K) < hits[y], y, (y + 1) % K)
+    report = ClassReport(predictions=pd.DataFrame({"y_true": y, "clean_pred": pred,
+                                                   "worst_pred": pred}),
+                         classes=[str(i) for i in range(K)], attacks=[])
+    d = report.discrepancy("clean_acc", n_boot=50)
+    lo, hi = wilson_interval(hits, np.full(K, 54), 1 - 0.05 / K)
+    assert d.loc["worst", "lo"] == pytest.approx(lo.min())
+    assert d.loc["worst", "hi"] == pytest.approx(hi.min())
+    assert d.loc["worst", "lo"] < d.loc["worst", "value"] < d.loc["worst", "hi"]
