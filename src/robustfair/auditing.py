@@ -50,7 +50,7 @@ from .metrics import ClassReport
 from .metrics._frame import RESERVED as _RESERVED
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
-from .sanity import model_flags, result_flags
+from .sanity import masking_recheck, model_flags
 
 __all__ = ["audit"]
 
@@ -360,7 +360,12 @@ def audit(
         flags=flags,
     )
     if sanity:
-        report.flags.extend(result_flags(report))
+        # AutoAttack's masking check, then the points Square alone broke re-attacked with
+        # stronger gradient attacks (robustfair.sanity.masking_recheck)
+        found, counts = masking_recheck(model, x, y, report)
+        report.flags.extend(found)
+        if counts:
+            report.meta["masking_recheck"] = counts
     return report
 
 
