@@ -189,3 +189,26 @@ def test_centred_correlation_intervals_contain_the_estimate_despite_resampling_n
     s = [x for x in U.universality(data, n_boot=400).similarities if x.across == "architectures"][0]
     lo, hi = s.centered_mean_interval
     assert lo <= np.mean(s.centered) <= hi
+
+
+def test_no_p_value_below_what_two_seeds_can_give():
+    """A study with 2 seeds per condition: every comparison is an exact test, and no printed
+    p-value is below the smallest attainable one (the old bootstrap printed "p < 0.001")."""
+    rng = np.random.default_rng(5)
+    runs = {}
+    for seed in range(2):
+        runs[f"s{seed}"] = {**_config(objective="standard", seed=seed),
+                            "clean": np.full(K, 0.97) - rng.random(K) * 0.02,
+                            "robust": np.array([0.0, 0.01, 0.0, 0.02])}
+        runs[f"a{seed}"] = {**_config(seed=seed), "clean": np.full(K, 0.9),
+                            "robust": np.array([0.1, 0.5, 0.7, 0.9]) + rng.normal(0, .01, K)}
+        runs[f"m{seed}"] = {**_config(seed=seed, mitigation="x"), "clean": np.full(K, 0.9),
+                            "robust": np.array([0.4, 0.5, 0.7, 0.9]) + rng.normal(0, .01, K)}
+    table = I.comparisons_table(_tidy(runs), n_boot=300)
+    assert len(table) >= 4 and (table["n_units"] == 2).all()
+    assert (table["test"] != "hierarchical bootstrap").all()
+    assert (table["p"] >= table["p_min"] - 1e-12).all()
+    # the floors: sign-flip over 2 pairs two-sided 2/4; permutation 2 vs 2 one-sided 1/6
+    floors = dict(zip(table["test"] + " " + table["alternative"], table["p_min"]))
+    assert floors["sign-flip (paired) two-sided"] == pytest.approx(0.5)
+    assert floors["permutation (two-sample) greater"] == pytest.approx(1 / 6)
