@@ -455,6 +455,23 @@ def format_p(p: float, p_min: float | None = None) -> str:
     return text
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
+    """Cosine similarity of the last axis of ``a`` and ``b`` (row-wise for stacks of vectors);
+    NaN where either vector is all zeros or has a missing value. The one copy used by
+    ``profile_similarity``, the study's matched-pair similarities and their bootstraps.
+
+    >>> round(cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
+    0.7071
+    >>> np.round(cosine(np.array([[1.0, 0.0], [0.0, 0.0]]), np.ones((2, 2))), 4).tolist()
+    [0.7071, nan]
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    with np.errstate(all="ignore"):
+        out = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    out = np.where(np.isfinite(out), out, np.nan)
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def holm(p_values: "list[float] | np.ndarray") -> np.ndarray:
     """Holm's step-down adjustment of several p-values (family-wise error control; NaN kept).
 
