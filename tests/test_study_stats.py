@@ -110,7 +110,7 @@ def test_robust_spread_leaves_out_pairs_at_zero_robust_accuracy_in_every_class()
     robust = [t for t in I.training_gap_tests(_tidy(runs), n_boot=200)
               if t.metric_a == "robust_acc"]
     assert robust[0].runs_a == 1 and robust[0].skipped == 2
-    assert "2 run(s) at 0% robust accuracy in every class left out" in robust[0].describe()
+    assert "2 pair(s) with a run at 0% robust accuracy in every class left out" in robust[0].describe()
 
 
 def test_mitigation_verdict_comes_from_the_test():

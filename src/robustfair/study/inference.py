@@ -108,7 +108,7 @@ class ConditionTest:
     metric_a: str
     metric_b: str
     result: Comparison
-    skipped: int = 0          # runs (or pairs) left out, e.g. at 0% robust in every class
+    skipped: int = 0          # pairs left out: a run at 0% robust in every class
 
     measure = property(lambda self: self.result.measure)
     estimate = property(lambda self: self.result.estimate)
@@ -123,8 +123,8 @@ class ConditionTest:
         unitless = self.measure == "normalized_std"
         text = self.result.describe(1.0 if unitless else scale, "" if unitless else " points")
         if self.skipped:
-            text += (f"; {self.skipped} run(s) at 0% robust accuracy in every class left out "
-                     f"(their spread is a floor, not a gap)")
+            text += (f"; {self.skipped} pair(s) with a run at 0% robust accuracy in every "
+                     f"class left out (its spread is a floor, not a gap)")
         return text
 
     def as_row(self) -> dict:

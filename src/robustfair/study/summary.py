@@ -84,11 +84,14 @@ def _training_gap(data: StudyData) -> dict[str, Any] | None:
         return None
     tests = []
     for t in training_gap_tests(data):
-        significant = t.p_value < 0.05
+        if t.result.p_min >= 0.05:  # e.g. 2 pairs: no p-value below 0.5 exists
+            verdict = f"too few pairs to test at 5% ({t.runs_a})"
+        elif t.p_value < 0.05:
+            verdict = "wider" if t.estimate > 0 else "narrower"
+        else:
+            verdict = "no significant difference"
         tests.append({"what": t.what, "a": t.a, "metric": _metric_word(t.metric_a),
-                      "result": t.describe(),
-                      "verdict": ("wider" if t.estimate > 0 else "narrower") if significant
-                      else "no significant difference"})
+                      "result": t.describe(), "verdict": verdict})
     rows = [[str(r.dataset), str(r.model), str(r.objective), str(r.pairs),
              pct(r.std_standard_clean, r.std_standard_clean_sd),
              pct(r.std_at_clean, r.std_at_clean_sd), pct(r.std_at_robust, r.std_at_robust_sd),
