@@ -9,13 +9,13 @@ and APGD-DLR (5 restarts each) and APGD-T on every other class. Models:
 - ``--checkpoint PATH`` (repeatable): a ``model.safetensors`` from ``robustfair train``, with
   ``--dataset`` (``digits``; ``mnist5k`` with ``--image-size 14``); ``--report PATH`` next to a
   checkpoint reuses a stored AutoAttack audit of it instead of auditing again;
-- ``--quantised``: each checkpoint also wrapped to round its input to 5 grey levels (every
+- ``--quantised``: each checkpoint wrapped to round its input to 5 grey levels instead (every
   input gradient exactly zero: gradient masking by construction).
 
 Usage::
 
     python benchmarks/masking_recheck.py --dataset digits --eps 0.2 \\
-        --checkpoint runs/demo-seeds/pgd_at-0/model.safetensors --quantised
+        --checkpoint runs/demo-seed2/model.safetensors            # add --quantised to wrap it
 """
 from __future__ import annotations
 
@@ -83,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for path, report in zip(args.checkpoint, reports):
         model = rf.load_model(path).eval()
-        runs = [(path, model, None if report == "-" else report)]
-        if args.quantised:
-            runs.append((f"{path} (quantised input)", Quantised(model).eval(), None))
+        runs = ([(f"{path} (quantised input)", Quantised(model).eval(), None)] if args.quantised
+                else [(path, model, None if report == "-" else report)])
         for name, net, stored in runs:
             r = check(net, ds, args.eps, stored, seed=0)
             print(f"| {name} | {r['points']} | {100 * r['robust']:.1f} | {r['N']} "
