@@ -638,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Each cell: the mean over seeds, a 95% interval from a hierarchical bootstrap "
         f"({N_BOOT} replicates; each resamples the seeds and, within each class, the test "
         f"points), and the seed std (ddof 1) alone. Percent. Seeds finished per method: "
-        + ", ".join(f"{k} {v}" for k, v in finished.items()) + ".",
+        + (", ".join(f"{k} {v}" for k, v in finished.items()) + "." if finished else
+           "none yet: the record holds no finished run (the retrain is under way; the "
+           "previous 5-seed runs, re-tested below, are the evidence until it finishes)."),
         "",
         table,
         "",
@@ -670,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     per_seed = pd.DataFrame([{"method": lab, "seed": r.meta.get("seed"), **per_run_numbers(r)}
                              for lab, reps in reports.items() for r in reps])
-    per_seed.to_csv(out.with_suffix(".csv"), index=False)
+    if not per_seed.empty:
+        per_seed.to_csv(out.with_suffix(".csv"), index=False)
     comparisons = pd.concat([tests.assign(runs="this table"),
                              prev_tests.assign(runs="previous 5-seed runs")], ignore_index=True)
     if not comparisons.empty:
