@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     from robustfair.study import analysis as A
+    from robustfair.metrics import format_p
     from robustfair.study.inference import training_gap_tests
     from robustfair.study.universality import universality
     from robustfair.study.table import load_tables, runs_table
@@ -89,17 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         "## Did adversarial training widen the class gap? (same metric, paired test)",
         "",
         "Std of the class accuracies, PGD-AT minus standard, runs matched by model, optimiser "
-        "and seed; 95% interval and two-sided p from a paired hierarchical bootstrap (matched "
-        f"pairs with the sqrt(n/(n-1)) correction, and each run's test points; {N_BOOT} "
-        "replicates).",
+        "and seed; 95% interval from a paired hierarchical bootstrap (matched pairs with the "
+        f"sqrt(n/(n-1)) correction, and each run's test points; {N_BOOT} replicates); "
+        "two-sided p from an exact sign-flip test over the pairs below 10 pairs (its "
+        "smallest attainable p beside), else from the bootstrap. Robust spread leaves out "
+        "pairs where a run sits at 0% robust in every class (its std of 0 is a floor).",
         "",
-        "| scope | metric (both sides) | pairs | difference of std, points [95%] | p |",
-        "|---|---|---|---|---|",
+        "| scope | metric (both sides) | pairs | pairs left out (0% robust in every class) "
+        "| difference of std, points [95%] | p | test |",
+        "|---|---|---|---|---|---|---|",
     ]
     for t in training_gap_tests(data, n_boot=N_BOOT):
+        r = t.result
         lines.append(f"| {t.what} | {'clean' if t.metric_a == 'clean_acc' else 'robust'} | "
-                     f"{t.runs_a} | {100 * t.estimate:+.1f} [{100 * t.lo:+.1f}, "
-                     f"{100 * t.hi:+.1f}] | {t.p_value:.3g} |")
+                     f"{t.runs_a} | {t.skipped} | {100 * t.estimate:+.1f} [{100 * t.lo:+.1f}, "
+                     f"{100 * t.hi:+.1f}] | {format_p(r.p_value, r.p_min if r.exact else None)} "
+                     f"| {r.test} |")
     lines += ["", "## Are the class profiles alike?", "",
               "Matched pairs differ only in the named axis (same everything else and seed). "
               "Cosine, and centred correlation (Pearson r of the class profiles); ranges over "
@@ -132,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r.model} | {r.objective} | {r.optimizer} | {r.seed} | {pct(r.clean_worst)} "
             f"[{pct(r.clean_worst_lo)}, {pct(r.clean_worst_hi)}] ({r.clean_worst_class}) | "
-            f"{pct(r.clean_std)} ({pct(r.clean_std_noise_floor)}), {r.clean_p_noise:.2g} | "
+            f"{pct(r.clean_std)} ({pct(r.clean_std_noise_floor)}), {format_p(r.clean_p_noise)} | "
             f"{pct(r.robust_worst)} [{pct(r.robust_worst_lo)}, {pct(r.robust_worst_hi)}] "
             f"({r.robust_worst_class}) | {pct(r.robust_std)} ({pct(r.robust_std_noise_floor)}), "
-            f"{r.robust_p_noise:.2g} |")
+            f"{format_p(r.robust_p_noise)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.results).write_text(text)

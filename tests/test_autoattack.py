@@ -96,6 +96,11 @@ def test_masked_model_is_flagged_and_matches_the_official(models, digits):
     report = rf.audit(model, x, y, attacks=[attack], progress=False)
     codes = {f["code"] for f in report.flags}
     assert {"zero_gradient", "masking"} <= codes
+    # the points Square alone broke were re-attacked with stronger gradient attacks: with
+    # every input gradient zero, they resist (possible masking, as it is)
+    counts = report.meta["masking_recheck"]
+    assert counts["square_only"] == counts["gradient_recheck"] + counts["resisted"]
+    assert counts["resisted"] >= 5
     theirs = _official_robust(model, x.float() / 255, y, seed=0)
     # within 5 points of the official, or below it: our Square is the stronger on 8x8 images
     # (squares may touch the last row and column; see attacks/square.py), so robustfair finds

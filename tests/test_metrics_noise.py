@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustfair.metrics import ClassReport, compare_runs
+from robustfair.metrics import ClassReport, compare_runs, wilson_interval
 from robustfair.metrics._stats import (bootstrap_p_value, discrepancy_measures,
                                        hierarchical_bootstrap, holm, noise_floor)
 
@@ -138,8 +138,18 @@ def test_compare_runs_on_reports_and_its_checks():
     direct = np.mean([np.min([r[y == k].mean() for k in range(K)]) for r in a]) - np.mean(
         [np.min([r[y == k].mean() for k in range(K)]) for r in b])
     assert c.estimate == pytest.approx(direct)
-    assert c.lo < c.estimate < c.hi and c.p_value < 0.05 and c.runs_a == 3
-    assert "seeds" in c.describe()
+    assert c.lo < c.estimate < c.hi and c.p_bootstrap < 0.05 and c.runs_a == 3
+    # 3 vs 3 seeds: the verdict is an exact permutation test, whose two-sided p cannot go
+    # below 2 of the C(6, 3) = 20 splits; every run of a above every run of b reaches it
+    assert c.test == "permutation (two-sample)" and c.p_value == pytest.approx(0.1)
+    assert c.p_min == pytest.approx(0.1) and c.n_units == 3
+    assert "seeds" in c.describe() and "smallest attainable 0.1" in c.describe()
+    one = compare_runs(ra, rb, metric="clean_acc", measure="worst", n_boot=200,
+                       alternative="less")
+    assert one.p_value == pytest.approx(1.0)  # a is better, not worse
+    fixed = compare_runs(ra, rb, metric="clean_acc", fixed_class="0", n_boot=200)
+    assert fixed.estimand.startswith("class 0") and fixed.estimate == pytest.approx(
+        np.mean([r[y == 0].mean() for r in a]) - np.mean([r[y == 0].mean() for r in b]))
     shuffled = report(a[0])
     shuffled.predictions["y_true"] = shuffled.predictions["y_true"].to_numpy()[::-1]
     from robustfair.errors import RobustfairError
@@ -175,3 +185,69 @@ def test_profile_similarities_cosine_saturates_pearson_does_not():
     sim = profile_similarities(a, b, "clean_acc", n_boot=500)
     assert sim.loc["cosine", "value"] == pytest.approx(profile_similarity(a, b, "clean_acc"))
     assert sim.loc["pearson", "value"] > 0.8 and sim.loc["pearson", "lo"] > 0.5
+
+
+# ---------------------------------------------------------------- the worst class's interval
+_PROFILES = {
+    "flat": np.full(10, 0.6),                                   # ten classes tied at 60%
+    "tied": np.r_[np.full(3, 0.4), np.full(7, 0.8)],            # three tied at the bottom
+    "single-low": np.r_[0.2, np.full(9, 0.7)],                  # one class far below
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_class", [54, 150])
+@pytest.mark.parametrize("profile", sorted(_PROFILES))
+def test_worst_row_interval_covers_the_true_worst_class(profile, per_class):
+    """Through the public API: the ``worst`` row's lo/hi of ClassReport.discrepancy() cover the
+    true worst-class accuracy in >= 93% of simulated audits, whatever the profile."""
+    acc = _PROFILES[profile]
+    k = len(acc)
+    y = np.repeat(np.arange(k), per_class)
+    rng = np.random.default_rng(per_class + len(profile))
+    covered, draws = 0, 300
+    for _ in range(draws):
+        pred = np.where(rng.random(len(y)) < acc[y], y, (y + 1) % k)
+        report = ClassReport(predictions=pd.DataFrame({"y_true": y, "clean_pred": pred,
+                                                       "worst_pred": pred}),
+                             classes=[str(i) for i in range(k)], attacks=[])
+        d = report.discrepancy("clean_acc", n_boot=20)
+        covered += d.loc["worst", "lo"] <= acc.min() <= d.loc["worst", "hi"]
+    assert covered / draws >= 0.93
+
+
+def test_worst_row_interval_is_the_simultaneous_wilson_bounds():
+    y = np.repeat(np.arange(K), 54)
+    hits = np.array([30 + 2 * c for c in range(K)])
+    pred = np.where(np.tile(np.arange(54), K) < hits[y], y, (y + 1) % K)
+    report = ClassReport(predictions=pd.DataFrame({"y_true": y, "clean_pred": pred,
+                                                   "worst_pred": pred}),
+                         classes=[str(i) for i in range(K)], attacks=[])
+    d = report.discrepancy("clean_acc", n_boot=50)
+    lo, hi = wilson_interval(hits, np.full(K, 54), 1 - 0.05 / K)
+    assert d.loc["worst", "lo"] == pytest.approx(lo.min())
+    assert d.loc["worst", "hi"] == pytest.approx(hi.min())
+    assert d.loc["worst", "lo"] < d.loc["worst", "value"] < d.loc["worst", "hi"]
+
+
+# ---------------------------------------------------------------- exact tests at few seeds
+@pytest.mark.slow
+@pytest.mark.parametrize("seeds", [3, 4, 5])
+@pytest.mark.parametrize("paired", [False, True])
+def test_exact_tests_hold_their_size_at_few_seeds(seeds, paired):
+    """Under no effect, at most 5% of the verdict p-values of compare_values fall below 0.05
+    (the bootstrap's own p-value rejects 8-14% here); and none below the stated floor."""
+    from robustfair.metrics import compare_values
+
+    rng = np.random.default_rng(seeds + 10 * paired)
+    rejected, draws = 0, 400
+    for _ in range(draws):
+        shared = rng.normal(0.3, 0.05, seeds)            # matched pairs share their seed effect
+        a = (shared if paired else rng.normal(0.3, 0.05, seeds)) + rng.normal(0, 0.03, seeds)
+        b = (shared if paired else rng.normal(0.3, 0.05, seeds)) + rng.normal(0, 0.03, seeds)
+        noise = rng.normal(0, 0.02, (40, seeds))
+        c = compare_values(a, b, a + noise, b + noise, metric="robust_acc", measure="worst",
+                           paired=paired, rng=rng)
+        assert c.p_value >= c.p_min - 1e-12 and c.test != "hierarchical bootstrap"
+        rejected += c.p_value < 0.05
+    assert rejected / draws <= 0.05  # an exact test: no slack needed

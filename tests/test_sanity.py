@@ -106,12 +106,16 @@ def test_masking_flag_counts_only_points_every_gradient_attack_left_robust():
     pgd[:10] = 1  # the gradient attack breaks 10 points of class a
     square = y.copy()
     square[:10] = 1  # the same 10 ...
-    square[60:63] = 0  # ... and 3 of class b that PGD left robust
+    square[60:66] = 0  # ... and 6 of class b that PGD left robust
     report = _report(y, clean, {"pgd": pgd, "square": square},
                      [{"attack": "pgd"}, {"attack": "square"}])
     (flag,) = result_flags(report)
     assert flag["code"] == "masking" and flag["classes"] == ["b"]
-    assert "3 points" in flag["message"] and "b: 3" in flag["message"]
+    assert "6 points" in flag["message"] and "b: 6" in flag["message"]
+    # AutoAttack's rule: at least 5 points (and > 0.2%): 4 points of 100 raise nothing
+    square[64:66] = 1
+    assert result_flags(_report(y, clean, {"pgd": pgd, "square": square},
+                                [{"attack": "pgd"}, {"attack": "square"}])) == []
     # nothing beyond what the gradient attack found: no flag
     same = _report(y, clean, {"pgd": pgd, "square": pgd.copy()}, [{"attack": "pgd"}, {"attack": "square"}])
     assert result_flags(same) == []
@@ -144,3 +148,51 @@ def test_with_options_copies(model):
     assert (attack.amp, attack.steps, fast.amp, fast.steps) == (False, 10, True, 2)
     with pytest.raises(rf.errors.AttackError, match="no setting"):
         attack.with_options(nope=1)
+
+
+class _Linear(torch.nn.Module):
+    """A linear classifier on 64 inputs; ``mask``: the same outputs with a zero gradient (a
+    detached forward), which gradient attacks cannot follow and Square can."""
+
+    def __init__(self, mask: bool):
+        super().__init__()
+        v = [1.0] * 32 + [-1.0] * 32
+        self.w = torch.nn.Parameter(torch.tensor([v, [-a for a in v], [0.0] * 64, [0.0] * 64]))
+        self.mask = mask
+
+    def forward(self, x):
+        logits = x.flatten(1) @ self.w.T
+        return logits.detach() + 0.0 * x.sum() if self.mask else logits
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_masking_recheck_re_attacks_the_points_square_alone_broke(mask):
+    from robustfair.sanity import masking_recheck
+
+    torch.manual_seed(0)
+    n, eps = 8, 0.1
+    # class 0 with a margin of 3.2 over classes c and d: the best L-inf step of 0.1 moves it
+    # by 6.4, a random one by about 0.5 (so only an attack that finds the direction breaks it)
+    v = torch.tensor([1.0] * 32 + [-1.0] * 32).view(1, 1, 8, 8)
+    x = (0.5 + 0.05 * v).repeat(n, 1, 1, 1)
+    y = torch.zeros(n, dtype=torch.long)
+    model = _Linear(mask).eval()
+    assert (model(x).argmax(1) == 0).all()
+    y_np = np.zeros(n, dtype=np.int64)
+    square = np.ones(n, dtype=np.int64)  # Square broke all 8; the audit's APGD none
+    report = ClassReport(
+        predictions=pd.DataFrame({"y_true": y_np, "clean_pred": y_np, "apgd-ce_pred": y_np,
+                                  "square_pred": square, "worst_pred": square}),
+        classes=["a", "b", "c", "d"],
+        attacks=[{"attack": "apgd-ce", "eps": eps, "norm": "linf", "steps": 10},
+                 {"attack": "square", "eps": eps}])
+    flags, counts = masking_recheck(model, x, y, report)
+    assert counts["square_only"] == n
+    if mask:   # the gradient is zero: nothing moves, all 8 resist
+        assert counts["resisted"] == n and counts["gradient_recheck"] == 0
+        assert flags[0]["code"] == "masking" and flags[0]["classes"] == ["a"]
+        assert "8 resisted every gradient attack (possible gradient masking" in flags[0]["message"]
+    else:      # an honest gradient: the stronger attacks break them all (attack budget)
+        assert counts["gradient_recheck"] == n and counts["resisted"] == 0
+        assert flags[0]["code"] == "attack_budget"
+        assert "Square alone broke 8 points" in flags[0]["message"]

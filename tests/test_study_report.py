@@ -318,6 +318,28 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     assert "9 → 2" in page
 
 
+def test_comparisons_csv_holds_the_numbers_the_report_prints(study, report):
+    from robustfair.metrics import format_p
+
+    root, _, _ = study
+    assert main(["study", "table", str(root)]) == 0
+    table = pd.read_csv(root / "comparisons.csv")
+    assert {"comparison", "measure", "estimate", "lo", "hi", "p", "test", "n_units"} <= set(table)
+    assert set(table["family"]) >= {"training gap", "mitigation: worst class rises"}
+    page = report.html.read_text()
+    for row in table.itertuples():
+        scale, unit = (1, "") if row.measure == "normalized_std" else (100, " points")
+        digits = 3 if scale == 1 else 1
+        shown = (f"{scale * row.estimate:+.{digits}f}{unit} [{scale * row.lo:+.{digits}f}, "
+                 f"{scale * row.hi:+.{digits}f}]")
+        assert shown in page, shown
+        p_text = format_p(row.p, row.p_min if row.test != "hierarchical bootstrap" else None)
+        assert p_text.replace("<", "&lt;") in page
+        # exact tests below 10 units, and never a p-value below what the design can give
+        assert (row.test != "hierarchical bootstrap") == (row.n_units < 10)
+        assert row.p >= row.p_min - 1e-12
+
+
 def test_report_skips_what_the_study_lacks(tmp_path, capsys):
     make_study(tmp_path, SINGLE)
     assert main(["study", "report", str(tmp_path)]) == 0

@@ -86,10 +86,31 @@ def test_training_gap_is_tested_on_the_same_metric_with_matched_pairs():
     for t in tests:
         assert t.metric_a == t.metric_b and t.paired and t.runs_a == 6  # 2 optimisers × 3 seeds
     robust, clean = by_metric["robust_acc"], by_metric["clean_acc"]
-    assert robust.estimate > 0.25 and robust.p_value < 0.01
+    # 6 pairs: an exact sign-flip test, whose two-sided p cannot go below 2/64; every pair
+    # wider reaches it
+    assert robust.estimate > 0.25 and robust.result.test == "sign-flip (paired)"
+    assert robust.p_value == pytest.approx(2 / 64) and robust.result.p_min == pytest.approx(2 / 64)
     assert clean.p_value > 0.05  # the same clean profile: no evidence of a wider gap
     assert robust.lo < robust.estimate < robust.hi
-    assert "matched pairs and test points" in robust.describe()
+    assert "6 matched pairs × test points" in robust.describe()
+    assert "smallest attainable 0.031" in robust.describe()
+
+
+def test_robust_spread_leaves_out_pairs_at_zero_robust_accuracy_in_every_class():
+    runs = {}
+    for seed in range(3):
+        runs[f"s{seed}"] = {**_config(objective="standard", seed=seed),
+                            "clean": np.full(K, 0.9), "robust": np.zeros(K)}
+        runs[f"a{seed}"] = {**_config(seed=seed), "clean": np.full(K, 0.9),
+                            "robust": np.array([0.1, 0.5, 0.7, 0.9])}
+    tests = I.training_gap_tests(_tidy(runs), n_boot=200)
+    # every standard model is at 0% robust: the robust std has no pair to compare
+    assert [t.metric_a for t in tests] == ["clean_acc"]
+    runs["s0"]["robust"] = np.array([0.05, 0.1, 0.1, 0.2])
+    robust = [t for t in I.training_gap_tests(_tidy(runs), n_boot=200)
+              if t.metric_a == "robust_acc"]
+    assert robust[0].runs_a == 1 and robust[0].skipped == 2
+    assert "2 pair(s) with a run at 0% robust accuracy in every class left out" in robust[0].describe()
 
 
 def test_mitigation_verdict_comes_from_the_test():
@@ -106,10 +127,21 @@ def test_mitigation_verdict_comes_from_the_test():
     tests = I.mitigation_tests(_tidy(runs), n_boot=500).set_index("method")
     good, noop = tests.loc["pgd_at + good"], tests.loc["pgd_at + noop"]
     assert good["baseline"] == "pgd_at" and good["seeds"] == 5
-    assert good["verdict"] == "closes the gap" and good["worst"].estimate > 0.2
-    assert good["worst_p_holm"] >= good["worst"].p_value
-    assert noop["verdict"] == "does not pass"
-    assert "5 vs 5 seeds and test points" in good["worst"].describe()
+    assert good["verdict"] == "raises the worst class" and good["worst"].estimate > 0.2
+    # one-sided exact permutation, 5 vs 5 seeds: the best split of 252, Holm over 2 methods
+    assert good["worst"].result.alternative == "greater"
+    assert good["worst"].p_value == pytest.approx(1 / 252)
+    assert good["worst_p_holm"] == pytest.approx(2 / 252)
+    # the cost: non-inferiority of the average against a margin of 2 points
+    assert good["avg"].result.shift == pytest.approx(-I.COST_MARGIN)
+    assert noop["verdict"] == "not shown to raise the worst class"
+    assert "5 vs 5 seeds × test points" in good["worst"].describe()
+    table = I.comparisons_table(_tidy(runs), n_boot=500)
+    assert {"comparison", "measure", "estimate", "lo", "hi", "p", "test", "n_units"} <= set(table)
+    row = table[(table["comparison"] == "pgd_at + good vs pgd_at")
+                & (table["measure"] == "worst")].iloc[0]
+    assert row["p"] == pytest.approx(good["worst"].p_value) and row["n_units"] == 5
+    assert row["verdict"] == "raises the worst class"
 
 
 def test_run_statistics_intervals_and_noise_p_values():
@@ -157,3 +189,26 @@ def test_centred_correlation_intervals_contain_the_estimate_despite_resampling_n
     s = [x for x in U.universality(data, n_boot=400).similarities if x.across == "architectures"][0]
     lo, hi = s.centered_mean_interval
     assert lo <= np.mean(s.centered) <= hi
+
+
+def test_no_p_value_below_what_two_seeds_can_give():
+    """A study with 2 seeds per condition: every comparison is an exact test, and no printed
+    p-value is below the smallest attainable one (the old bootstrap printed "p < 0.001")."""
+    rng = np.random.default_rng(5)
+    runs = {}
+    for seed in range(2):
+        runs[f"s{seed}"] = {**_config(objective="standard", seed=seed),
+                            "clean": np.full(K, 0.97) - rng.random(K) * 0.02,
+                            "robust": np.array([0.0, 0.01, 0.0, 0.02])}
+        runs[f"a{seed}"] = {**_config(seed=seed), "clean": np.full(K, 0.9),
+                            "robust": np.array([0.1, 0.5, 0.7, 0.9]) + rng.normal(0, .01, K)}
+        runs[f"m{seed}"] = {**_config(seed=seed, mitigation="x"), "clean": np.full(K, 0.9),
+                            "robust": np.array([0.4, 0.5, 0.7, 0.9]) + rng.normal(0, .01, K)}
+    table = I.comparisons_table(_tidy(runs), n_boot=300)
+    assert len(table) >= 4 and (table["n_units"] == 2).all()
+    assert (table["test"] != "hierarchical bootstrap").all()
+    assert (table["p"] >= table["p_min"] - 1e-12).all()
+    # the floors: sign-flip over 2 pairs two-sided 2/4; permutation 2 vs 2 one-sided 1/6
+    floors = dict(zip(table["test"] + " " + table["alternative"], table["p_min"]))
+    assert floors["sign-flip (paired) two-sided"] == pytest.approx(0.5)
+    assert floors["permutation (two-sample) greater"] == pytest.approx(1 / 6)

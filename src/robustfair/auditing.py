@@ -60,7 +60,7 @@ from .metrics._frame import RESERVED as _RESERVED
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
 from ._model_checks import CheckedModel, checked_model
-from .sanity import CHECK_POINTS, model_flags, result_flags
+from .sanity import CHECK_POINTS, RESULT_CODES, masking_recheck, model_flags, result_flags
 
 __all__ = ["audit", "AuditPlan"]
 
@@ -413,7 +413,7 @@ def build_report(plan: AuditPlan, pools: list[PoolResult], flags: list[dict], *,
         target_predictions=_long_form(long, table[0], names) if plan.targeted_all else None,
         flags=list(flags),
     )
-    if plan.sanity:
+    if plan.sanity:  # model-free; recheck_masking replaces it when the model is at hand
         report.flags.extend(result_flags(report))
     return report
 
@@ -506,7 +506,22 @@ def audit(
             for start in range(0, n, plan.pool):
                 pools.append(audit_pool(plan, x, y, index, start))
                 bar.update(pools[-1].rows.shape[1])
-    return build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
+    report = build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
+    if sanity:
+        recheck_masking(model, x, y, report, batch_size=plan.batch_size)
+    return report
+
+
+def recheck_masking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, report: ClassReport, *,
+                    batch_size: int = 256) -> None:
+    """AutoAttack's masking check on the whole audit, then the points Square alone broke
+    re-attacked with stronger gradient attacks (:func:`robustfair.sanity.masking_recheck`):
+    its flag replaces the model-free one and its counts go to ``meta["masking_recheck"]``.
+    Run once on the whole test set (a sharded audit runs it after merging its shards)."""
+    found, counts = masking_recheck(model, x, y, report, batch_size=batch_size)
+    report.flags[:] = [f for f in report.flags if f["code"] not in RESULT_CODES] + found
+    if counts:
+        report.meta["masking_recheck"] = counts
 
 
 def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:

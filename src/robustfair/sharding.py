@@ -55,12 +55,12 @@ from ._device import model_device, resolve_device
 from ._lock import folder_lock
 from ._tensor_checks import check_labels
 from .auditing import (_name_attacks, audit_pool, build_report, check_arguments, check_model,
-                       on_device, prepare)
+                       on_device, prepare, recheck_masking)
 from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
 from .models.source import DataShape, ModelSource
-from .sanity import CHECK_POINTS
+from .sanity import CHECK_POINTS, RESULT_CODES
 
 __all__ = ["audit_sharded", "shard_ranges", "EXECUTORS"]
 
@@ -316,7 +316,15 @@ def audit_sharded(
             raise RobustfairError(f"shard {task.shard + 1}/{task.shards} (points {task.start}-"
                                   f"{task.stop - 1}) failed: {error}{more}; the finished shards are "
                                   f"kept in {store.root}")
-        return ClassReport.concat([store.load(t.shard) for t in tasks])
+        merged = ClassReport.concat([store.load(t.shard) for t in tasks])
+    if audit_options.get("sanity", True) and any(f["code"] in RESULT_CODES for f in merged.flags):
+        # the masking re-check runs once, on the whole test set, as the unsharded audit's does
+        if model is None:
+            model, _ = source.build(data_shape, device=resolve_device(device))
+        with on_device(model, model_device(model) if device is None else resolve_device(device)):
+            recheck_masking(model, x, y, merged,
+                            batch_size=batch_size if isinstance(batch_size, int) else 256)
+    return merged
 
 
 def _named_attacks(attacks) -> dict:

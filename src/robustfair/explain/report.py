@@ -16,6 +16,7 @@ import pandas as pd
 from .._atomic import write_folder_unit
 from .._json import jsonable
 from ..errors import ConfigError
+from ..metrics._stats import format_p
 from .corruptions import CorruptionResult
 from .feature_datasets import FeatureDatasetStudy
 from .margins import Margins
@@ -81,11 +82,11 @@ class Explanation:
         if math.isfinite(s.rho):
             out.append(f"Spearman correlation between nearest-class similarity and robust accuracy: "
                        f"rho = {s.rho:.2f}{_interval(s.rho_interval)}, permutation p = "
-                       f"{s.p_value:.3g} ({s.n_perm} permutations).")
+                       f"{format_p(s.p_value)} ({s.n_perm} permutations).")
         if math.isfinite(s.spread_rho):
             out.append(f"Spearman correlation between within-class feature spread and robust "
                        f"accuracy: rho = {s.spread_rho:.2f}{_interval(s.spread_rho_interval)}, "
-                       f"permutation p = {s.spread_p:.3g}.")
+                       f"permutation p = {format_p(s.spread_p)}.")
         med = self.margins.by_class["median"]
         if med.notna().any():
             out.append(f"Smallest median margin: class {med.idxmin()} ({_num(med.min())}); largest: "
@@ -180,7 +181,7 @@ class Explanation:
                   "class's nearest class is in the table above.", "",
                   f"Spearman rho(nearest-class similarity, robust accuracy) = {_num(sim.rho)}"
                   f"{_interval(sim.rho_interval)}, two-sided permutation p = "
-                  f"{_num(sim.p_value, 4)} ({sim.n_perm} permutations, seed {sim.seed}).", "",
+                  f"{format_p(sim.p_value)} ({sim.n_perm} permutations, seed {sim.seed}).", "",
                   "Within-class spread (the 'spread' column): RMS distance of a class's features "
                   "to its centroid, in units of the mean distance between centroids. Spearman "
                   f"rho(spread, robust accuracy) = {_num(sim.spread_rho)}"

@@ -1,13 +1,17 @@
 """Class-wise metrics: :class:`ClassReport` (per-class accuracy with Wilson CIs, discrepancy
 measures with bootstrap CIs and noise floors, confusion matrices, JSON round trip) and :func:`profile_similarity`;
-:func:`compare_runs` tests two seeded conditions against each other (seeds and test points);
+:func:`compare_runs` / :func:`compare_values` test two seeded conditions against each other
+(seeds and test points; exact tests at few seeds, :mod:`.exact`); :func:`format_p` prints
+every p-value;
 :func:`worst_case` and :func:`count_by_class` (:mod:`.pointwise`) are the counting under all of it."""
-from ._stats import wilson_interval
+from ._stats import format_p, wilson_interval
 from .pointwise import MISSING, WorstCase, count_by_class, worst_case
 from .report import ClassReport
 from .similarity import profile_similarities, profile_similarity
-from .compare import Comparison, Summary, compare_runs, condition_summary  # noqa: E402
+from .compare import Comparison, Summary, compare_runs, compare_values, condition_summary  # noqa: E402
+from .exact import ExactTest, permutation_test, sign_flip_test  # noqa: E402
 
-__all__ = ["MISSING", "ClassReport", "Comparison", "Summary", "WorstCase", "compare_runs",
-           "condition_summary", "count_by_class", "profile_similarities", "profile_similarity",
+__all__ = ["MISSING", "ClassReport", "Comparison", "ExactTest", "Summary", "WorstCase",
+           "compare_runs", "compare_values", "condition_summary", "count_by_class", "format_p",
+           "permutation_test", "profile_similarities", "profile_similarity", "sign_flip_test",
            "wilson_interval", "worst_case"]

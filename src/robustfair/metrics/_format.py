@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..errors import RobustfairError
+from ._stats import deficit_power, format_p
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import ClassReport
@@ -119,14 +120,23 @@ def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple
                 cells.append(_cell(v, lo, hi))
             if math.isfinite(p) and math.isfinite(v):
                 shown = f"{floor:.3f}" if unitless else _pct(floor)
-                cells[-1] += f" (no gap: {shown}, p {_p(p)})"
+                cells[-1] += f" (no gap: {shown}, p {format_p(p)}"
+                if measure == "std" and p > 0.05:
+                    # "no evidence of a gap" is not "no gap": say what the data could find
+                    cells[-1] += f"; {_power_note(report, frame.attrs['metric'])}"
+                cells[-1] += ")"
         rows.append(cells)
     return header, rows
 
 
-def _p(p: float) -> str:
-    """A p-value for display: two significant digits, ``<0.001`` below that."""
-    return "<0.001" if p < 0.001 else f"{p:.2g}"
+def _power_note(report: "ClassReport", metric: str, deficit: float = 0.10) -> str:
+    """e.g. ``a 10-point deficit in one class is found in 21% of such test sets``."""
+    hits, n, unknown = report._class_counts(metric)
+    keep = (n > 0) & ~unknown
+    power = deficit_power(hits[keep], n[keep], deficit=deficit,
+                          higher_is_better=report.higher_is_better(metric))
+    return (f"a {100 * deficit:.0f}-point deficit in one class is found in {100 * power:.0f}% "
+            f"of such test sets")
 
 
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -202,9 +212,11 @@ def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[Section]:
         sections.append(("Points broken first by each attack (in the order they ran)", header, rows))
     header, rows = discrepancy_table(report, n_boot=n_boot, seed=seed)
     sections.append((f"Class discrepancy (percentage points; ratio and normalized_std unitless; "
-                     f"95% stratified bootstrap CI, {n_boot} resamples; 'no gap': the value "
-                     f"expected if every class had the same true accuracy, from sampling noise "
-                     f"alone; p: the chance of a gap this wide from that noise)", header, rows))
+                     f"95% stratified bootstrap CI, {n_boot} resamples, except worst: an "
+                     f"interval for the true worst class, simultaneous Wilson bounds over the "
+                     f"classes; 'no gap': the value expected if every class had the same true "
+                     f"accuracy, from sampling noise alone; p: the chance of a gap this wide "
+                     f"from that noise)", header, rows))
     if report.target_predictions is not None:
         header, rows = _target_matrix(report)
         sections.append(("Targeted success, % of source-class points pushed into the target", header, rows))

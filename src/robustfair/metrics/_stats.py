@@ -212,6 +212,56 @@ def noise_floor(
     return out
 
 
+def worst_class_interval(successes: np.ndarray, n: np.ndarray, *, higher_is_better: bool = True,
+                         confidence: float = 0.95) -> tuple[float, float]:
+    """An interval for the TRUE worst-class accuracy (the lowest of the K true class
+    accuracies; the highest for a rate where lower is better): simultaneous Wilson intervals,
+    each at ``1 - (1 - confidence) / K`` (Bonferroni across the K classes), so that all K hold
+    together with probability >= ``confidence``; then the true minimum lies between the lowest
+    lower bound and the lowest upper bound. It covers whatever the profile: one class far
+    below the rest, several tied at the bottom, all equal (where the observed minimum is
+    biased low and a bootstrap interval of it misses the truth almost always).
+
+    >>> lo, hi = worst_class_interval(np.array([90, 90, 90]), np.array([150, 150, 150]))
+    >>> round(lo, 3), round(hi, 3)   # three classes tied at 60%
+    (0.502, 0.69)
+    """
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=float)
+    each = 1.0 - (1.0 - confidence) / max(1, k.size)
+    lo, hi = wilson_interval(k, n, each)
+    if higher_is_better:
+        return float(np.min(lo)), float(np.min(hi))
+    return float(np.max(lo)), float(np.max(hi))
+
+
+def deficit_power(successes: np.ndarray, n: np.ndarray, *, deficit: float = 0.10,
+                  measure: str = "std", alpha: float = 0.05, higher_is_better: bool = True,
+                  n_sim: int = 200, n_null: int = 500, seed: int = 0) -> float:
+    """Power: the share of test sets of these class sizes in which a real ``deficit`` of ONE
+    class (``deficit`` below the others, all others at the pooled accuracy) would give
+    ``p_noise < alpha`` on ``measure``. Printed beside a large ``p_noise``, it says what "no
+    evidence of a gap" could have found (at 54 points a class, a 10-point deficit is found in
+    only 12-33% of test sets).
+
+    >>> small = deficit_power(np.full(10, 32), np.full(10, 54), seed=1)
+    >>> large = deficit_power(np.full(10, 900), np.full(10, 1500), seed=1)
+    >>> small < 0.5 < large
+    True
+    """
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(n, dtype=np.int64)
+    pooled = k.sum() / n.sum()
+    acc = np.full(k.shape, pooled)
+    low = int(np.argsort(n)[len(n) // 2])       # a class of typical size
+    acc[low] = np.clip(pooled - deficit if higher_is_better else pooled + deficit, 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    draws = rng.binomial(n, acc, size=(n_sim,) + k.shape)
+    p = noise_floor(draws, n, higher_is_better=higher_is_better, n_sim=n_null,
+                    seed=seed + 1)[measure][1]
+    return float(np.mean(p < alpha))
+
+
 def discrepancy_table(successes: np.ndarray, n: np.ndarray, *, higher_is_better: bool, n_boot: int,
                       seed: int, fraction: float, confidence: float) -> pd.DataFrame:
     """Every measure of :data:`MEASURES` for per-class counts (each class with a point): its
@@ -232,6 +282,11 @@ def discrepancy_table(successes: np.ndarray, n: np.ndarray, *, higher_is_better:
             lo, hi = (np.nanpercentile(r, [tail, 100.0 - tail]) if finite
                       else (math.nan, math.nan))
             bias = float(np.nanmean(r)) - float(point[name]) if finite else math.nan
+        if name == "worst":
+            # the bootstrap's percentiles of the observed minimum are no interval for the true
+            # worst class (with tied classes they miss it nearly always): simultaneous bounds
+            lo, hi = worst_class_interval(successes, n, higher_is_better=higher_is_better,
+                                          confidence=confidence)
         expected, p_value = floor[name]
         rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
                      float(p_value)))
@@ -270,6 +325,38 @@ def seed_resampled_means(values: np.ndarray, rng: np.random.Generator) -> np.nda
     return centre + math.sqrt(runs / (runs - 1)) * (resampled - centre)
 
 
+def point_replicates(
+    correct: dict[str, np.ndarray],
+    y: np.ndarray,
+    measure,
+    *,
+    n_boot: int = 2000,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per run, ``measure`` as observed ``(runs,)`` and over ``n_boot`` stratified resamples of
+    the test points ``(n_boot, runs)``, ONE resample shared by every run and condition (the runs
+    are paired by test point, as they were evaluated). ``correct`` maps a condition to a
+    boolean array ``(runs, N)``; ``measure(acc)`` maps per-class accuracies ``(B, runs, K)`` to
+    ``(B, runs)``. Returns ``(observed, replicates)``, each by condition."""
+    y = np.asarray(y)
+    weights = class_resample_weights(y, n_boot, rng)
+    classes = np.unique(y)
+    observed: dict = {}
+    reps: dict = {}
+    for name, c in correct.items():
+        c = np.asarray(c, dtype=float)
+        if c.ndim != 2 or c.shape[1] != len(y):
+            raise ValueError(f"{name}: correct must have shape (runs, {len(y)}), got {c.shape}")
+        runs = c.shape[0]
+        acc0 = np.stack([c[:, y == k].mean(axis=1) for k in classes], axis=-1)  # runs × K
+        observed[name] = np.asarray(measure(acc0[None])[0], dtype=float)
+        acc = np.empty((n_boot, runs, len(classes)))
+        for j, (members, counts) in enumerate(weights):
+            acc[:, :, j] = (counts @ c[:, members].T) / len(members)   # n_boot × runs
+        reps[name] = np.asarray(measure(acc), dtype=float)
+    return observed, reps
+
+
 def hierarchical_bootstrap(
     correct: dict[str, np.ndarray],
     y: np.ndarray,
@@ -286,39 +373,21 @@ def hierarchical_bootstrap(
     on the same test points ``y`` (labels, length N). One replicate resamples
 
     1. the test points, within each class (class sizes fixed), ONE draw shared by every run and
-       condition — the runs are paired by test point, as they were evaluated;
+       condition (:func:`point_replicates`);
     2. the runs of each condition, with replacement (seed-to-seed variation), the seed-level
        spread corrected for the small number of runs (:func:`seed_resampled_means`).
 
-    ``measure(acc)`` gets per-class accuracies ``(n_boot, runs, K)`` and returns one value per
-    run ``(n_boot, runs)`` (e.g. each run's worst class). Returns ``{name: replicates}`` plus,
-    under ``"_point"``, ``{name: the mean over runs as observed}`` and, under ``"_runs"``,
-    ``{name: per-run values as observed}``.
+    Returns ``{name: replicates}`` plus, under ``"_point"``, ``{name: the mean over runs as
+    observed}`` and, under ``"_runs"``, ``{name: per-run values as observed}``.
 
-    Calibration (tests/test_metrics_noise.py and docs/STATISTICS.md): with no effect the share
-    of p < 0.05 stays at or below the nominal 5% when runs err on the same points, and well
-    below it when their errors are independent (then both levels count the same noise).
+    With fewer than ~10 runs a side the seed level is rough (anti-conservative: a paired
+    bootstrap over 4 pairs rejects ~14% of the time at nominal 5%); the comparisons report an
+    exact test for their verdicts then (:mod:`robustfair.metrics.exact`).
     """
-    y = np.asarray(y)
     rng = np.random.default_rng(seed)
-    weights = class_resample_weights(y, n_boot, rng)
-    classes = np.unique(y)
-    reps: dict = {}
-    point: dict = {}
-    per_run: dict = {}
-    for name, c in correct.items():
-        c = np.asarray(c, dtype=float)
-        if c.ndim != 2 or c.shape[1] != len(y):
-            raise ValueError(f"{name}: correct must have shape (runs, {len(y)}), got {c.shape}")
-        runs = c.shape[0]
-        observed = np.stack([c[:, y == k].mean(axis=1) for k in classes], axis=-1)  # runs × K
-        per_run[name] = np.asarray(measure(observed[None])[0], dtype=float)
-        point[name] = float(per_run[name].mean())
-        acc = np.empty((n_boot, runs, len(classes)))
-        for j, (members, counts) in enumerate(weights):
-            acc[:, :, j] = (counts @ c[:, members].T) / len(members)   # n_boot × runs
-        reps[name] = seed_resampled_means(np.asarray(measure(acc), dtype=float), rng)
-    reps["_point"] = point
+    per_run, per_run_reps = point_replicates(correct, y, measure, n_boot=n_boot, rng=rng)
+    reps: dict = {name: seed_resampled_means(r, rng) for name, r in per_run_reps.items()}
+    reps["_point"] = {name: float(v.mean()) for name, v in per_run.items()}
     reps["_runs"] = per_run
     return reps
 
@@ -348,6 +417,59 @@ def bootstrap_p_value(replicates: np.ndarray) -> float:
         return math.nan
     below, above = np.sum(r <= 0), np.sum(r >= 0)
     return float(min(1.0, 2.0 * (1.0 + min(below, above)) / (1.0 + r.size)))
+
+
+def bootstrap_p_one_sided(replicates: np.ndarray, alternative: str, shift: float = 0.0) -> float:
+    """p-value of "the effect is ``shift``" against ``alternative`` ("greater": the effect is
+    above ``shift``; "less": below; "two-sided": :func:`bootstrap_p_value`), from bootstrap
+    replicates of the effect: the share of replicates on the null side, ``(1 + k) / (1 + B)``.
+
+    >>> bootstrap_p_one_sided(np.array([1.0, 2.0, 3.0, -1.0]), "greater")
+    0.4
+    """
+    r = np.asarray(replicates, dtype=float) - shift
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        return math.nan
+    if alternative == "two-sided":
+        return bootstrap_p_value(r)
+    null_side = np.sum(r <= 0) if alternative == "greater" else np.sum(r >= 0)
+    return float(min(1.0, (1.0 + null_side) / (1.0 + r.size)))
+
+
+def format_p(p: float, p_min: float | None = None) -> str:
+    """A p-value for display, at the resolution its method has: two significant digits;
+    ``< 0.001`` below 0.001 (a simulation's or bootstrap's floor: 1/(1 + B) is not a p-value
+    of 0.000999); with ``p_min`` (an exact test's smallest attainable p-value: its p-values are
+    exact, so they keep their digits) stated beside.
+
+    >>> format_p(0.000999), format_p(0.0238), format_p(0.0238, p_min=0.0079), format_p(float("nan"))
+    ('< 0.001', '0.024', '0.024 (smallest attainable 0.0079)', 'n/a')
+    """
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    exact = p_min is not None and math.isfinite(p_min)
+    text = "< 0.001" if p < 0.001 and not exact else f"{p:.2g}"
+    if exact:
+        text += f" (smallest attainable {p_min:.2g})"
+    return text
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
+    """Cosine similarity of the last axis of ``a`` and ``b`` (row-wise for stacks of vectors);
+    NaN where either vector is all zeros or has a missing value. The one copy used by
+    ``profile_similarity``, the study's matched-pair similarities and their bootstraps.
+
+    >>> round(cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
+    0.7071
+    >>> np.round(cosine(np.array([[1.0, 0.0], [0.0, 0.0]]), np.ones((2, 2))), 4).tolist()
+    [0.7071, nan]
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    with np.errstate(all="ignore"):
+        out = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    out = np.where(np.isfinite(out), out, np.nan)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def holm(p_values: "list[float] | np.ndarray") -> np.ndarray:

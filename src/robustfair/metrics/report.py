@@ -224,11 +224,21 @@ class ClassReport:
 
         * ``value``; ``lo``/``hi``: the ``(1 ± confidence) / 2`` percentiles of the measure over
           ``n_boot`` resamples of the points with replacement within each class (class sizes
-          stay fixed);
+          stay fixed). For ``worst`` instead an interval for the TRUE worst-class accuracy:
+          simultaneous Wilson bounds, Bonferroni across the K classes (the lowest lower bound
+          to the lowest upper bound), which covers it at >= ``confidence`` whatever the profile
+          (ties included: with ten classes tied at 60% the bootstrap percentiles of the
+          observed minimum covered the truth 0-0.3% of the time);
         * ``bias``: the bootstrap estimate of the measure's bias (mean over resamples minus
-          ``value``). For ``worst`` it is the selection bias of taking the minimum of K noisy
-          class estimates: the observed worst class is, on average, lower than that class's
-          true accuracy by about ``-bias`` (``value - bias`` is the bias-corrected estimate);
+          ``value``). For ``worst`` it estimates the selection bias of taking the minimum of K
+          noisy class estimates, but only in part: the resamples take the minimum around the
+          OBSERVED accuracies, whose spread already holds the noise, so ``value - bias``
+          removes roughly 40% of the bias when classes are tied, and compares profiles
+          unevenly (a flat-bottomed profile still looks worse than a single low class with
+          the same true worst class). Use ``lo``/``hi`` for the true worst class, and compare
+          worst classes between conditions with :func:`robustfair.metrics.compare_runs`
+          (which states the estimand: each run's own worst class, or one class fixed in
+          advance);
         * ``noise_floor``: the measure's expected value if every class had the same true
           accuracy (the pooled one), from a parametric bootstrap that keeps each class's n: the
           gap that sampling noise alone produces;

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RobustfairError
-from ._stats import class_resample_weights, shifted_interval, stratified_bootstrap
+from ._stats import class_resample_weights, cosine, shifted_interval, stratified_bootstrap
 from .report import ClassReport
 
 __all__ = ["profile_similarities", "profile_similarity"]
@@ -25,10 +25,9 @@ def profile_similarity(report_a: ClassReport, report_b: ClassReport, metric: str
     b = report_b.by_class[report_b._check_metric(metric)].to_numpy(dtype=float)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise RobustfairError(f"{metric!r} is missing for some class in one of the reports")
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
+    if not (a.any() and b.any()):
         raise RobustfairError(f"{metric!r} is zero for every class in one report; cosine is undefined")
-    return float(a @ b / (na * nb))
+    return cosine(a, b)
 
 
 def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: str = "robust_acc",
@@ -66,10 +65,7 @@ def profile_similarities(report_a: ClassReport, report_b: ClassReport, metric: s
     a = report_a.by_class[metric].to_numpy(float)
     b = report_b.by_class[metric].to_numpy(float)
 
-    def cos(u, v):
-        with np.errstate(all="ignore"):
-            return (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
-
+    cos = cosine
     centre = lambda m: m - m.mean(axis=-1, keepdims=True)  # noqa: E731
     rows = []
     for name, fn in (("cosine", lambda u, v: cos(u, v)),

@@ -16,12 +16,12 @@ every class, which says nothing about its shape).
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd
 
 from ..metrics import wilson_interval
+from ..metrics._stats import cosine  # the one copy (re-exported here for the study's callers)
 from .table import RESULT_COLUMNS
 
 __all__ = [
@@ -79,19 +79,6 @@ def profiles(results: pd.DataFrame, measure: str) -> pd.DataFrame:
 def profile_metric(objective: str) -> str:
     """The accuracy whose class profile describes a model: robust, unless trained normally."""
     return "clean_acc" if objective == "standard" else "robust_acc"
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two vectors; NaN if either is all zeros or has a gap.
-
-    >>> round(cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
-    0.7071
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        return math.nan
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else math.nan
 
 
 class StudyData:

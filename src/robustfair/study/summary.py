@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics import format_p
 from .analysis import StudyData, mitigation_effects, same_worst_class, top_confusions, training_gap
-from .inference import mitigation_tests, training_gap_tests
+from .inference import COST_MARGIN, mitigation_tests, training_gap_tests
 from .store import StudyStore
 from .universality import Similarity, universality
 
@@ -83,11 +84,14 @@ def _training_gap(data: StudyData) -> dict[str, Any] | None:
         return None
     tests = []
     for t in training_gap_tests(data):
-        significant = t.p_value < 0.05
+        if t.result.p_min >= 0.05:  # e.g. 2 pairs: no p-value below 0.5 exists
+            verdict = f"too few pairs to test at 5% ({t.runs_a})"
+        elif t.p_value < 0.05:
+            verdict = "wider" if t.estimate > 0 else "narrower"
+        else:
+            verdict = "no significant difference"
         tests.append({"what": t.what, "a": t.a, "metric": _metric_word(t.metric_a),
-                      "result": t.describe(),
-                      "verdict": ("wider" if t.estimate > 0 else "narrower") if significant
-                      else "no significant difference"})
+                      "result": t.describe(), "verdict": verdict})
     rows = [[str(r.dataset), str(r.model), str(r.objective), str(r.pairs),
              pct(r.std_standard_clean, r.std_standard_clean_sd),
              pct(r.std_at_clean, r.std_at_clean_sd), pct(r.std_at_robust, r.std_at_robust_sd),
@@ -153,10 +157,10 @@ def mitigation(data: StudyData) -> dict[str, Any] | None:
             for r in compared.itertuples()]
     tests = mitigation_tests(data)
     checks = [{"context": r.context, "method": r.method, "baseline": r.baseline,
-               "worst": r.worst.describe(), "p_holm": f"{r.worst_p_holm:.2g}",
+               "worst": r.worst.describe(), "p_holm": format_p(r.worst_p_holm),
                "average": r.avg.describe(), "verdict": r.verdict}
               for r in (tests.itertuples() if not tests.empty else ())]
-    return {"effects": rows, "tests": checks}
+    return {"effects": rows, "tests": checks, "margin": f"{100 * COST_MARGIN:g}"}
 
 
 # ------------------------------------------------------------------------------ the rest

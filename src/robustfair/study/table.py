@@ -177,8 +177,9 @@ def runs_table(tables: StudyTables, *, n_boot: int = 2000, seed: int = 0) -> pd.
 
 
 def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables, str | None]:
-    """Write ``results``, ``epochs`` and ``runs`` (:func:`runs_table`) as CSV, and as Parquet
-    when pyarrow is installed.
+    """Write ``results``, ``epochs``, ``runs`` (:func:`runs_table`) and ``comparisons``
+    (:func:`robustfair.study.inference.comparisons_table`: one row per comparison the report
+    prints) as CSV, and results and epochs as Parquet when pyarrow is installed.
 
     Returns (written paths by name, the tables, a note: why Parquet was not written, or None).
     """
@@ -188,6 +189,14 @@ def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables,
     path = root / "runs.csv"
     atomic_write_text(path, runs_table(tables).to_csv(index=False))
     written["runs.csv"] = path
+    if not tables.results.empty:
+        # every comparison the HTML report prints, as numbers (the same calls, the same seeds)
+        from .analysis import StudyData
+        from .inference import comparisons_table
+
+        path = root / "comparisons.csv"
+        atomic_write_text(path, comparisons_table(StudyData(tables.results)).to_csv(index=False))
+        written["comparisons.csv"] = path
     for name, frame in (("results", tables.results), ("epochs", tables.epochs)):
         if frame.empty:
             continue

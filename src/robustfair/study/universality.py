@@ -67,11 +67,6 @@ def matched_cosines(data: "StudyData | pd.DataFrame", vary: list[str], *,
     return frame
 
 
-def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
 def similarity_replicates(data: "StudyData | pd.DataFrame", metric: str, a: list[str],
                           b: list[str], *, n_boot: int = 1000,
                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +87,9 @@ def similarity_replicates(data: "StudyData | pd.DataFrame", metric: str, a: list
         hits = np.stack([hits_f.loc[ra].to_numpy()[keep], hits_f.loc[rb].to_numpy()[keep]])
         n = np.stack([n_f.loc[ra].to_numpy()[keep], n_f.loc[rb].to_numpy()[keep]])
         acc = resample_accuracies(hits, n, n_boot, rng)       # n_boot × 2 × K
-        cos[:, i] = _rowwise_cosine(acc[:, 0], acc[:, 1])
+        cos[:, i] = cosine(acc[:, 0], acc[:, 1])
         centred = acc - acc.mean(axis=-1, keepdims=True)
-        r[:, i] = _rowwise_cosine(centred[:, 0], centred[:, 1])
+        r[:, i] = cosine(centred[:, 0], centred[:, 1])
     return cos, r
 
 
