@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 
 
 def check_int(value: int | None, flag: str, minimum: int) -> None:
@@ -14,15 +14,10 @@ def check_int(value: int | None, flag: str, minimum: int) -> None:
 
 def check_model_fits(model, ds, checkpoint: str, dataset_name: str) -> None:
     """The checkpoint's class count, channels and image size must be the data set's."""
-    config = getattr(model, "robustfair_config", {}) or {}
-    if config.get("num_classes") != ds.num_classes:
-        raise ModelError(f"checkpoint {checkpoint} has {config.get('num_classes')} classes but "
-                         f"dataset {dataset_name!r} has {ds.num_classes}")
-    shape = (config.get("in_channels"), config.get("image_size"))
-    if shape != (ds.channels, ds.image_size):
-        raise ModelError(f"checkpoint {checkpoint} expects {shape[0]}-channel {shape[1]}x{shape[1]} "
-                         f"images but dataset {dataset_name!r} has {ds.channels}-channel "
-                         f"{ds.image_size}x{ds.image_size}")
+    from ..models.source import DataShape, check_checkpoint_fits
+
+    check_checkpoint_fits(model, DataShape(ds.num_classes, ds.channels, ds.image_size,
+                                           f"dataset {dataset_name!r}"), checkpoint)
 
 
 def add_progress_flags(parser) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 
-__all__ = ["DataShape", "ModelSource"]
+__all__ = ["DataShape", "ModelSource", "check_checkpoint_fits"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,19 @@ class DataShape:
     def of(cls, ds, name: str | None = None) -> "DataShape":
         """The shape of a :class:`~robustfair.data.Dataset`."""
         return cls(ds.num_classes, ds.channels, ds.image_size, name or getattr(ds, "name", "the data"))
+
+
+def check_checkpoint_fits(model: nn.Module, shape: DataShape, checkpoint) -> None:
+    """A robustfair checkpoint's class count, channels and image size must be the data's."""
+    config = getattr(model, "robustfair_config", {}) or {}
+    if config.get("num_classes") != shape.num_classes:
+        raise ModelError(f"checkpoint {checkpoint} has {config.get('num_classes')} classes but "
+                         f"{shape.name} has {shape.num_classes}")
+    built_for = (config.get("in_channels"), config.get("image_size"))
+    if built_for != (shape.channels, shape.image_size):
+        raise ModelError(f"checkpoint {checkpoint} expects {built_for[0]}-channel "
+                         f"{built_for[1]}x{built_for[1]} images but {shape.name} has "
+                         f"{shape.channels}-channel {shape.image_size}x{shape.image_size}")
 
 
 @dataclass(frozen=True)
@@ -101,15 +114,7 @@ class ModelSource:
         from .external import file_sha256
 
         model = load_model(self.checkpoint, device=device)
-        config = getattr(model, "robustfair_config", {}) or {}
-        if config.get("num_classes") != shape.num_classes:
-            raise ModelError(f"checkpoint {self.checkpoint} has {config.get('num_classes')} classes but "
-                             f"{shape.name} has {shape.num_classes}")
-        built_for = (config.get("in_channels"), config.get("image_size"))
-        if built_for != (shape.channels, shape.image_size):
-            raise ModelError(f"checkpoint {self.checkpoint} expects {built_for[0]}-channel "
-                             f"{built_for[1]}x{built_for[1]} images but {shape.name} has "
-                             f"{shape.channels}-channel {shape.image_size}x{shape.image_size}")
+        check_checkpoint_fits(model, shape, self.checkpoint)
         return model, {"checkpoint": str(self.checkpoint), "weights_sha256": file_sha256(self.checkpoint)}
 
     def _from_spec(self, shape: DataShape) -> tuple[nn.Module, dict]:
