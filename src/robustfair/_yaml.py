@@ -18,6 +18,7 @@ robustfair.errors.ConfigError: c.yaml:1: tag !!python/name:os.system is not allo
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -115,3 +116,14 @@ def load_yaml(text: str, source: str = "<yaml>", *, max_nodes: int = MAX_NODES) 
         raise ConfigError(f"{source}: cannot read the YAML ({' '.join(str(exc).split())})") from None
     finally:
         loader.dispose()
+
+
+def read_spec_text(path: str | Path, what: str) -> str:
+    """The text of a spec file (``what``: e.g. "study spec"), or a one-line ConfigError."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {str(p)!r}: {exc}") from None

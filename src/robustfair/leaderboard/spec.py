@@ -110,13 +110,10 @@ class LeaderboardSpec:
 
 def load_spec(path: str | Path) -> LeaderboardSpec:
     """Read and validate a leaderboard spec file (errors name the file and line)."""
+    from .._yaml import read_spec_text
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"leaderboard spec {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read leaderboard spec {str(p)!r}: {exc}") from None
+    text = read_spec_text(p, "leaderboard spec")
     return parse_spec(text, source=str(path), base=p.resolve().parent)
 
 

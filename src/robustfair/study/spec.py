@@ -117,13 +117,10 @@ class StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec file (errors name the file and line)."""
+    from .._yaml import read_spec_text
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"study spec {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read study spec {str(p)!r}: {exc}") from None
+    text = read_spec_text(p, "study spec")
     return parse_spec(text, source=str(path))
 
 
