@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["broken_by", "card_context", "confusion_markdown", "published_comparison", "sanity_flags",
            "top_confusions"]
 
-UNITLESS = ("ratio", "normalized_std")  # discrepancy measures that are not in accuracy units
 # what the columns of report.discrepancy() mean, for those it returns (others are shown as they are)
 DISCREPANCY_COLUMNS = {
     "bias": "bias: the bootstrap estimate of the measure's bias (for worst, the selection bias of "

@@ -15,11 +15,11 @@ The columns and what each number estimates:
 ``worst_p_noise``           how often classes of equal true accuracy (each class's n kept) give a
                             lowest class at least this far below the class mean: small means the
                             lowest class stands out from sampling noise
-``gap``                     best minus worst class robust accuracy, stratified-bootstrap interval,
-                            ``gap_p_noise`` as above
-``class_std``               standard deviation of the class robust accuracies, bootstrap interval,
-                            ``class_std_noise_floor`` (what equal classes give from noise alone)
-                            and ``class_std_p_noise``
+``gap``, ``class_std``      the measures of :data:`robustfair.metrics.measures.MEASURES` with a
+                            leaderboard column (best minus worst class robust accuracy; the std
+                            of the class robust accuracies), each with its stratified-bootstrap
+                            interval (``_lo``/``_hi``), ``_noise_floor`` (what classes of equal
+                            accuracy give from sampling noise alone) and ``_p_noise`` as above
 ``flags``                   the audit's sanity flags (e.g. ``masking``, ``zero_gradient``)
 ``seconds``                 the model's audit time (building the model included)
 =========================== =====================================================================
@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from ..metrics import ClassReport
+from ..metrics.measures import MEASURES
 
 __all__ = ["classwise_table", "leaderboard_table", "model_row"]
 
@@ -54,13 +55,13 @@ def model_row(name: str, report: ClassReport, *, n_boot: int = 1000, seed: int =
     d = report.discrepancy("robust_acc", n_boot=n_boot, seed=seed)
     row["worst_class_acc_corrected"] = float(d.loc["worst", "value"] - d.loc["worst", "bias"])
     row["worst_p_noise"] = float(d.loc["worst", "p_noise"])
-    for measure, column in (("difference", "gap"), ("std", "class_std")):
-        row[column] = float(d.loc[measure, "value"])
-        row[column + "_lo"] = float(d.loc[measure, "lo"])
-        row[column + "_hi"] = float(d.loc[measure, "hi"])
-        if column == "class_std":
-            row[column + "_noise_floor"] = float(d.loc[measure, "noise_floor"])
-        row[column + "_p_noise"] = float(d.loc[measure, "p_noise"])
+    for measure in MEASURES.values():
+        column = measure.leaderboard
+        if column is None:
+            continue
+        for field, suffix in (("value", ""), ("lo", "_lo"), ("hi", "_hi"),
+                              ("noise_floor", "_noise_floor"), ("p_noise", "_p_noise")):
+            row[column + suffix] = float(d.loc[measure.name, field])
     row["flags"] = ";".join(f["code"] for f in report.flags)
     info = report.meta.get("leaderboard") or {}
     row["seconds"] = info.get("seconds")

@@ -13,12 +13,12 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from ._stats import deficit_power, format_p
+from .measures import MEASURES, UNITLESS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import ClassReport
 
 WORST_MARK = "<- worst"
-_UNITLESS = ("ratio", "normalized_std")
 
 
 def _pct(value: float) -> str:
@@ -113,7 +113,7 @@ def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple
         cells = [measure]
         for frame in frames.values():
             v, lo, hi, floor, p = frame.loc[measure, ["value", "lo", "hi", "noise_floor", "p_noise"]]
-            unitless = measure in _UNITLESS
+            unitless = MEASURES[measure].unit == UNITLESS
             if unitless:
                 cells.append("n/a" if not math.isfinite(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
             else:
@@ -211,7 +211,8 @@ def _sections(report: "ClassReport", n_boot: int, seed: int) -> list[Section]:
         header, rows = _broken_by_table(report)
         sections.append(("Points broken first by each attack (in the order they ran)", header, rows))
     header, rows = discrepancy_table(report, n_boot=n_boot, seed=seed)
-    sections.append((f"Class discrepancy (percentage points; ratio and normalized_std unitless; "
+    unitless = [m.name for m in MEASURES.values() if m.unit == UNITLESS]
+    sections.append((f"Class discrepancy (percentage points; {' and '.join(unitless)} unitless; "
                      f"95% stratified bootstrap CI, {n_boot} resamples, except worst: an "
                      f"interval for the true worst class, simultaneous Wilson bounds over the "
                      f"classes; 'no gap': the value expected if every class had the same true "

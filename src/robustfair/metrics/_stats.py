@@ -2,8 +2,8 @@
 
 * :func:`wilson_interval`: a confidence interval for a proportion that stays inside [0, 1] and
   behaves for small classes and accuracies near 0 or 1 (where the normal approximation fails).
-* :func:`discrepancy_measures`: the scalar summaries of how unequal the classes are, computed
-  row-wise so that one call handles the point estimate and all bootstrap replicates at once.
+* :func:`noise_floor` and :func:`discrepancy_table`: the discrepancy measures (the table of
+  them is :mod:`.measures`) with intervals and what sampling noise alone would give.
 * :func:`stratified_bootstrap`: per-class accuracies of bootstrap resamples drawn within each
   class.
 """
@@ -15,17 +15,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-# Names of the scalar discrepancy measures, in the order they are reported.
-MEASURES = (
-    "mean",
-    "worst",
-    "difference",
-    "ratio",
-    "std",
-    "normalized_std",
-    "worst_fraction_mean",
-    "worst_deviation",
-)
+from .measures import MEASURES, discrepancy_measures, gap_direction, worst_count  # noqa: F401
 
 
 def _z(confidence: float) -> float:
@@ -56,47 +46,6 @@ def wilson_interval(
     return lo, hi
 
 
-def worst_count(num_classes: int, fraction: float) -> int:
-    """How many classes make up "the worst ``fraction``": ``ceil(fraction * K)``, at least one."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    return max(1, math.ceil(fraction * num_classes - 1e-9))
-
-
-def discrepancy_measures(
-    values: np.ndarray, *, higher_is_better: bool = True, fraction: float = 0.2
-) -> dict[str, np.ndarray]:
-    """Scalar class-discrepancy measures of each row of ``values`` (shape ``(..., K)``).
-
-    "worst" is the minimum when higher is better (accuracies) and the maximum otherwise
-    (attack success rates). ``std`` is the population standard deviation over classes
-    (``ddof=0``: the classes are the whole population, not a sample of it).
-    """
-    v = np.asarray(values, dtype=float)
-    k = v.shape[-1]
-    ordered = np.sort(v, axis=-1)  # ascending
-    if not higher_is_better:
-        ordered = ordered[..., ::-1]
-    m = worst_count(k, fraction)
-    mean = v.mean(axis=-1)
-    worst = ordered[..., 0]
-    lo, hi = v.min(axis=-1), v.max(axis=-1)
-    std = v.std(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = lo / hi
-        normalized_std = std / mean
-    return {
-        "mean": mean,
-        "worst": worst,
-        "difference": hi - lo,
-        "ratio": ratio,
-        "std": std,
-        "normalized_std": normalized_std,
-        "worst_fraction_mean": ordered[..., :m].mean(axis=-1),
-        "worst_deviation": worst - mean,
-    }
-
-
 def stratified_bootstrap(
     successes: np.ndarray, n: np.ndarray, n_boot: int, seed: int = 0
 ) -> np.ndarray:
@@ -117,27 +66,6 @@ def stratified_bootstrap(
 
 
 # ---------------------------------------------------------------------------- noise floor
-# measures on the accuracy scale whose p-value is taken from their distance to the class mean
-_LEVELS = ("worst", "worst_fraction_mean")
-
-def gap_direction(measure: str, higher_is_better: bool = True) -> int:
-    """+1 if a larger value of ``measure`` means a wider class gap, -1 if a smaller one, 0 if
-    the measure says nothing about the gap (the mean).
-
-    >>> gap_direction("std"), gap_direction("worst"), gap_direction("worst", False)
-    (1, -1, 1)
-    """
-    if measure == "mean":
-        return 0
-    if measure in ("difference", "std", "normalized_std"):
-        return 1
-    if measure == "ratio":
-        return -1
-    if measure in ("worst", "worst_fraction_mean", "worst_deviation"):
-        return -1 if higher_is_better else 1
-    raise ValueError(f"unknown measure {measure!r}")
-
-
 def noise_floor(
     successes: np.ndarray,
     n: np.ndarray,
@@ -195,7 +123,7 @@ def noise_floor(
                 # ties count half (the mid-p value), which keeps the p-value uniform under
                 # "no gap" where counting them whole would make it conservative
                 obs, sim = observed[name], null[name]
-                if name in _LEVELS:
+                if MEASURES[name].level:
                     # measured from each draw's own class mean: the level of the accuracies
                     # varies between no-gap draws, but is no part of the gap
                     obs, sim = obs - observed["mean"], sim - null["mean"]
@@ -290,7 +218,7 @@ def discrepancy_table(successes: np.ndarray, n: np.ndarray, *, higher_is_better:
         expected, p_value = floor[name]
         rows.append((float(point[name]), float(lo), float(hi), bias, float(expected),
                      float(p_value)))
-    return pd.DataFrame(rows, index=pd.Index(MEASURES, name="measure"),
+    return pd.DataFrame(rows, index=pd.Index(list(MEASURES), name="measure"),
                         columns=["value", "lo", "hi", "bias", "noise_floor", "p_noise"])
 
 

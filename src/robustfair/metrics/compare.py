@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RobustfairError
-from ._stats import (MEASURES, bootstrap_p_one_sided, discrepancy_measures, format_p,
-                     hierarchical_bootstrap, percentile_interval, point_replicates,
-                     seed_resampled_means)
+from ._stats import (bootstrap_p_one_sided, format_p, hierarchical_bootstrap,
+                     percentile_interval, point_replicates, seed_resampled_means)
 from .exact import FEW_UNITS, permutation_test, sign_flip_test
+from .measures import ClassValues, get_measure
 from .report import ClassReport
 
 __all__ = ["Comparison", "Summary", "compare_runs", "compare_values", "condition_summary",
@@ -61,19 +61,13 @@ def point_outcomes(reports: Sequence[ClassReport], metric: str = "robust_acc") -
 
 
 def _statistic(measure: str, fraction: float):
-    if measure not in MEASURES:
-        raise RobustfairError(f"unknown measure {measure!r}; choose from: {', '.join(MEASURES)}")
+    compute = get_measure(measure).compute
 
     def stat(acc: np.ndarray) -> np.ndarray:  # (B, runs, K) -> (B, runs)
-        return discrepancy_measures(acc, fraction=fraction)[measure]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return compute(ClassValues(acc, fraction=fraction))
 
     return stat
-
-
-# what each measure of accuracies can take (for clipping intervals)
-_RANGES = {"mean": (0.0, 1.0), "worst": (0.0, 1.0), "worst_fraction_mean": (0.0, 1.0),
-           "difference": (0.0, 1.0), "ratio": (0.0, 1.0), "std": (0.0, 0.5),
-           "normalized_std": (0.0, math.inf), "worst_deviation": (-1.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -308,7 +302,7 @@ def condition_summary(
     reps = hierarchical_bootstrap({"x": c}, y, stat, n_boot=n_boot, seed=seed)
     lo, hi = percentile_interval(reps["x"], confidence)
     # the seed-level correction can stretch an interval past what the measure can take
-    low, high = _RANGES.get(measure, (-math.inf, math.inf))
+    low, high = get_measure(measure).bounds
     lo, hi = float(np.clip(lo, low, high)), float(np.clip(hi, low, high))
     values = reps["_runs"]["x"]
     sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.compare import Comparison
+from ..metrics.measures import (MEASURES, UNITLESS, ClassValues, discrepancy_measures,
+                                get_measure)
 from .analysis import StudyData, as_study_data, baseline_method
 
-__all__ = ["COST_MARGIN", "ConditionTest", "N_BOOT", "RUN_MEASURES", "at_floor", "class_counts",
+__all__ = ["COST_MARGIN", "ConditionTest", "N_BOOT", "at_floor", "class_counts",
            "comparisons_table", "compare_conditions", "mitigation_tests", "resample_accuracies",
-           "run_statistics", "training_gap_tests"]
+           "run_measures", "run_statistics", "training_gap_tests"]
 
 
 # The results table keeps, per run and class, the accuracy and the number of test points, not
@@ -27,7 +29,12 @@ __all__ = ["COST_MARGIN", "ConditionTest", "N_BOOT", "RUN_MEASURES", "at_floor",
 # test-point part of the noise a little (a conservative test); benchmarks that keep the
 # per-point outcomes pair them (robustfair.metrics.compare_runs).
 N_BOOT = 2000
-RUN_MEASURES = ("mean", "worst", "std", "normalized_std", "worst_fraction_mean")
+
+
+def run_measures() -> list[str]:
+    """The measures of every run in ``runs.csv``: those of
+    :data:`robustfair.metrics.measures.MEASURES` marked ``per_run``."""
+    return [m.name for m in MEASURES.values() if m.per_run]
 
 
 def class_counts(data: "StudyData | pd.DataFrame", measure: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,23 +58,24 @@ def resample_accuracies(hits: np.ndarray, n: np.ndarray, n_boot: int,
 
 def run_statistics(data: "StudyData | pd.DataFrame", *, n_boot: int = N_BOOT, seed: int = 0,
                    confidence: float = 0.95) -> pd.DataFrame:
-    """One row per run: for clean and robust accuracy, each of :data:`RUN_MEASURES` (the mean
+    """One row per run: for clean and robust accuracy, each of :func:`run_measures` (the mean
     over classes, the worst class, the std over classes, the std over the mean, the mean of the
     worst 20% of classes) with a stratified-bootstrap interval (``_lo``/``_hi``, over test
     points), the worst class, and ``<metric>_p_noise``: the chance that classes with one common
     accuracy show a std this large (:func:`robustfair.metrics._stats.noise_floor`), beside
     ``<metric>_std_noise_floor``, the std that sampling noise alone produces."""
-    from ..metrics._stats import discrepancy_measures, noise_floor
+    from ..metrics._stats import noise_floor
 
     data = as_study_data(data)
     out = data.runs[["run", "label"] + data.config_cols].copy()
     tail = 100.0 * (1.0 - confidence) / 2.0
     rng = np.random.default_rng(seed)
+    measures = run_measures()
     for metric in ("clean", "robust"):
         hits_f, n_f = class_counts(data, f"{metric}_acc")
-        point = {m: np.full(len(out), np.nan) for m in RUN_MEASURES}
-        lo = {m: np.full(len(out), np.nan) for m in RUN_MEASURES}
-        hi = {m: np.full(len(out), np.nan) for m in RUN_MEASURES}
+        point = {m: np.full(len(out), np.nan) for m in measures}
+        lo = {m: np.full(len(out), np.nan) for m in measures}
+        hi = {m: np.full(len(out), np.nan) for m in measures}
         p_noise, floor = np.full(len(out), np.nan), np.full(len(out), np.nan)
         # runs of one data set share the class list: one vectorised pass per class set
         have = n_f.notna().to_numpy()
@@ -80,13 +88,13 @@ def run_statistics(data: "StudyData | pd.DataFrame", *, n_boot: int = N_BOOT, se
             n = n_f.to_numpy()[np.ix_(rows, cols)]
             est = discrepancy_measures(hits / n)
             reps = discrepancy_measures(resample_accuracies(hits, n, n_boot, rng))
-            for m in RUN_MEASURES:
+            for m in measures:
                 point[m][rows] = est[m]
                 with np.errstate(all="ignore"):
                     lo[m][rows], hi[m][rows] = np.nanpercentile(reps[m], [tail, 100 - tail], axis=0)
             nf = noise_floor(hits, n, n_sim=n_boot, seed=seed + 1)
             floor[rows], p_noise[rows] = nf["std"]
-        for m in RUN_MEASURES:
+        for m in measures:
             out[f"{metric}_{m}"] = point[m]
             out[f"{metric}_{m}_lo"] = lo[m]
             out[f"{metric}_{m}_hi"] = hi[m]
@@ -120,7 +128,7 @@ class ConditionTest:
     paired = property(lambda self: self.result.paired)
 
     def describe(self, scale: float = 100.0) -> str:
-        unitless = self.measure == "normalized_std"
+        unitless = self.measure in MEASURES and MEASURES[self.measure].unit == UNITLESS
         text = self.result.describe(1.0 if unitless else scale, "" if unitless else " points")
         if self.skipped:
             text += (f"; {self.skipped} pair(s) with a run at 0% robust accuracy in every "
@@ -137,15 +145,15 @@ class ConditionTest:
 def _measure_reps(data: StudyData, runs: list[str], metric: str, measure: str, n_boot: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per run: the measure as observed (runs,) and over test-point resamples (n_boot, runs)."""
-    from ..metrics._stats import discrepancy_measures
-
+    compute = get_measure(measure).compute
     hits_f, n_f = class_counts(data, metric)
     hits = hits_f.set_index(data.runs["run"]).loc[runs]
     n = n_f.set_index(data.runs["run"]).loc[runs]
     keep = n.notna().all(axis=0).to_numpy()
     hits, n = hits.to_numpy()[:, keep], n.to_numpy()[:, keep]
-    est = discrepancy_measures(hits / n)[measure]
-    reps = discrepancy_measures(resample_accuracies(hits, n, n_boot, rng))[measure]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = compute(ClassValues(hits / n))
+        reps = compute(ClassValues(resample_accuracies(hits, n, n_boot, rng)))
     return est, reps
 
 
