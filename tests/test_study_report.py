@@ -320,6 +320,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
 
 def test_comparisons_csv_holds_the_numbers_the_report_prints(study, report):
     from robustfair.metrics import format_p
+    from robustfair.metrics.measures import MEASURES, UNITLESS
 
     root, _, _ = study
     assert main(["study", "table", str(root)]) == 0
@@ -328,7 +329,8 @@ def test_comparisons_csv_holds_the_numbers_the_report_prints(study, report):
     assert set(table["family"]) >= {"training gap", "mitigation: worst class rises"}
     page = report.html.read_text()
     for row in table.itertuples():
-        scale, unit = (1, "") if row.measure == "normalized_std" else (100, " points")
+        unitless = row.measure in MEASURES and MEASURES[row.measure].unit == UNITLESS
+        scale, unit = (1, "") if unitless else (100, " points")
         digits = 3 if scale == 1 else 1
         shown = (f"{scale * row.estimate:+.{digits}f}{unit} [{scale * row.lo:+.{digits}f}, "
                  f"{scale * row.hi:+.{digits}f}]")

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._formatting import describe_attack, estimate, format_p, interval, percent
 from ..errors import RobustfairError
-from ..metrics._format import _markdown_table, describe_attack
+from ..metrics._format import _markdown_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import ClassReport
@@ -69,19 +70,12 @@ def top_confusions(report: "ClassReport", n: int = 5) -> list[dict]:
         if values[i, j] <= 0:
             break
         out.append({"true": counts.index[i], "pred": counts.columns[j], "count": int(values[i, j]),
-                    "share": _pct(values[i, j] / totals[i]) if totals[i] else "n/a"})
+                    "share": percent(values[i, j] / totals[i]) if totals[i] else "n/a"})
     return out
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None or not math.isfinite(float(value)) else f"{100 * float(value):.1f}"
-
-
 def _interval(row, metric: str) -> str:
-    value = row[metric]
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{_pct(value)} [{_pct(row[f'{metric}_lo'])}, {_pct(row[f'{metric}_hi'])}]"
+    return estimate(row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"])
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -110,7 +104,9 @@ def _discrepancy(report: "ClassReport", metric: str, n_boot: int, seed: int) -> 
     except RobustfairError:  # no class has a value for this metric
         return None
     header = [frame.index.name or "measure"] + [str(c) for c in frame.columns]
-    rows = [[str(name)] + [_number(v) for v in row] for name, row in frame.iterrows()]
+    # p-values as every p-value is printed; the other columns compactly
+    rows = [[str(name)] + [format_p(v) if column == "p_noise" else _number(v)
+                           for column, v in row.items()] for name, row in frame.iterrows()]
     return {"metric": metric, "header": header, "rows": rows, "frame": frame}
 
 
@@ -134,13 +130,13 @@ def _class_rows(report: "ClassReport", broken: pd.DataFrame, worst: str | None) 
     rows = []
     for name, row in by_class.iterrows():
         cells = [str(name), str(int(row["n"])), _interval(row, "clean_acc"), _interval(row, "robust_acc")]
-        cells += [_pct(row[m]) for m in attack_metrics]
+        cells += [percent(row[m]) for m in attack_metrics]
         cells += [str(int(broken.loc[name, c])) for c in breakers + tail]
         rows.append({"cells": cells, "worst": name == worst, "overall": False})
     overall = report.overall
     cells = ["overall", str(int(overall["n"])), _interval(overall, "clean_acc"),
              _interval(overall, "robust_acc")]
-    cells += [_pct(overall[m]) for m in attack_metrics]
+    cells += [percent(overall[m]) for m in attack_metrics]
     total = broken.sum(axis=0)
     cells += [str(int(total[c])) for c in breakers + tail]
     rows.append({"cells": cells, "worst": False, "overall": True})
@@ -170,7 +166,7 @@ def card_context(report: "ClassReport", *, title: str, figures: dict[str, str],
     robust = next((d["frame"] for d in discrepancy if d["metric"] == "robust_acc"), None)
     if robust is not None and "difference" in robust.index:
         gap = robust.loc["difference"]
-        headline["gap"] = ((_pct(gap["value"]), f"[{_pct(gap['lo'])}, {_pct(gap['hi'])}]")
+        headline["gap"] = ((percent(gap["value"]), interval(gap["lo"], gap["hi"]))
                            if math.isfinite(gap["value"]) else ("n/a", ""))
     attacks = [{"name": name, "lines": describe_attack(name, settings).splitlines()}
                for name, settings in zip(report.attack_names, report.attacks)]

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import write_folder_unit
+from .._formatting import format_p, interval, percent
 from .._json import jsonable
 from ..errors import ConfigError
-from ..metrics._stats import format_p
 from .corruptions import CorruptionResult
 from .feature_datasets import FeatureDatasetStudy
 from .margins import Margins
@@ -281,16 +281,14 @@ def _lowest(values: pd.Series) -> list[str]:
     return [str(c) for c in v.index[np.isclose(v.to_numpy(dtype=float), v.min())]]
 
 
-def _interval(interval) -> str:
+def _interval(bounds) -> str:
     """`` [lo, hi]`` (95% bootstrap over classes) or nothing when undefined."""
-    lo, hi = interval
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return ""
-    return f" (95% interval over classes [{lo:.2f}, {hi:.2f}])"
+    shown = interval(*bounds, scale=1, digits=2)
+    return f" (95% interval over classes {shown})" if shown else ""
 
 
 def _pct(v) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{100 * float(v):.1f}%"
+    return percent(v, unit="%", missing="–")
 
 
 def _num(v, digits: int = 3) -> str:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from .._atomic import write_all_atomically
+from .._formatting import describe_attack, format_p, interval, percent
 from .._templates import data_uri, render
 from ..metrics import ClassReport
-from ..metrics._format import describe_attack
 from .spec import LeaderboardSpec
 
 __all__ = ["finished_reports", "render_page", "write_outputs"]
@@ -83,21 +83,16 @@ def _has_pyarrow() -> bool:
 
 # ------------------------------------------------------------------------------ the page
 def _pct(v) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
-
-
-def _interval(row, column: str) -> str:
-    lo, hi = row[column + "_lo"], row[column + "_hi"]
-    return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{_pct(lo)}, {_pct(hi)}]"
+    return percent(v, missing="–")
 
 
 def _with_interval(row, column: str) -> tuple[str, str]:
     """The value and, for a second line in its cell, its interval."""
-    return _pct(row[column]), _interval(row, column)
+    return _pct(row[column]), interval(row[column + "_lo"], row[column + "_hi"])
 
 
 def _p(v) -> str:
-    return "–" if v is None or not math.isfinite(v) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
+    return format_p(v, missing="–")
 
 
 def _sort_value(v) -> str:
@@ -180,7 +175,7 @@ def render_page(spec: LeaderboardSpec, record: dict, table: pd.DataFrame,
     if analysis is not None:
         for c, r in analysis.worst_counts.iterrows():
             worst_counts.append({"class": c, "models": f"{r.models:g}", "resampled": f"{r.resampled:.2f}",
-                                 "interval": f"[{r.lo:.1f}, {r.hi:.1f}]"})
+                                 "interval": interval(r.lo, r.hi, scale=1)})
     return render(
         TEMPLATE,
         title=f"Leaderboard: {spec.name}",
@@ -192,12 +187,12 @@ def render_page(spec: LeaderboardSpec, record: dict, table: pd.DataFrame,
         findings=analysis.findings() if analysis is not None else [],
         worst=[] if analysis is None else [
             {"model": r.model, "worst_class": r.worst_class, "acc": _pct(r.worst_class_acc),
-             "stays": f"{100 * r.stays_lowest:.0f}%", "p_noise": _p(r.p_noise)}
+             "stays": percent(r.stays_lowest, digits=0, unit="%"), "p_noise": _p(r.p_noise)}
             for r in analysis.worst.itertuples()],
         worst_counts=worst_counts,
         tau=[] if analysis is None else [
             {"pair": f"{r.model_a} / {r.model_b}", "tau": f"{r.tau:.2f}" if math.isfinite(r.tau) else "–",
-             "interval": f"[{r.lo:.2f}, {r.hi:.2f}]" if math.isfinite(r.lo) else ""}
+             "interval": interval(r.lo, r.hi, scale=1, digits=2)}
             for r in analysis.tau.itertuples()],
         n_boot=N_BOOT,
         settings=settings,

@@ -4,7 +4,8 @@ measures with bootstrap CIs and noise floors, confusion matrices, JSON round tri
 (seeds and test points; exact tests at few seeds, :mod:`.exact`); :func:`format_p` prints
 every p-value;
 :func:`worst_case` and :func:`count_by_class` (:mod:`.pointwise`) are the counting under all of it."""
-from ._stats import format_p, wilson_interval
+from .._formatting import format_p
+from ._stats import wilson_interval
 from .pointwise import MISSING, WorstCase, count_by_class, worst_case
 from .report import ClassReport
 from .similarity import profile_similarities, profile_similarity

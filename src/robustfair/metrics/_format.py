@@ -6,52 +6,19 @@ from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .._formatting import describe_attack, estimate, format_p, interval, percent
 from ..errors import RobustfairError
-from ._stats import deficit_power, format_p
+from ._stats import deficit_power
 from .measures import MEASURES, UNITLESS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import ClassReport
 
 WORST_MARK = "<- worst"
-
-
-def _pct(value: float) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100.0 * value:.1f}"
-
-
-def _cell(value: float, lo: float, hi: float) -> str:
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
-
-
-def format_setting(value) -> str:
-    """A setting for display; an eps such as 0.0313725 is shown as ``0.031373 (8/255)``."""
-    if isinstance(value, float):
-        text = f"{value:.6g}"
-        frac = Fraction(value).limit_denominator(1000)
-        if frac.denominator in (255, 256) and abs(float(frac) - value) < 1e-9:
-            text += f" ({frac.numerator}/{frac.denominator})"
-        return text
-    return str(value)
-
-
-def describe_attack(name: str, settings: dict) -> str:
-    """One line per attack; a composite attack's parts follow on lines of their own."""
-    own = {k: v for k, v in settings.items() if k != "parts"}
-    lines = [f"{name}: " + ", ".join(f"{k}={format_setting(v)}" for k, v in own.items())]
-    shared = ("eps", "norm", "seed")  # the composite's own, repeated in every part
-    for part in settings.get("parts") or []:
-        rest = {k: v for k, v in part.items() if k not in shared and k != "attack"}
-        lines.append(f"{name} / {part.get('attack')}: "
-                     + ", ".join(f"{k}={format_setting(v)}" for k, v in rest.items()))
-    return "\n".join(lines)
 
 
 def _broken_by_table(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
@@ -84,11 +51,11 @@ def class_table_rows(report: "ClassReport") -> tuple[list[str], list[list[str]]]
     rows = []
     for name, row in by_class.iterrows():
         cells = [str(name), str(int(row["n"]))]
-        cells += [_cell(row[m], row[f"{m}_lo"], row[f"{m}_hi"]) for _, m in cols]
+        cells += [estimate(row[m], row[f"{m}_lo"], row[f"{m}_hi"]) for _, m in cols]
         cells.append(WORST_MARK if name == worst_name else "")
         rows.append(cells)
     cells = ["overall", str(int(overall["n"]))]
-    cells += [_cell(overall[m], overall[f"{m}_lo"], overall[f"{m}_hi"]) for _, m in cols]
+    cells += [estimate(overall[m], overall[f"{m}_lo"], overall[f"{m}_hi"]) for _, m in cols]
     rows.append(cells + [""])
     return header, rows
 
@@ -115,11 +82,12 @@ def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple
             v, lo, hi, floor, p = frame.loc[measure, ["value", "lo", "hi", "noise_floor", "p_noise"]]
             unitless = MEASURES[measure].unit == UNITLESS
             if unitless:
-                cells.append("n/a" if not math.isfinite(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
+                cells.append("n/a" if not math.isfinite(v)
+                             else f"{v:.3f} {interval(lo, hi, scale=1, digits=3)}".rstrip())
             else:
-                cells.append(_cell(v, lo, hi))
+                cells.append(estimate(v, lo, hi))
             if math.isfinite(p) and math.isfinite(v):
-                shown = f"{floor:.3f}" if unitless else _pct(floor)
+                shown = f"{floor:.3f}" if unitless else percent(floor)
                 cells[-1] += f" (no gap: {shown}, p {format_p(p)}"
                 if measure == "std" and p > 0.05:
                     # "no evidence of a gap" is not "no gap": say what the data could find
@@ -135,7 +103,7 @@ def _power_note(report: "ClassReport", metric: str, deficit: float = 0.10) -> st
     keep = (n > 0) & ~unknown
     power = deficit_power(hits[keep], n[keep], deficit=deficit,
                           higher_is_better=report.higher_is_better(metric))
-    return (f"a {100 * deficit:.0f}-point deficit in one class is found in {100 * power:.0f}% "
+    return (f"a {100 * deficit:.0f}-point deficit in one class is found in {percent(power, digits=0)}% "
             f"of such test sets")
 
 
@@ -192,7 +160,7 @@ def _meta_line(report: "ClassReport") -> str:
 def _target_matrix(report: "ClassReport") -> tuple[list[str], list[list[str]]]:
     matrix: pd.DataFrame = report.target_success
     header = ["source \\ target"] + list(matrix.columns)
-    rows = [[str(src)] + ["-" if src == tgt else _pct(matrix.loc[src, tgt]) for tgt in matrix.columns]
+    rows = [[str(src)] + ["-" if src == tgt else percent(matrix.loc[src, tgt]) for tgt in matrix.columns]
             for src in matrix.index]
     return header, rows
 

@@ -365,24 +365,6 @@ def bootstrap_p_one_sided(replicates: np.ndarray, alternative: str, shift: float
     return float(min(1.0, (1.0 + null_side) / (1.0 + r.size)))
 
 
-def format_p(p: float, p_min: float | None = None) -> str:
-    """A p-value for display, at the resolution its method has: two significant digits;
-    ``< 0.001`` below 0.001 (a simulation's or bootstrap's floor: 1/(1 + B) is not a p-value
-    of 0.000999); with ``p_min`` (an exact test's smallest attainable p-value: its p-values are
-    exact, so they keep their digits) stated beside.
-
-    >>> format_p(0.000999), format_p(0.0238), format_p(0.0238, p_min=0.0079), format_p(float("nan"))
-    ('< 0.001', '0.024', '0.024 (smallest attainable 0.0079)', 'n/a')
-    """
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    exact = p_min is not None and math.isfinite(p_min)
-    text = "< 0.001" if p < 0.001 and not exact else f"{p:.2g}"
-    if exact:
-        text += f" (smallest attainable {p_min:.2g})"
-    return text
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     """Cosine similarity of the last axis of ``a`` and ``b`` (row-wise for stacks of vectors);
     NaN where either vector is all zeros or has a missing value. The one copy used by

@@ -28,10 +28,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RobustfairError
-from ._stats import (bootstrap_p_one_sided, format_p, hierarchical_bootstrap,
+from .._formatting import format_p, interval, signed
+from ._stats import (bootstrap_p_one_sided, hierarchical_bootstrap,
                      percentile_interval, point_replicates, seed_resampled_means)
 from .exact import FEW_UNITS, permutation_test, sign_flip_test
-from .measures import ClassValues, get_measure
+from .measures import MEASURES, UNITLESS, ClassValues, get_measure
 from .report import ClassReport
 
 __all__ = ["Comparison", "Summary", "compare_runs", "compare_values", "condition_summary",
@@ -116,17 +117,22 @@ class Comparison:
     def exact(self) -> bool:
         return not self.test.startswith("hierarchical")
 
-    def describe(self, scale: float = 100.0, unit: str = " points") -> str:
+    def describe(self, scale: float | None = None, unit: str | None = None) -> str:
         """e.g. ``+6.1 points [+1.4, +11.0] (95% interval, 5 vs 5 seeds × test points); one-sided
-        permutation p 0.012 (smallest attainable 0.004)``."""
+        permutation p 0.012 (smallest attainable 0.004)``. By default in accuracy points, or
+        as plain numbers for a unitless measure (:mod:`.measures`)."""
+        unitless = self.measure in MEASURES and MEASURES[self.measure].unit == UNITLESS
+        scale = scale if scale is not None else (1.0 if unitless else 100.0)
+        unit = unit if unit is not None else ("" if unitless else " points")
         spans = (f"{self.runs_a} matched pairs" if self.paired
                  else f"{self.runs_a} vs {self.runs_b} seeds")
         sided = {"two-sided": "two-sided", "greater": "one-sided (a > b)",
                  "less": "one-sided (a < b)"}[self.alternative]
-        against = f" against {scale * self.shift:+.1f}{unit}" if self.shift else ""
+        against = f" against {signed(self.shift, scale=scale)}{unit}" if self.shift else ""
         digits = 3 if unit == "" else 1
-        text = (f"{scale * self.estimate:+.{digits}f}{unit} [{scale * self.lo:+.{digits}f}, "
-                f"{scale * self.hi:+.{digits}f}] ({self.confidence:.0%} interval over {spans} "
+        text = (f"{signed(self.estimate, scale=scale, digits=digits)}{unit} "
+                f"{interval(self.lo, self.hi, scale=scale, digits=digits, sign=True)} "
+                f"({self.confidence:.0%} interval over {spans} "
                 f"× test points); {sided} {self.test.split(' (')[0]} p{against} "
                 f"{format_p(self.p_value, self.p_min if self.exact else None)}")
         return text

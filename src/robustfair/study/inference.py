@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.compare import Comparison
-from ..metrics.measures import (MEASURES, UNITLESS, ClassValues, discrepancy_measures,
-                                get_measure)
+from ..metrics.measures import MEASURES, ClassValues, discrepancy_measures, get_measure
 from .analysis import StudyData, as_study_data, baseline_method
 
 __all__ = ["COST_MARGIN", "ConditionTest", "N_BOOT", "at_floor", "class_counts",
@@ -127,9 +126,8 @@ class ConditionTest:
     runs_b = property(lambda self: self.result.runs_b)
     paired = property(lambda self: self.result.paired)
 
-    def describe(self, scale: float = 100.0) -> str:
-        unitless = self.measure in MEASURES and MEASURES[self.measure].unit == UNITLESS
-        text = self.result.describe(1.0 if unitless else scale, "" if unitless else " points")
+    def describe(self) -> str:
+        text = self.result.describe()
         if self.skipped:
             text += (f"; {self.skipped} pair(s) with a run at 0% robust accuracy in every "
                      f"class left out (its spread is a floor, not a gap)")

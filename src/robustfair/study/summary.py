@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics import format_p
+from .._formatting import format_p, format_setting, interval, percent, points
 from .analysis import StudyData, mitigation_effects, same_worst_class, top_confusions, training_gap
 from .inference import COST_MARGIN, mitigation_tests, training_gap_tests
 from .store import StudyStore
 from .universality import Similarity, universality
 
 __all__ = ["configurations", "confusion_runs", "confusions", "evaluation", "mitigation", "pct",
-           "pts", "summed_confusion", "universality_summary"]
+           "summed_confusion", "universality_summary"]
 
 
 def pct(x: float | None, sd: float | None = None) -> str:
@@ -26,27 +26,16 @@ def pct(x: float | None, sd: float | None = None) -> str:
     >>> pct(0.8123, 0.0131), pct(float("nan"))
     ('81.2 ± 1.3%', 'n/a')
     """
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    text = f"{100 * x:.1f}"
-    if sd is not None and np.isfinite(sd):
-        text += f" ± {100 * sd:.1f}"
-    return text + "%"
-
-
-def pts(x: float) -> str:
-    """A difference of fractions in accuracy points, signed."""
-    return "n/a" if not np.isfinite(x) else f"{100 * x:+.1f} points"
+    return percent(x, sd=sd, unit="%")
 
 
 def _metric_word(metric: str) -> str:
     return "clean" if metric == "clean_acc" else "robust"
 
 
-def _interval(interval: tuple[float, float]) -> str | None:
+def _interval(bounds: tuple[float, float]) -> str | None:
     """``[lo, hi]`` of a mean over matched pairs (None when there is none)."""
-    lo, hi = interval
-    return f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else None
+    return interval(*bounds, scale=1, digits=2, missing=None)
 
 
 # ------------------------------------------------------------------------------ (a)
@@ -132,8 +121,8 @@ def confusions(data: StudyData, store: StudyStore) -> list[dict[str, Any]]:
             out.append({"dataset": dataset, "objectives": ", ".join(sorted(set(g["objective"]))),
                         "runs": len(g),
                         "pairs": [{"true": c["true"], "pred": c["pred"],
-                                   "rate": f"{100 * c['rate']:.1f}", "lo": f"{100 * c['lo']:.1f}",
-                                   "hi": f"{100 * c['hi']:.1f}", "count": c["count"],
+                                   "rate": percent(c["rate"]), "lo": percent(c["lo"]),
+                                   "hi": percent(c["hi"]), "count": c["count"],
                                    "total": c["total"]} for c in top]})
     return out
 
@@ -149,11 +138,11 @@ def mitigation(data: StudyData) -> dict[str, Any] | None:
         "robust_worst_change", ascending=False)
     rows = [{"context": r.context, "method": r.method, "baseline": str(r.baseline),
              "robust_worst": pct(r.robust_worst, r.robust_worst_sd),
-             "robust_worst_change": pts(r.robust_worst_change),
+             "robust_worst_change": points(r.robust_worst_change),
              "robust_mean": pct(r.robust_mean, r.robust_mean_sd),
-             "robust_mean_change": pts(r.robust_mean_change),
+             "robust_mean_change": points(r.robust_mean_change),
              "clean_mean": pct(r.clean_mean, r.clean_mean_sd),
-             "clean_mean_change": pts(r.clean_mean_change), "seeds": r.seeds}
+             "clean_mean_change": points(r.clean_mean_change), "seeds": r.seeds}
             for r in compared.itertuples()]
     tests = mitigation_tests(data)
     checks = [{"context": r.context, "method": r.method, "baseline": r.baseline,
@@ -191,14 +180,6 @@ def evaluation(store: StudyStore, data: StudyData) -> dict[str, Any]:
     return {"points": "all test points" if ev["n"] is None
             else f"{ev['n']} test points (balanced over classes)",
             "attacks": [{"column": a["column"], "attack": a["attack"],
-                         "settings": ", ".join(f"{k}={_fmt(v)}"
+                         "settings": ", ".join(f"{k}={format_setting(v)}"
                                                for k, v in sorted(a["settings"].items()))}
                         for a in ev["attacks"]]}
-
-
-def _fmt(v: Any) -> str:
-    """A setting as written: eps-like fractions of 255 as ``8/255``."""
-    if isinstance(v, float):
-        k = v * 255
-        return f"{round(k)}/255" if 0 < v < 1 and abs(k - round(k)) < 1e-6 and round(k) <= 32 else f"{v:g}"
-    return str(v)
