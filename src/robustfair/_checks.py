@@ -1,4 +1,5 @@
-"""Type checks written once: "an integer, not a bool" and "true or false, as text or bool".
+"""Type checks written once: "an integer, not a bool", "a positive integer" and "true or false,
+as text or bool".
 
 ``bool`` is a subclass of ``int`` in Python, so ``isinstance(True, int)`` holds; an option
 such as a batch size must refuse ``True`` all the same.
@@ -9,10 +10,16 @@ such as a batch size must refuse ``True`` all the same.
 (True, False)
 >>> as_bool("off", "fawa")
 False
+>>> positive_int(3, "steps")
+3
+>>> positive_int(0, "steps")
+Traceback (most recent call last):
+...
+robustfair.errors.ConfigError: steps must be a positive integer, got 0
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 
@@ -25,6 +32,16 @@ def is_int(value: Any) -> bool:
 def is_real(value: Any) -> bool:
     """``value`` is a Python ``int`` or ``float`` and not a ``bool``."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def positive_int(value: Any, what: str,
+                 error: Callable[[str], Exception] = ConfigError) -> int:
+    """``value`` if it is an ``int`` (not a ``bool``) of at least 1; else ``error`` (an
+    exception type, or a function that makes one from the message) with a one-line message
+    naming ``what``."""
+    if not is_int(value) or value < 1:
+        raise error(f"{what} must be a positive integer, got {value!r}")
+    return value
 
 
 def as_bool(value: Any, what: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .._checks import is_int
+from .._checks import positive_int
 from ..errors import DataError
 from ._base import Dataset, Split, register_dataset
 
@@ -31,12 +31,6 @@ def _spreads(spread: float | Sequence[float], num_classes: int) -> torch.Tensor:
     if not torch.isfinite(out).all() or (out < 0).any():
         raise DataError(f"gaussian: spread values must be finite and >= 0, got {values!r}")
     return out
-
-
-def _positive(name: str, value: int) -> int:
-    if not is_int(value) or value < 1:
-        raise DataError(f"gaussian: {name} must be a positive integer, got {value!r}")
-    return value
 
 
 @register_dataset("gaussian")
@@ -58,11 +52,11 @@ def load_gaussian(
     >>> tuple(ds.train.x.shape), ds.test.y.tolist()
     ((12, 1, 8, 8), [0, 0, 1, 1, 2, 2])
     """
-    k = _positive("num_classes", num_classes)
+    k = positive_int(num_classes, "gaussian: num_classes", DataError)
     for name, value in (("n_train_per_class", n_train_per_class),
                         ("n_test_per_class", n_test_per_class),
                         ("image_size", image_size), ("channels", channels)):
-        _positive(name, value)
+        positive_int(value, f"gaussian: {name}", DataError)
     sigma = _spreads(spread, k)
     gen = torch.Generator().manual_seed(int(seed))
     shape = (channels, image_size, image_size)

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._checks import is_int
+from .._checks import positive_int
 from .._device import model_device
 from .._tensor_checks import as_float_images, check_labels
 from ..attacks._base import eval_mode
@@ -23,9 +23,7 @@ def float_batches(x: torch.Tensor, batch_size: int, device: torch.device) -> Ite
 
 
 def check_batch_size(batch_size: int) -> int:
-    if not is_int(batch_size) or batch_size < 1:
-        raise RobustfairError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
+    return positive_int(batch_size, "batch_size", RobustfairError)
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import is_int
+from .._checks import positive_int
 from .._device import model_device
 from ..attacks import build_attack
 from ..attacks._base import eval_mode
@@ -71,12 +71,6 @@ def _derangement(n: int, generator: torch.Generator) -> torch.Tensor:
     return (torch.arange(n) + shift) % n
 
 
-def _check_steps(name: str, value: int) -> int:
-    if not is_int(value) or value < 1:
-        raise RobustfairError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def robust_dataset(
     robust_model: nn.Module,
     x: torch.Tensor,
@@ -95,7 +89,7 @@ def robust_dataset(
     ``||g(x_r) - g(x)||`` and clips to [0, 1]. ``info["feature_distance"]`` is the mean final
     distance relative to the mean distance at the start.
     """
-    _check_steps("steps", steps)
+    positive_int(steps, "steps", RobustfairError)
     check_batch_size(batch_size)
     if not step_size > 0:
         raise RobustfairError(f"step_size must be positive, got {step_size!r}")
@@ -161,7 +155,7 @@ def non_robust_dataset(
     y = check_inputs(x, y, num_classes)
     check_batch_size(batch_size)
     device = model_device(standard_model)
-    attack = build_attack("pgd", eps=eps, norm=norm, steps=_check_steps("steps", steps),
+    attack = build_attack("pgd", eps=eps, norm=norm, steps=positive_int(steps, "steps", RobustfairError),
                           targeted=True, seed=seed)
     target = (y + 1) % num_classes
     out, hits = [], 0

@@ -28,7 +28,7 @@ from typing import Sequence
 
 from torch import nn
 
-from .._checks import is_int
+from .._checks import positive_int
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, corruption_accuracy
@@ -84,8 +84,8 @@ def explain_model(
         raise RobustfairError(f"dataset must be a robustfair Dataset, got {type(dataset).__name__}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ConfigError(f"eps must be a positive number, got {eps!r}")
-    if limit is not None and (not is_int(limit) or limit < 1):
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    if limit is not None:
+        positive_int(limit, "limit")
     classes = list(dataset.classes)
     target = class_index(classes, target_class) if target_class is not None else None
     if eps_max is None:

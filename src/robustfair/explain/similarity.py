@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._checks import is_int
+from .._checks import positive_int
 from .._device import model_device
 from ..attacks._base import eval_mode
 from ..errors import ModelError, RobustfairError
@@ -154,8 +154,7 @@ def permutation_spearman(a: Sequence[float], b: Sequence[float], *, n_perm: int 
     Pairs with a NaN on either side are dropped. All permutations are drawn at once as an
     ``n_perm × K`` matrix of shuffled ranks (seeded), so the test is one matrix product.
     """
-    if not is_int(n_perm) or n_perm < 1:
-        raise RobustfairError(f"n_perm must be a positive integer, got {n_perm!r}")
+    positive_int(n_perm, "n_perm", RobustfairError)
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise RobustfairError(f"need two 1-D sequences of the same length, got {a.shape} and {b.shape}")

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .._checks import is_int
+from .._checks import positive_int
 from ..errors import RobustfairError
 from ..metrics.pointwise import WorstCase
 from ._common import finite_or_none, records, safe_divide
@@ -102,9 +102,7 @@ def confusion_sinks(counts, classes: Sequence[str], *, top_k: int = 3) -> pd.Dat
     k = len(c)
     if len(classes) != k:
         raise RobustfairError(f"{len(classes)} class names for a {k}×{k} confusion matrix")
-    if not is_int(top_k) or top_k < 1:
-        raise RobustfairError(f"top_k must be a positive integer, got {top_k!r}")
-    top_k = min(top_k, k - 1)
+    top_k = min(positive_int(top_k, "top_k", RobustfairError), k - 1)
     shares = sink_shares(c)
     data: dict[str, list] = {"fooled": c.sum(axis=1).astype(int).tolist()}
     # stable sort on -share: ties go to the lower class index

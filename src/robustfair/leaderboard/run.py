@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_write_text
+from .._checks import positive_int
 from .._lock import folder_lock
 from ..errors import ConfigError, RobustfairError
 from ..models.source import ModelSource
@@ -183,8 +184,8 @@ def run_leaderboard(spec: LeaderboardSpec, out_dir: str | Path, *, executor: str
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
     if address and executor != "ray":
         raise ConfigError("--address is for the ray executor (add --executor ray)")
-    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
-        raise ConfigError(f"--shards must be a positive integer, got {shards!r}")
+    if shards is not None:
+        positive_int(shards, "--shards")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")

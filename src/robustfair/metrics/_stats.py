@@ -15,7 +15,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from .measures import MEASURES, discrepancy_measures, gap_direction, worst_count  # noqa: F401
+from .measures import MEASURES, discrepancy_measures, gap_direction
 
 
 def _z(confidence: float) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .._checks import is_int
+from .._checks import positive_int
 from ..errors import ConfigError, RobustfairError
 from .grid import Run, expand
 from .progress import StudyProgress
@@ -58,8 +58,7 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
-    if not is_int(workers) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    positive_int(workers, "workers")
     runs = expand(spec)
     if executor == "ray" and address:
         check_reachable(address)  # before anything is written; Ray itself would retry for ages

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .._checks import is_int, is_real
+from .._checks import is_int, is_real, positive_int
 from .._parse import parse_number
 from ..errors import ConfigError, RobustfairError
 from .spec_axes import Located, axes_block, did_you_mean, runtime_keys, train_fields
@@ -219,8 +219,7 @@ def _evaluation(doc: Located, raw: Any) -> Evaluation:
     elif not is_int(n) or n < 1:
         raise doc.error(where + ("n",), f"evaluation n must be a positive integer or 'all', got {n!r}")
     batch_size = raw.get("batch_size", 256)
-    if not is_int(batch_size) or batch_size < 1:
-        raise doc.error(where + ("batch_size",), f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "batch_size", lambda message: doc.error(where + ("batch_size",), message))
     seed = raw.get("seed", 0)
     if not is_int(seed) or seed < 0:
         raise doc.error(where + ("seed",), f"seed must be a non-negative integer, got {seed!r}")
