@@ -9,7 +9,8 @@ import pytest
 
 from robustfair.card.content import card_context
 from robustfair.errors import RobustfairError
-from robustfair.leaderboard.table import model_row
+from robustfair.leaderboard import report as leaderboard_page
+from robustfair.leaderboard.table import leaderboard_table, model_row
 from robustfair.metrics import ClassReport, compare_runs, condition_summary
 from robustfair.metrics._stats import noise_floor
 from robustfair.metrics.measures import (MEASURES, POINTS, UNITLESS, ClassValues, Measure,
@@ -118,11 +119,17 @@ def test_a_registered_measure_reaches_report_card_comparisons_study_and_leaderbo
     assert "+20.0 points" in c.describe()
     s = condition_summary(others, measure="second_worst", n_boot=200)
     assert s.estimate == pytest.approx(0.5)
-    # leaderboard
+    # leaderboard: its table and the columns of its page
     row = model_row("m", report, n_boot=200)
     assert row["second_worst"] == pytest.approx(expected)
     assert {"second_worst_lo", "second_worst_hi", "second_worst_noise_floor",
             "second_worst_p_noise"} <= set(row)
+    headers = [h for h, _ in leaderboard_page.columns()]
+    assert headers[-5:-2] == ["second worst (points)", "second worst noise floor",
+                              "second worst p_noise"]
+    table = leaderboard_table({"m": report}, n_boot=200)
+    cells = leaderboard_page._rows(table, {"m": report})[0]["cells"]
+    assert len(cells) == len(headers) and cells[-5][0][0] == "70.0"
     # study: per-run statistics and comparisons between conditions
     runs = {"a0": np.array([0.2, 0.6, 0.7, 0.8]), "a1": np.array([0.2, 0.6, 0.7, 0.8]),
             "b0": np.array([0.2, 0.3, 0.7, 0.8]), "b1": np.array([0.2, 0.3, 0.7, 0.8])}

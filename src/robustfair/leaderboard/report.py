@@ -21,6 +21,7 @@ from .._atomic import write_all_atomically
 from .._formatting import describe_attack, format_p, interval, percent
 from .._templates import data_uri, render
 from ..metrics import ClassReport
+from ..metrics.measures import MEASURES, POINTS
 from .spec import LeaderboardSpec
 
 __all__ = ["finished_reports", "render_page", "write_outputs"]
@@ -113,10 +114,16 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
             (_with_interval(r, "worst_class_acc"), r["worst_class_acc"]),
             (_pct(r["worst_class_acc_corrected"]), r["worst_class_acc_corrected"]),
             (_p(r["worst_p_noise"]), r["worst_p_noise"]),
-            (_with_interval(r, "gap"), r["gap"]),
-            (_with_interval(r, "class_std"), r["class_std"]),
-            (_pct(r["class_std_noise_floor"]), r["class_std_noise_floor"]),
-            (_p(r["class_std_p_noise"]), r["class_std_p_noise"]),
+        ]
+        for m in _measures():  # value with interval, noise floor, p_noise: read from the table
+            column, shown = m.leaderboard, _pct if m.unit == POINTS else _number
+            cells += [((shown(r[column]), interval(r[column + "_lo"], r[column + "_hi"],
+                                                   scale=100 if m.unit == POINTS else 1,
+                                                   digits=1 if m.unit == POINTS else 3)),
+                       r[column]),
+                      (shown(r[column + "_noise_floor"]), r[column + "_noise_floor"]),
+                      (_p(r[column + "_p_noise"]), r[column + "_p_noise"])]
+        cells += [
             (", ".join(f["code"] for f in flags) or "none", len(flags)),
             ("–" if r["seconds"] is None or not math.isfinite(r["seconds"]) else f"{r['seconds']:.1f}",
              r["seconds"]),
@@ -127,7 +134,30 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
     return rows
 
 
-COLUMNS = [  # (header, tooltip): what each column of the table estimates
+def _measures() -> list:
+    """The discrepancy measures with a leaderboard column (:mod:`robustfair.metrics.measures`)."""
+    return [m for m in MEASURES.values() if m.leaderboard]
+
+
+def _number(v) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def columns() -> list[tuple[str, str]]:
+    """(header, tooltip) of each column of the page's table: what it estimates."""
+    out = HEAD_COLUMNS[:]
+    for m in _measures():
+        name = m.leaderboard.replace("_", " ")
+        out += [(f"{name} (points)" if m.unit == POINTS else name,
+                 f"{m.about} (class robust accuracies), stratified-bootstrap 95% interval"),
+                (f"{name} noise floor",
+                 f"the {name} that classes of equal accuracy give from sampling noise alone"),
+                (f"{name} p_noise", f"share of equal-class draws (each class's n kept) with a "
+                                    f"{name} at least as wide: small = stands out from noise")]
+    return out + TAIL_COLUMNS
+
+
+HEAD_COLUMNS = [  # (header, tooltip): what each column of the table estimates
     ("#", "rank by robust accuracy"),
     ("model", "the model's name in the spec; links to its card"),
     ("robust %", "robust accuracy over all points, 95% Wilson interval"),
@@ -139,10 +169,8 @@ COLUMNS = [  # (header, tooltip): what each column of the table estimates
                      "the lowest of K noisy estimates"),
     ("worst p_noise", "share of equal-class draws (each class's n kept) with a lowest class as "
                       "far below the class mean: small = stands out from noise"),
-    ("gap (points)", "best minus worst class robust accuracy, stratified-bootstrap 95% interval"),
-    ("class std", "standard deviation of class robust accuracies, bootstrap 95% interval"),
-    ("noise floor", "the class std that equal classes give from sampling noise alone"),
-    ("std p_noise", "share of equal-class draws with a class std at least as large"),
+]
+TAIL_COLUMNS = [
     ("flags", "sanity flags of the audit (see each model's card)"),
     ("time (s)", "the model's audit time"),
 ]
@@ -180,7 +208,7 @@ def render_page(spec: LeaderboardSpec, record: dict, table: pd.DataFrame,
         TEMPLATE,
         title=f"Leaderboard: {spec.name}",
         description=spec.description,
-        columns=COLUMNS,
+        columns=columns(),
         rows=_rows(table, reports) if len(table) else [],
         heatmap=data_uri(heatmap) if heatmap is not None else None,
         flags=flags,
