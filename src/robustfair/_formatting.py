@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 __all__ = ["describe_attack", "estimate", "format_p", "format_setting", "interval", "is_number",
-           "percent", "points", "signed"]
+           "number", "percent", "points", "signed"]
 
 MISSING = "n/a"
 
@@ -29,6 +29,11 @@ def is_number(value: Any) -> bool:
         return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def number(x: Any, *, digits: int = 3, missing: str = MISSING) -> str:
+    """A plain number (a ratio, a unitless measure) with ``digits`` decimals: ``0.479``."""
+    return f"{float(x):.{digits}f}" if is_number(x) else missing
 
 
 def percent(x: Any, *, sd: Any = None, digits: int = 1, unit: str = "",

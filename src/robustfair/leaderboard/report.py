@@ -13,12 +13,13 @@ All of them are written together (each under a temporary name, then renamed).
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from .._atomic import write_all_atomically
-from .._formatting import describe_attack, format_p, interval, percent
+from .._formatting import describe_attack, format_p, interval, number, percent
 from .._templates import data_uri, render
 from ..metrics import ClassReport
 from ..metrics.measures import MEASURES, POINTS
@@ -116,7 +117,8 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
             (_p(r["worst_p_noise"]), r["worst_p_noise"]),
         ]
         for m in _measures():  # value with interval, noise floor, p_noise: read from the table
-            column, shown = m.leaderboard, _pct if m.unit == POINTS else _number
+            column = m.leaderboard
+            shown = _pct if m.unit == POINTS else partial(number, missing="–")
             cells += [((shown(r[column]), interval(r[column + "_lo"], r[column + "_hi"],
                                                    scale=100 if m.unit == POINTS else 1,
                                                    digits=1 if m.unit == POINTS else 3)),
@@ -137,10 +139,6 @@ def _rows(table: pd.DataFrame, reports: dict[str, ClassReport]) -> list[dict]:
 def _measures() -> list:
     """The discrepancy measures with a leaderboard column (:mod:`robustfair.metrics.measures`)."""
     return [m for m in MEASURES.values() if m.leaderboard]
-
-
-def _number(v) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
 def columns() -> list[tuple[str, str]]:

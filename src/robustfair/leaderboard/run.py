@@ -37,6 +37,7 @@ import torch
 
 from .._atomic import atomic_write_text
 from .._checks import positive_int
+from .._formatting import percent
 from .._lock import folder_lock
 from ..errors import ConfigError, RobustfairError
 from ..models.source import ModelSource
@@ -346,8 +347,9 @@ class _Progress:
         else:
             result.completed.append(name)
             flags = f", flags {','.join(outcome['flags'])}" if outcome["flags"] else ""
-            line = (f"leaderboard [{self.done}/{self.total}] {name}: robust {100 * outcome['robust_acc']:.1f}% "
-                    f"(clean {100 * outcome['clean_acc']:.1f}%){flags}, {outcome['seconds']:.1f} s")
+            line = (f"leaderboard [{self.done}/{self.total}] {name}: robust "
+                    f"{percent(outcome['robust_acc'], unit='%')} (clean "
+                    f"{percent(outcome['clean_acc'], unit='%')}){flags}, {outcome['seconds']:.1f} s")
         if not self.enabled:
             return
         if self.bar is not None:

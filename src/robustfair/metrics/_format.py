@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .._formatting import describe_attack, estimate, format_p, interval, percent
+from .._formatting import describe_attack, estimate, format_p, interval, number, percent
 from ..errors import RobustfairError
 from ._stats import deficit_power
 from .measures import MEASURES, UNITLESS
@@ -83,11 +83,11 @@ def discrepancy_table(report: "ClassReport", *, n_boot: int, seed: int) -> tuple
             unitless = MEASURES[measure].unit == UNITLESS
             if unitless:
                 cells.append("n/a" if not math.isfinite(v)
-                             else f"{v:.3f} {interval(lo, hi, scale=1, digits=3)}".rstrip())
+                             else f"{number(v)} {interval(lo, hi, scale=1, digits=3)}".rstrip())
             else:
                 cells.append(estimate(v, lo, hi))
             if math.isfinite(p) and math.isfinite(v):
-                shown = f"{floor:.3f}" if unitless else percent(floor)
+                shown = number(floor) if unitless else percent(floor)
                 cells[-1] += f" (no gap: {shown}, p {format_p(p)}"
                 if measure == "std" and p > 0.05:
                     # "no evidence of a gap" is not "no gap": say what the data could find
