@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..metrics import wilson_interval
 from ..metrics._stats import cosine  # the one copy (re-exported here for the study's callers)
+from ..metrics.measures import ClassValues, get_measure
 from .table import RESULT_COLUMNS
 
 __all__ = [
@@ -60,12 +61,26 @@ def run_frame(results: pd.DataFrame) -> pd.DataFrame:
         # the pivot is sorted by run key: align it with ``runs`` (in order of appearance) before
         # anything is assigned by position
         wide = profiles(results, f"{metric}_acc").reindex(runs.index)
-        runs[f"{metric}_mean"] = wide.mean(axis=1)
-        runs[f"{metric}_worst"] = wide.min(axis=1)
-        runs[f"{metric}_std"] = wide.std(axis=1, ddof=0)
+        for name in ("mean", "worst", "std"):
+            runs[f"{metric}_{name}"] = row_measure(wide, name)
         runs[f"{metric}_worst_class"] = ["/".join(worst_classes(row.dropna()))
                                          for _, row in wide.iterrows()]
     return runs.reset_index()
+
+
+def row_measure(wide: pd.DataFrame, name: str) -> np.ndarray:
+    """The discrepancy measure ``name`` (:mod:`robustfair.metrics.measures`) of each row of
+    ``wide`` (runs × classes), over the classes the row has (NaN: its data set lacks the class)."""
+    compute = get_measure(name).compute
+    values = wide.to_numpy(dtype=float)
+    have = ~np.isnan(values)
+    out = np.full(len(values), np.nan)
+    for pattern in {tuple(row) for row in have}:   # runs of one data set share their classes
+        rows, cols = (have == pattern).all(axis=1), np.array(pattern, dtype=bool)
+        if cols.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[rows] = compute(ClassValues(values[np.ix_(rows, cols)]))
+    return out
 
 
 def profiles(results: pd.DataFrame, measure: str) -> pd.DataFrame:
