@@ -152,3 +152,14 @@ def test_a_unitless_measure_is_compared_as_a_number_not_in_points():
 def test_class_values_orders_from_the_worst_class():
     c = ClassValues(np.array([0.2, 0.9, 0.5]), higher_is_better=False, fraction=0.5)
     assert c.worst == 0.9 and c.worst_first.tolist() == [0.9, 0.5, 0.2] and c.worst_count == 2
+
+
+def test_the_study_measures_each_run_over_the_classes_it_has():
+    from robustfair.study.analysis import row_measure
+
+    wide = pd.DataFrame([[0.2, 0.6, np.nan], [0.3, 0.5, 0.9], [np.nan] * 3],
+                        columns=["c0", "c1", "c2"])
+    assert row_measure(wide, "worst")[:2].tolist() == [0.2, 0.3]
+    assert row_measure(wide, "mean")[:2] == pytest.approx([0.4, 1.7 / 3])
+    assert row_measure(wide, "std")[:2] == pytest.approx([0.2, np.std([0.3, 0.5, 0.9])])
+    assert np.isnan(row_measure(wide, "mean")[2])
