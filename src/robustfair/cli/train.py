@@ -40,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--config", metavar="FILE", help="YAML file of training options (flags override it)")
     a("--out", required=True, metavar="DIR", help="run directory (resumed if it holds this run)")
     a("--force", action="store_true", help="delete the run in --out and start over")
+    a("--logger", action="append", metavar="NAME[:URI]",
+      help="an experiment tracker, repeatable: tensorboard (event files in DIR/tensorboard/) "
+           "or mlflow[:URI] (default URI: $MLFLOW_TRACKING_URI, else file:./mlruns); needs "
+           "pip install 'robustfair[tensorboard]' or 'robustfair[mlflow]'")
     add_progress_flags(p)
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", metavar="NAME",
@@ -225,14 +229,17 @@ def run(args: argparse.Namespace) -> int:
 
     for entry in cfg.mitigations:
         build_mitigation(entry["name"], **{k: v for k, v in entry.items() if k != "name"})
+    from ..training.loggers import build_logger
+
     out = Path(args.out)
+    loggers = [build_logger(spec, run_name=out.name) for spec in args.logger or []]
     main_rank = os.environ.get("RANK", "0") == "0"
     if not args.force and main_rank and (out / ckpt.MANIFEST).exists():
         manifest = ckpt.read_manifest(out)
         if manifest and not manifest.get("complete") and not cfg.differences(manifest["config"]):
             print(f"resuming {out} after epoch {manifest['epoch']} of {cfg.epochs}",
                   file=sys.stderr)
-    result = train(cfg, out, force=args.force, progress=progress_wanted(args))
+    result = train(cfg, out, force=args.force, progress=progress_wanted(args), callbacks=loggers)
     if not main_rank:
         return 0
     if result.already_complete:
