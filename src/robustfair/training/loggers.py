@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from .callbacks import Callback, Checkpoint, EpochEnd, RunStart
 
 __all__ = ["LOGGERS", "MLflowLogger", "TensorBoardLogger", "build_logger", "epoch_metrics",
-           "parse_logger"]
+           "parse_logger", "resolved_logger"]
 
 LOGGERS = ("tensorboard", "mlflow")
 MLFLOW_RUN_FILE = "mlflow_run.json"
@@ -51,6 +51,14 @@ def parse_logger(text: str) -> tuple[str, str | None]:
         raise ConfigError("--logger tensorboard takes no URI: its files go under the run "
                           "folder's tensorboard/")
     return name, (uri.strip() or None)
+
+
+def resolved_logger(text: str) -> str:
+    """``--logger text`` with MLflow's default or relative URI made absolute, for other
+    processes (a study's workers) to log to the same store; checks the package too."""
+    _require(parse_logger(text)[0])
+    logger = build_logger(text)
+    return f"mlflow:{logger.uri}" if isinstance(logger, MLflowLogger) else "tensorboard"
 
 
 def build_logger(text: str, *, run_name: str | None = None, tags: dict | None = None,
@@ -158,6 +166,9 @@ class MLflowLogger(Callback):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             path = uri[len("file:"):]
             uri = "file:" + str(Path(path).resolve()) if not path.startswith("//") else uri
+        elif "://" not in uri:  # a plain folder
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = "file:" + str(Path(uri).resolve())
         self.uri, self.experiment, self.run_name = uri, experiment, run_name
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.client = None
