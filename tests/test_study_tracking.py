@@ -18,7 +18,6 @@ evaluation:
 """
 
 
-@pytest.mark.slow
 def test_study_runs_are_tracked_one_mlflow_run_per_grid_point(tmp_path, capsys):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
