@@ -53,10 +53,10 @@ def test_train_help_lists_choices_and_training_defaults(capsys):
     for name in ("standard", "pgd_at", "trades", "fgsm_rs", *list_models(), *list_datasets()):
         assert name in text
     defaults = TrainConfig()
-    assert f"sgd, adam or adamw (default: {defaults.optimizer})" in text
+    assert f"optimiser, one of: sgd, adam, adamw (default: {defaults.optimizer})" in text
     assert f"e.g. 0.1 or 2e-3 (default: {defaults.lr:g})" in text
-    assert f"--epochs EPOCHS (default: {defaults.epochs})" in text
-    assert "no random crops or flips (default: augment)" in text
+    assert f"--epochs N training epochs (default: {defaults.epochs})" in text
+    assert "--augment, --no-augment random crops and flips (default: on)" in text
     assert "(default: None)" not in text
 
 

@@ -39,6 +39,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "in this process)")
     r.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
     r.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
+    r.add_argument("--logger", metavar="NAME[:URI]",
+                   help="track every run's training: tensorboard (event files in each run's "
+                        "train/tensorboard/) or mlflow[:URI] (one MLflow run per grid point, "
+                        "tagged with its axes, in an experiment named after the study)")
     r.add_argument("--dry-run", action="store_true",
                    help="list the runs and whether each is done, then stop")
     add_progress_flags(r)
@@ -83,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: expected time {spec.expected_time}", file=sys.stderr)
     result = run_study(spec, args.out, executor=args.executor, workers=args.workers,
                        address=args.address, device=args.device, data_dir=args.data_dir,
-                       progress=progress_wanted(args))
+                       progress=progress_wanted(args), logger=args.logger)
     n = len(result.runs)
     print(f"{n} runs: {len(result.already_done)} already done, {len(result.completed)} run now, "
           f"{len(result.failed)} failed ({result.seconds:.0f} s)")

@@ -24,9 +24,7 @@ from ._checks import add_progress_flags, progress_wanted
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..data import list_datasets
-    from ..models import list_models
-    from ..training.objectives import list_objectives
+    from ..training.config import DATA, MITIGATE, SPEED
 
     p = subparsers.add_parser(
         "train", help="train a model, logging per-class clean and robust accuracy each epoch",
@@ -40,90 +38,74 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a("--config", metavar="FILE", help="YAML file of training options (flags override it)")
     a("--out", required=True, metavar="DIR", help="run directory (resumed if it holds this run)")
     a("--force", action="store_true", help="delete the run in --out and start over")
+    a("--logger", action="append", metavar="NAME[:URI]",
+      help="an experiment tracker, repeatable: tensorboard (event files in DIR/tensorboard/) "
+           "or mlflow[:URI] (default URI: $MLFLOW_TRACKING_URI, else file:./mlruns); needs "
+           "pip install 'robustfair[tensorboard]' or 'robustfair[mlflow]'")
     add_progress_flags(p)
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", metavar="NAME",
-                   help=f"data set, one of: {', '.join(list_datasets())}")
-    g.add_argument("--data-dir", metavar="DIR", help="where data sets are stored")
-    g.add_argument("--dataset-option", action="append", metavar="K=V",
-                   help="a data set loader option, repeatable; a comma makes a list "
-                        "(e.g. spread=0.1,0.3 for gaussian, image_size=14 for mnist5k)")
-    g.add_argument("--val-min-per-class",
-                   help="validation points per class at least (default 50, at most a quarter "
-                        "of the class)")
-    g.add_argument("--model", metavar="NAME", help=f"architecture, one of: {', '.join(list_models())}")
-    g.add_argument("--model-arg", action="append", metavar="K=V",
-                   help="extra model argument, repeatable (e.g. width=16)")
-    g = p.add_argument_group("objective and training attack")
-    g.add_argument("--objective", metavar="NAME", help=f"one of: {', '.join(list_objectives())}")
-    g.add_argument("--eps", help="attack radius, e.g. 8/255 (also used by the per-epoch evaluation)")
-    g.add_argument("--norm", help="linf or l2")
-    g.add_argument("--steps", help="training attack steps")
-    g.add_argument("--alpha", help="training attack step size (default 2.5*eps/steps; fgsm_rs 1.25*eps)")
-    g.add_argument("--beta", help="TRADES beta (default 6)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs")
-    g.add_argument("--batch-size")
-    g.add_argument("--optimizer", help="sgd, adam or adamw")
-    g.add_argument("--lr", help="(peak) learning rate, e.g. 0.1 or 2e-3")
-    g.add_argument("--momentum")
-    g.add_argument("--nesterov", action="store_const", const=True,
-                   help="Nesterov momentum (sgd; default: off)")
-    g.add_argument("--weight-decay")
-    g.add_argument("--schedule", help="constant, step, cosine or onecycle")
-    g.add_argument("--milestones", help="step schedule milestones as fractions, e.g. 0.5,0.75")
-    g.add_argument("--warmup-epochs")
-    g.add_argument("--label-smoothing")
-    g.add_argument("--ema", metavar="DECAY", help="keep an EMA of the weights (e.g. 0.999) and evaluate it")
-    g.add_argument("--seed")
-    g = p.add_argument_group("augmentation")
-    g.add_argument("--no-augment", dest="augment", action="store_const", const=False,
-                   help="no random crops or flips (default: augment)")
-    g.add_argument("--pad", help="crop padding (default image_size // 8)")
-    g.add_argument("--pad-mode", help="reflect or zeros")
-    g.add_argument("--flip", dest="flip", action="store_const", const=True,
-                   help="random horizontal flips (default: the data set decides)")
-    g.add_argument("--no-flip", dest="flip", action="store_const", const=False)
-    g = p.add_argument_group("evaluation, checkpoint rule, fast-AT guard")
-    g.add_argument("--val-fraction", help="stratified validation share of train (default 0.1)")
-    g.add_argument("--eval-steps", help="PGD steps of the per-epoch evaluation (default 10)")
-    g.add_argument("--keep", help="final weights: last, best_avg or best_avg_worst")
-    g.add_argument("--no-co-guard", dest="co_guard", action="store_const", const=False,
-                   help="fgsm_rs: do not stop on catastrophic overfitting")
-    g.add_argument("--co-drop", help="fgsm_rs guard: robust accuracy drop that stops training")
-    g = p.add_argument_group("mitigations")
-    g.add_argument("--mitigation", action="append", metavar="NAME[:K=V,...]",
-                   help="a mitigation with its options, repeatable (e.g. class_weight:weights=3=50)")
-    g.add_argument("--class-weight", action="append", metavar="CLASS=W",
-                   help="fixed loss weight of a class (name or index), repeatable")
-    g = p.add_argument_group("speed")
-    g.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
-    g.add_argument("--amp", nargs="?", const="on", metavar="MODE",
-                   help="mixed precision: on (bf16 where supported, else fp16), bf16, fp16, off "
-                        "(default: on for CUDA, off on CPU)")
-    g.add_argument("--compile", action="store_const", const=True,
-                   help="torch.compile the model (default: off)")
-    _show_defaults(p)
+    groups = add_setting_flags(p)
+    # the settings whose flags are written by hand: repeatable K=V pairs, mitigations
+    groups[DATA].add_argument(
+        "--dataset-option", action="append", metavar="K=V",
+        help="a data set loader option, repeatable; a comma makes a list (e.g. spread=0.1,0.3 "
+             "for gaussian, image_size=14 for mnist5k)")
+    groups[DATA].add_argument("--model-arg", action="append", metavar="K=V",
+                              help="extra model argument, repeatable (e.g. width=16)")
+    groups[MITIGATE].add_argument(
+        "--mitigation", action="append", metavar="NAME[:K=V,...]",
+        help="a mitigation with its options, repeatable (e.g. class_weight:weights=3=50)")
+    groups[MITIGATE].add_argument("--class-weight", action="append", metavar="CLASS=W",
+                                  help="fixed loss weight of a class (name or index), repeatable")
+    groups[SPEED].add_argument(
+        "--threads", type=int, metavar="N",
+        help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
     p.set_defaults(run=run)
     return p
 
 
-def _show_defaults(parser: argparse.ArgumentParser) -> None:
-    """Append TrainConfig's default to each value flag's help that does not state one."""
-    from ..training.config import TrainConfig
+def add_setting_flags(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """One flag per TrainConfig setting, made from its field: ``--name VALUE`` (the config
+    coerces the text), ``--name/--no-name`` for a switch, a comma list for a list; help,
+    choices and default from the field's :func:`~robustfair.training.config.setting`.
+    Returns the argument groups by name, for the hand-written flags (``cli="--flag"``)."""
+    from ..training.config import TrainConfig, setting_choices
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for action in parser._actions:
-        default = defaults.get(action.dest, None)
-        if action.nargs == 0 or default is None or default is dataclasses.MISSING:
-            continue  # on/off switches say their default in words
-        if action.dest not in _DIRECT or "default" in (action.help or ""):
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(
+            meta["group"], parser.add_argument_group(meta["group"]))
+        if meta["cli"] not in (None, "comma"):
+            continue  # set by a hand-written flag (see add_parser)
+        flag, help_text = "--" + f.name.replace("_", "-"), meta["help"]
+        choices = setting_choices(f.name)
+        if choices:
+            help_text += f", one of: {', '.join(choices)}"
+        if str(f.type).startswith("bool"):
+            shown = "the data set decides" if f.name == "flip" else (
+                "on" if f.default is True else "off" if f.default is False else None)
+            if shown and "default" not in help_text:
+                help_text += f" (default: {shown})"
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=_escape(help_text))
             continue
-        shown = f"{default:.4g}" if isinstance(default, float) else str(default)
-        text = f"(default: {shown})".replace("%", "%%")
-        action.help = f"{action.help} {text}" if action.help else text
+        if f.default is not None and f.default is not dataclasses.MISSING \
+                and "default" not in help_text:
+            shown = f"{f.default:.4g}" if isinstance(f.default, float) else str(f.default)
+            help_text += f" (default: {shown})"
+        elif f.default_factory is not dataclasses.MISSING and "default" not in help_text:
+            help_text += f" (default: {','.join(map(str, f.default_factory()))})"
+        extra = {"nargs": "?", "const": meta["const"]} if meta["const"] is not None else {}
+        kind = str(f.type).split("|")[0].strip()
+        metavar = meta["metavar"] or ("A,B" if meta["cli"] == "comma" else
+                                      {"int": "N", "float": "X"}.get(kind, "NAME"))
+        group.add_argument(flag, dest=f.name, metavar=metavar,
+                           help=_escape(help_text), **extra)
+    return groups
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def mitigations_help() -> str:
@@ -146,13 +128,11 @@ def mitigations_help() -> str:
     return "\n".join(lines)
 
 
-# flags whose value goes straight to the TrainConfig key of the same name
-_DIRECT = ("dataset", "data_dir", "model", "objective", "eps", "norm", "steps", "alpha", "beta",
-           "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-           "schedule", "warmup_epochs", "label_smoothing", "ema", "seed", "augment", "pad",
-           "pad_mode", "flip", "val_fraction", "val_min_per_class", "eval_steps", "keep",
-           "co_guard", "co_drop",
-           "device", "amp", "compile")
+def _generated() -> list[str]:
+    """The settings whose flags :func:`add_setting_flags` made (value straight to the config)."""
+    from ..training.config import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"] is None]
 
 
 def parse_value(text: str) -> Any:
@@ -189,12 +169,13 @@ def parse_mitigation(text: str) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ..training import TrainConfig
+    from ..training.config import TrainConfig
 
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in _DIRECT
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _generated()
                                  if getattr(args, k, None) is not None}
-    if args.milestones is not None:
-        overrides["milestones"] = [m for m in args.milestones.split(",") if m.strip()]
+    for f in dataclasses.fields(TrainConfig):  # comma lists: --milestones 0.5,0.75
+        if f.metadata["cli"] == "comma" and getattr(args, f.name, None) is not None:
+            overrides[f.name] = [m for m in getattr(args, f.name).split(",") if m.strip()]
     if args.model_arg:
         pairs = [_key_value(item, "--model-arg", "KEY=VALUE") for item in args.model_arg]
         overrides["model_kwargs"] = {key: parse_value(value) for key, value in pairs}
@@ -225,14 +206,17 @@ def run(args: argparse.Namespace) -> int:
 
     for entry in cfg.mitigations:
         build_mitigation(entry["name"], **{k: v for k, v in entry.items() if k != "name"})
+    from ..training.loggers import build_logger
+
     out = Path(args.out)
+    loggers = [build_logger(spec, run_name=out.name) for spec in args.logger or []]
     main_rank = os.environ.get("RANK", "0") == "0"
     if not args.force and main_rank and (out / ckpt.MANIFEST).exists():
         manifest = ckpt.read_manifest(out)
         if manifest and not manifest.get("complete") and not cfg.differences(manifest["config"]):
             print(f"resuming {out} after epoch {manifest['epoch']} of {cfg.epochs}",
                   file=sys.stderr)
-    result = train(cfg, out, force=args.force, progress=progress_wanted(args))
+    result = train(cfg, out, force=args.force, progress=progress_wanted(args), callbacks=loggers)
     if not main_rank:
         return 0
     if result.already_complete:

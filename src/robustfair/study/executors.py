@@ -51,8 +51,12 @@ class StudyResult:
 
 def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "local",
               workers: int = 1, address: str | None = None, device: str | None = None,
-              data_dir: str | None = None, progress: bool = True) -> StudyResult:
+              data_dir: str | None = None, progress: bool = True,
+              logger: str | None = None) -> StudyResult:
     """Run every unfinished run of ``spec`` into ``out_dir``; returns what happened.
+
+    ``logger`` (``"tensorboard"`` or ``"mlflow[:URI]"``) tracks every run's training, one
+    tracked run per grid point tagged with its axes (see :func:`~robustfair.study.run.execute_run`).
 
     A failed run is recorded (``runs/<key>/error.txt``, ``result.failed``) and the others go on.
     """
@@ -60,6 +64,10 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
         raise ConfigError(f"unknown executor {executor!r}; choose from: {', '.join(EXECUTORS)}")
     positive_int(workers, "workers")
     runs = expand(spec)
+    if logger:  # a missing package or a bad name: one line before any run starts
+        from ..training.loggers import resolved_logger
+
+        logger = resolved_logger(logger)
     if executor == "ray" and address:
         check_reachable(address)  # before anything is written; Ray itself would retry for ages
     store = StudyStore(out_dir)
@@ -68,7 +76,7 @@ def run_study(spec: StudySpec, out_dir: str | os.PathLike, *, executor: str = "l
     result = StudyResult(out_dir=Path(out_dir), runs=runs)
     result.already_done = [r.key for r in runs if store.is_done(r.key)]
     todo = [r for r in runs if not store.is_done(r.key)]
-    options = {"data_dir": data_dir, "runtime": dict(spec.runtime)}
+    options = {"data_dir": data_dir, "runtime": dict(spec.runtime), "logger": logger}
     t0 = time.perf_counter()
     with StudyProgress(store, runs, enabled=progress and bool(todo)) as bar:
         if not todo:

@@ -47,11 +47,15 @@ def evaluation_indices(labels: torch.Tensor, n: int | None, seed: int) -> torch.
 
 def execute_run(root: str | Path, key: str, config: dict, *, device: str | None = None,
                 data_dir: str | None = None, runtime: dict | None = None,
-                threads: int | None = None) -> dict[str, Any]:
+                threads: int | None = None, logger: str | None = None) -> dict[str, Any]:
     """Train (or resume) and audit one run; write ``report.json`` then the ``done`` marker.
 
     ``runtime``: TrainConfig runtime settings (amp, compile ...); ``threads``: torch's CPU
-    thread count for this run (the same count gives the same numbers, whatever the executor).
+    thread count for this run (the same count gives the same numbers, whatever the executor);
+    ``logger``: an experiment tracker (``"tensorboard"``, ``"mlflow[:URI]"``, see
+    :mod:`robustfair.training.loggers`) for the run's training, one tracked run per grid point,
+    tagged with its axes (MLflow: in the experiment named after the study, with the audit's
+    ``report.json`` as an artifact).
     Returns a summary (key, seconds, overall clean and robust accuracy). A finished run is
     skipped; one that another process is running is waited for (then found done).
     """
@@ -59,7 +63,8 @@ def execute_run(root: str | Path, key: str, config: dict, *, device: str | None 
     if store.is_done(key):
         return {"key": key, "skipped": True}
     with torch_threads(threads):
-        return _execute(store, key, config, device=device, data_dir=data_dir, runtime=runtime)
+        return _execute(store, key, config, device=device, data_dir=data_dir, runtime=runtime,
+                        logger=logger)
 
 
 def execute_run_safely(root: str | Path, key: str, config: dict, **options: Any) -> dict[str, Any]:
@@ -80,7 +85,20 @@ def execute_run_safely(root: str | Path, key: str, config: dict, **options: Any)
         return {"key": key, "error": " ".join(message.split())}
 
 
-def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, runtime) -> dict:
+def _tracker(store: StudyStore, key: str, logger: str):
+    """The run's experiment tracker, named and tagged from the study's index."""
+    from ..training.loggers import build_logger
+
+    index = store.read_index()
+    entry = next((r for r in index.get("runs", []) if r.get("key") == key), {})
+    tags = {**{str(k): v for k, v in (entry.get("axes") or {}).items()},
+            "study": index.get("name"), "study_run": key}
+    return build_logger(logger, run_name=entry.get("label") or key, tags=tags,
+                        experiment=str(index.get("name") or "robustfair"))
+
+
+def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, runtime,
+             logger=None) -> dict:
     from ..attacks import build_attack
     from ..auditing import audit
     from ..data import load_dataset
@@ -93,7 +111,9 @@ def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, run
         store.write_config(key, config)
         cfg = TrainConfig.from_dict(config["train"], device=device, data_dir=data_dir,
                                     **(runtime or {}))
-        model = train(cfg, store.train_dir(key), resume=True, progress=False).model
+        tracker = _tracker(store, key, logger) if logger else None
+        model = train(cfg, store.train_dir(key), resume=True, progress=False,
+                      callbacks=[tracker] if tracker else ()).model
 
         ev = config["evaluation"]
         ds = load_dataset(cfg.dataset, data_dir=data_dir, **cfg.dataset_options)
@@ -103,6 +123,8 @@ def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, run
                        classes=ds.classes, batch_size=ev["batch_size"], seed=ev["seed"],
                        progress=False)
         report.to_json(store.report_path(key))
+        if hasattr(tracker, "log_file"):
+            tracker.log_file(store.report_path(key))
         overall = report.overall
         summary = {
             "key": key,

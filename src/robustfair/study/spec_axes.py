@@ -5,12 +5,10 @@ Each mistake is one ``FILE:LINE: what is wrong`` :class:`~robustfair.errors.Conf
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import yaml
 
-from .._parse import parse_number
 from .._registry import did_you_mean as _close_match
 from .._yaml import PlainLoader, compose_yaml
 from ..errors import ConfigError, RobustfairError
@@ -81,15 +79,6 @@ def train_fields() -> dict[str, str]:
     return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Settings that take one of a few names, so a misspelling is caught at its line."""
-    from ..training import config as c
-    from ..training.objectives import list_objectives
-
-    return {"objective": tuple(list_objectives()), "norm": c.NORMS, "optimizer": c.OPTIMIZERS,
-            "schedule": c.SCHEDULES, "keep": c.KEEP_RULES, "pad_mode": c.PAD_MODES}
-
-
 def runtime_keys() -> tuple[str, ...]:
     from ..training.config import RUNTIME_KEYS
 
@@ -122,15 +111,15 @@ def axes_block(doc: Located, raw: Any, where: Path_, fields: dict[str, str], *,
             if not values:
                 raise doc.error(path, f"axis {name!r} has no values: the grid would have no runs")
             out[canonical] = [_check_value(doc, path + ((i,) if isinstance(value, list) else ()),
-                                           canonical, v, fields[canonical])
+                                           canonical, v)
                               for i, v in enumerate(values)]
         else:
-            out[canonical] = _check_value(doc, path, canonical, value, fields[canonical])
+            out[canonical] = _check_value(doc, path, canonical, value)
     return out
 
 
-def _check_value(doc: Located, path: Path_, name: str, value: Any, annotation: str) -> Any:
-    """Check one value's type (and registry names); return it in canonical form."""
+def _check_value(doc: Located, path: Path_, name: str, value: Any) -> Any:
+    """Check one value (type and registry names) at its line; return it in canonical form."""
     if name == "model":
         return _model_value(doc, path, value)
     if name == "mitigations":
@@ -143,51 +132,15 @@ def _check_value(doc: Located, path: Path_, name: str, value: Any, annotation: s
         if value not in list_datasets():
             raise doc.error(path, f"unknown dataset {value!r}{did_you_mean(value, list_datasets())}")
         return value
-    choices = _choices().get(name)
+    from ..training.config import coerce_setting, setting_choices
+
+    choices = setting_choices(name)
     if choices is not None and isinstance(value, str) and value.strip().lower() not in choices:
         raise doc.error(path, f"unknown {name} {value!r}{did_you_mean(value, choices)}")
-    optional = annotation.endswith("| None")
-    kind = annotation.split("|")[0].strip()
-    if value is None:
-        if optional:
-            return None
-        raise doc.error(path, f"{name} needs a value ({kind}), got nothing")
-    try:
-        if kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            return parse_number(value, what=name)
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            try:
-                number = parse_number(value, what=name)
-            except ConfigError:
-                number = math.nan
-            if not number == int(number) if math.isfinite(number) else True:
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            return int(number)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be true or false, got {value!r}")
-            return value
-        if kind == "str":
-            if name == "amp" and isinstance(value, bool):  # YAML reads `amp: off` as false
-                return "on" if value else "off"
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a name, got {value!r}")
-            return value
-        if kind == "dict":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name} must be a mapping, got {value!r}")
-            return value
-        if kind == "list":
-            if not isinstance(value, list):
-                raise ConfigError(f"{name} must be a list, got {value!r}")
-            return value
+    try:  # the config's own coercion, so the spec accepts exactly what TrainConfig does
+        return coerce_setting(name, value)
     except ConfigError as exc:
         raise doc.error(path, str(exc)) from None
-    return value
 
 
 def _model_value(doc: Located, path: Path_, value: Any) -> dict:

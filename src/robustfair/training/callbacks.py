@@ -1,19 +1,43 @@
-"""What the epoch loop calls after every step and every epoch, beside training and evaluating.
+"""The callback protocol: what the training loop tells code outside it, and when.
 
-Each :class:`Callback` watches or adjusts a run from outside the loop; the loop calls them in
-list order (see :func:`robustfair.training.trainer.train` for the list):
+A :class:`Callback` watches (or adjusts) a run from outside the loop. ``train(config, out,
+callbacks=[...])`` takes any number; every method does nothing unless overridden, and the loop
+calls them in this order for a run of epochs ``start..E``:
 
-- :class:`ProgressBar`: a tqdm bar per epoch with the running loss and the last validation;
-- :class:`EMAUpdate`: the exponential moving average of the weights follows every step;
-- :class:`CollapseGuard`: fgsm_rs's guard against catastrophic overfitting stops the run;
-- :class:`MitigationHooks`: the mitigations' ``after_step`` and ``end_epoch`` hooks.
+1. ``on_run_start(RunStart)``: once, after the run folder is opened and before the first epoch
+   of this call (``start_epoch`` > 1 when an interrupted run resumes; ``history`` then holds the
+   committed epochs' rows);
+2. per epoch: ``on_epoch_start(epoch)``, ``on_step_end(StepEnd)`` after every optimiser step,
+   ``on_epoch_end(EpochEnd)`` with the epoch's row and its class rows (the class-wise epoch
+   log, the rows ``epochs.csv`` gets), then ``on_checkpoint(Checkpoint)`` once the epoch's files
+   are committed (an epoch that a callback stopped is logged but never committed);
+3. ``on_run_end(TrainResult)``: once, after ``model.safetensors`` and ``summary.json`` are written.
 
-``on_epoch_end`` may return a reason to stop. The callbacks after the one that stops are not
-called for that epoch: a stopped epoch is logged but never kept, so no mitigation adapts to it.
+A run that was already complete calls none of them. ``on_epoch_end`` may return a reason to
+stop; the callbacks after the one that stops are not called for that epoch, so a stopped epoch
+is logged but never kept and no mitigation adapts to it. Callbacks run in every process of a
+distributed run (``RunStart.is_main`` says which one writes). The user's callbacks come after
+the progress bar and before the loop's own (EMA, the fgsm_rs guard, the mitigations), so they
+see every epoch that is logged.
+
+The loop's own callbacks: :class:`ProgressBar` (a tqdm bar per epoch), :class:`EMAUpdate` (the
+moving average of the weights), :class:`CollapseGuard` (fgsm_rs's catastrophic-overfitting
+stop) and :class:`MitigationHooks` (the mitigations' ``after_step`` and ``end_epoch``).
+Experiment trackers built on this protocol: :mod:`robustfair.training.loggers`.
+
+>>> class Curves(Callback):
+...     def __init__(self):
+...         self.robust = {}
+...     def on_epoch_end(self, end):
+...         self.robust[end.epoch] = end.row["robust_acc"]
+>>> Curves().on_epoch_end(EpochEnd(1, {"robust_acc": 0.5}, None, [], [])) is None
+True
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +45,21 @@ from torch import nn
 from .config import TrainConfig
 from .ema import EMA
 from .mitigations import EpochStats, MitigationStack
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
+
+
+@dataclass
+class RunStart:
+    """A run about to train: where, what, and from which epoch."""
+
+    out_dir: Path              # the run folder
+    config: TrainConfig
+    classes: list[str]
+    start_epoch: int           # the first epoch this call trains (> 1 on resume)
+    history: list[dict]        # the committed epochs' rows (empty on a fresh run)
+    is_main: bool = True       # the process that writes (always True without torchrun)
 
 
 @dataclass
@@ -42,10 +81,23 @@ class EpochEnd:
     row: dict                  # the epoch's row of epochs.csv (see epoch_log.EpochLog)
     stats: EpochStats          # its per-class validation statistics
     history: list[dict]        # the rows of the epochs before it
+    class_rows: list[dict] = field(default_factory=list)  # its rows of epochs.csv, one a class
+
+
+@dataclass
+class Checkpoint:
+    """An epoch whose weights, states and log are committed to the run folder."""
+
+    epoch: int
+    out_dir: Path
+    row: dict                  # the epoch's row (its ``note`` says "best (...)" for a new best)
 
 
 class Callback:
-    """A hook into the epoch loop; every method does nothing unless overridden."""
+    """A hook into the training loop; every method does nothing unless overridden."""
+
+    def on_run_start(self, start: RunStart) -> None:
+        pass
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
@@ -56,6 +108,12 @@ class Callback:
     def on_epoch_end(self, end: EpochEnd) -> str | None:
         """A reason to stop training after this epoch, or None to go on."""
         return None
+
+    def on_checkpoint(self, saved: Checkpoint) -> None:
+        pass
+
+    def on_run_end(self, result: "TrainResult") -> None:
+        pass
 
 
 def epoch_end(callbacks: list[Callback], end: EpochEnd) -> str | None:

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .._checks import as_bool
 from .._parse import check_eps, parse_number
@@ -36,6 +36,55 @@ RUNTIME_KEYS = ("device", "amp", "compile", "channels_last", "data_dir")
 LEGACY_VALUES = {"dataset_options": {}, "val_min_per_class": 0}
 
 
+# the groups of settings, in the order ``robustfair train --help`` shows them
+DATA, ATTACK, OPTIM = "data and model", "objective and training attack", "optimisation"
+AUGMENT, EVAL = "augmentation", "evaluation, checkpoint rule, fast-AT guard"
+MITIGATE, SPEED = "mitigations", "speed (runtime: may change when a run resumes)"
+
+
+def _objectives() -> tuple[str, ...]:
+    from .objectives import list_objectives  # (needs torch: only when asked)
+
+    return tuple(list_objectives())
+
+
+def _datasets() -> tuple[str, ...]:
+    from ..data import list_datasets
+
+    return tuple(list_datasets())
+
+
+def _models() -> tuple[str, ...]:
+    from ..models import list_models
+
+    return tuple(list_models())
+
+
+def setting(default: Any = None, help: str = "", *, group: str, factory: Any = None,
+            choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+            cli: str | None = None, metavar: str | None = None, const: Any = None,
+            bool_words: tuple[str, str] | None = None,
+            item: Callable[[Any], Any] | None = None) -> Any:
+    """A TrainConfig field and what the CLI, the study spec and the coercion read from it.
+
+    ``help`` and ``group`` make its ``robustfair train`` flag; ``choices`` (names, or a function
+    giving a registry's names) are checked and listed; ``cli``: ``None`` for a generated
+    ``--name`` flag, ``"comma"`` for a comma-separated list, or the hand-written flag that sets
+    it (e.g. ``"--model-arg"``); ``const``: the value of the bare flag (``--amp``);
+    ``bool_words``: the names YAML's false/true stand for (``amp: off``); ``item``: coerces
+    each element of a list field.
+    """
+    meta = {"help": help, "group": group, "choices": choices, "cli": cli, "metavar": metavar,
+            "const": const, "bool_words": bool_words, "item": item}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _milestone(value: Any) -> float:
+    return parse_number(value, what="milestone")
+
+
 @dataclass
 class TrainConfig:
     """A training run. Numbers may be given as strings such as ``"8/255"``.
@@ -48,63 +97,94 @@ class TrainConfig:
     that split: with 12 points a class accuracy moves in steps of 8 points, so the default
     asks for 50 (about 7 points of binomial noise at 50%), and training warns below 30.
     ``dataset_options`` go to the data set's loader (``load_dataset(dataset, **options)``).
+
+    Each field is declared once, with :func:`setting`: its type (the annotation) decides how a
+    value from YAML, a study spec or the command line is coerced (:func:`coerce_setting`), and
+    its help, group and choices make its ``robustfair train`` flag.
     """
 
     # what is trained
-    dataset: str = "digits"
-    dataset_options: dict = field(default_factory=dict)  # the loader's options, e.g. {"spread": 0.3}
-    model: str = "small_cnn"
-    model_kwargs: dict = field(default_factory=dict)
-    objective: str = "pgd_at"
+    dataset: str = setting("digits", "data set", group=DATA, choices=_datasets, metavar="NAME")
+    dataset_options: dict = setting(
+        factory=dict, group=DATA, cli="--dataset-option",
+        help="the data set loader's options, e.g. {spread: 0.3}")
+    model: str = setting("small_cnn", "architecture", group=DATA, choices=_models, metavar="NAME")
+    model_kwargs: dict = setting(factory=dict, group=DATA, cli="--model-arg",
+                                 help="extra model arguments, e.g. {width: 16}")
+    objective: str = setting("pgd_at", "training objective", group=ATTACK, choices=_objectives,
+                             metavar="NAME")
     # training attack
-    eps: float = 8 / 255
-    norm: str = "linf"
-    steps: int = 10
-    alpha: float | None = None         # None: 2.5·eps/steps (Madry); fgsm_rs: 1.25·eps (Wong)
-    beta: float = 6.0                  # TRADES trade-off
-    trades_start: float = 0.001        # std of TRADES' Gaussian random start
+    eps: float = setting(8 / 255, "attack radius, e.g. 8/255 (also used by the per-epoch "
+                         "evaluation)", group=ATTACK)
+    norm: str = setting("linf", "attack norm", group=ATTACK, choices=NORMS)
+    steps: int = setting(10, "training attack steps", group=ATTACK)
+    alpha: float | None = setting(None, "training attack step size (default 2.5*eps/steps, "
+                                  "Madry; fgsm_rs 1.25*eps, Wong)", group=ATTACK)
+    beta: float = setting(6.0, "TRADES trade-off", group=ATTACK)
+    trades_start: float = setting(0.001, "std of TRADES' Gaussian random start", group=ATTACK)
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
-    gamma: float = 0.1                 # step schedule's factor at each milestone
-    warmup_epochs: float = 0.0         # linear warm-up (step and cosine schedules)
-    onecycle_peak: float = 0.4         # fraction of training at which one-cycle peaks
-    label_smoothing: float = 0.0
-    ema: float | None = None           # decay of an exponential moving average of the weights
-    seed: int = 0
+    epochs: int = setting(10, "training epochs", group=OPTIM)
+    batch_size: int = setting(128, "training batch size", group=OPTIM)
+    optimizer: str = setting("sgd", "optimiser", group=OPTIM, choices=OPTIMIZERS)
+    lr: float = setting(0.1, "(peak) learning rate, e.g. 0.1 or 2e-3", group=OPTIM)
+    momentum: float = setting(0.9, "momentum (sgd) or beta1 (adam)", group=OPTIM)
+    nesterov: bool = setting(False, "Nesterov momentum (sgd)", group=OPTIM)
+    weight_decay: float = setting(5e-4, "weight decay", group=OPTIM)
+    schedule: str = setting("cosine", "learning-rate schedule", group=OPTIM, choices=SCHEDULES)
+    milestones: list = setting(factory=lambda: [0.5, 0.75], group=OPTIM, cli="comma",
+                               item=_milestone,
+                               help="step schedule milestones as fractions of training, "
+                                    "e.g. 0.5,0.75")
+    gamma: float = setting(0.1, "step schedule's factor at each milestone", group=OPTIM)
+    warmup_epochs: float = setting(0.0, "linear warm-up epochs (step and cosine schedules)",
+                                   group=OPTIM)
+    onecycle_peak: float = setting(0.4, "fraction of training at which one-cycle peaks",
+                                   group=OPTIM)
+    label_smoothing: float = setting(0.0, "label smoothing", group=OPTIM)
+    ema: float | None = setting(None, "keep an exponential moving average of the weights with "
+                                "this decay (e.g. 0.999) and evaluate it", group=OPTIM,
+                                metavar="DECAY")
+    seed: int = setting(0, "seed of everything random in training", group=OPTIM)
     # augmentation (batched, on the device)
-    augment: bool = True
-    pad: int | None = None             # None: image_size // 8 (4 for 32 px, 1 for 8 px)
-    pad_mode: str = "reflect"
-    flip: bool | None = None           # None: the data set decides (yes for natural images)
+    augment: bool = setting(True, "random crops and flips", group=AUGMENT)
+    pad: int | None = setting(None, "crop padding (default image_size // 8: 4 for 32 px, 1 "
+                              "for 8 px)", group=AUGMENT)
+    pad_mode: str = setting("reflect", "crop padding mode", group=AUGMENT, choices=PAD_MODES)
+    flip: bool | None = setting(None, "random horizontal flips (default: the data set decides, "
+                                "yes for natural images)", group=AUGMENT)
     # per-epoch evaluation and the checkpoint rule
-    val_fraction: float = 0.1
-    val_max: int = 2000
-    val_min_per_class: int = 50        # ... but at least this many per class, where the class
-                                       # can spare them (at most a quarter of its points)
-    val_seed: int = 0                  # fixed, so runs with different seeds share a val split
-    eval_steps: int = 10
-    eval_batch_size: int = 512
-    keep: str = "last"
+    val_fraction: float = setting(0.1, "stratified validation share of train", group=EVAL)
+    val_max: int = setting(2000, "validation points at most", group=EVAL)
+    val_min_per_class: int = setting(50, "validation points per class at least, where the "
+                                     "class can spare them (at most a quarter of its points)",
+                                     group=EVAL)
+    val_seed: int = setting(0, "seed of the validation split (fixed, so runs with different "
+                            "seeds share it)", group=EVAL)
+    eval_steps: int = setting(10, "PGD steps of the per-epoch evaluation", group=EVAL)
+    eval_batch_size: int = setting(512, "batch size of the per-epoch evaluation", group=EVAL)
+    keep: str = setting("last", "final weights: the last epoch's or the best validation "
+                        "epoch's", group=EVAL, choices=KEEP_RULES)
     # fgsm_rs's catastrophic-overfitting guard
-    co_guard: bool = True
-    co_drop: float = 0.2               # stop when val robust acc falls by more than this ...
-    co_floor: float = 0.02             # ... or falls to at most this from above twice it
+    co_guard: bool = setting(True, "fgsm_rs: stop on catastrophic overfitting", group=EVAL)
+    co_drop: float = setting(0.2, "fgsm_rs guard: stop when validation robust accuracy falls "
+                             "by more than this ...", group=EVAL)
+    co_floor: float = setting(0.02, "... or falls to at most this from above twice it",
+                              group=EVAL)
     # mitigations: [{"name": "class_weight", "weights": {"3": 50}}, ...]
-    mitigations: list = field(default_factory=list)
+    mitigations: list = setting(factory=list, group=MITIGATE, cli="--mitigation",
+                                item=lambda m: _mitigation_entry(m),
+                                help="mitigations, each a name or {name: ..., options}")
     # runtime (not part of the run's identity)
-    device: str | None = None
-    amp: str = "auto"
-    compile: bool = False
-    channels_last: bool | None = None  # None: on (every device)
-    data_dir: str | None = None
+    device: str | None = setting(None, "cpu, cuda, cuda:1, mps (default: the fastest "
+                                 "available)", group=SPEED)
+    amp: str = setting("auto", "mixed precision: on (bf16 where supported, else fp16), bf16, "
+                       "fp16, off; auto: on for CUDA, off on CPU", group=SPEED,
+                       choices=AMP_MODES, const="on", bool_words=("off", "on"), metavar="MODE")
+    compile: bool = setting(False, "torch.compile the model", group=SPEED)
+    channels_last: bool | None = setting(None, "channels-last memory format (default: on)",
+                                         group=SPEED)
+    data_dir: str | None = setting(None, "where data sets are stored", group=SPEED,
+                                   metavar="DIR")
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -175,56 +255,16 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def _coerce(self) -> None:
-        for name in ("eps", "beta", "trades_start", "lr", "momentum", "weight_decay", "gamma",
-                     "warmup_epochs", "onecycle_peak", "label_smoothing", "val_fraction",
-                     "co_drop", "co_floor"):
-            setattr(self, name, parse_number(getattr(self, name), what=name))
-        for name in ("alpha", "ema"):
-            if getattr(self, name) is not None:
-                setattr(self, name, parse_number(getattr(self, name), what=name))
-        for name in ("steps", "epochs", "batch_size", "seed", "val_max", "val_min_per_class", "val_seed",
-                     "eval_steps", "eval_batch_size"):
-            setattr(self, name, _as_int(getattr(self, name), name))
-        if self.pad is not None:
-            self.pad = _as_int(self.pad, "pad")
-        for name in ("nesterov", "augment", "co_guard", "compile"):
-            setattr(self, name, as_bool(getattr(self, name), name))
-        for name in ("flip", "channels_last"):
-            if getattr(self, name) is not None:
-                setattr(self, name, as_bool(getattr(self, name), name))
-        if not isinstance(self.milestones, (list, tuple)):
-            raise ConfigError("milestones must be a list of fractions of training, e.g. [0.5, 0.75]")
-        self.milestones = [parse_number(m, what="milestone") for m in self.milestones]
-        if not isinstance(self.model_kwargs, dict):
-            raise ConfigError("model_kwargs must be a mapping")
-        _check_keys(self.model_kwargs, "model_kwargs key")
-        if not isinstance(self.dataset_options, dict):
-            raise ConfigError("dataset_options must be a mapping of the loader's options, "
-                              "e.g. {spread: 0.3}")
-        try:
-            self.dataset_options = json.loads(json.dumps(self.dataset_options))
-        except (TypeError, ValueError):
-            raise ConfigError(f"dataset_options must hold plain values, "
-                              f"got {self.dataset_options!r}") from None
-        self.mitigations = [_mitigation_entry(m) for m in (self.mitigations or [])]
-        for name in ("objective", "norm", "optimizer", "schedule", "keep", "pad_mode", "amp"):
-            setattr(self, name, str(getattr(self, name)).strip().lower())
-        self.dataset, self.model = str(self.dataset), str(self.model)
-        if self.device is not None:
-            self.device = str(self.device)
-        if self.data_dir is not None:
-            self.data_dir = str(self.data_dir)
+        for f in fields(self):
+            setattr(self, f.name, coerce_setting(f.name, getattr(self, f.name)))
 
     def _validate(self) -> None:
         from .objectives import OBJECTIVES  # (the objectives need torch; the config does not)
 
         OBJECTIVES.get(self.objective)  # an unknown name: a one-line error with the choices
-        _choice(self.norm, NORMS, "norm")
-        _choice(self.optimizer, OPTIMIZERS, "optimizer")
-        _choice(self.schedule, SCHEDULES, "schedule")
-        _choice(self.keep, KEEP_RULES, "keep")
-        _choice(self.pad_mode, PAD_MODES, "pad_mode")
-        _choice(self.amp, AMP_MODES, "amp")
+        for f in fields(self):  # the settings that take one of a few fixed names
+            if isinstance(f.metadata.get("choices"), tuple):
+                _choice(getattr(self, f.name), f.metadata["choices"], f.name)
         check_eps(self.eps, self.norm)  # the same rule as audit's and explain's --eps
         if self.objective != "standard" and self.eps == 0:
             raise ConfigError(f"objective {self.objective!r} needs eps > 0")
@@ -265,6 +305,82 @@ class TrainConfig:
             raise ConfigError("seeds must be >= 0")
 
 
+# ------------------------------------------------------------------ coercion, from the fields
+def setting_fields() -> dict[str, dataclasses.Field]:
+    """TrainConfig's fields by name (each with its :func:`setting` metadata)."""
+    return {f.name: f for f in fields(TrainConfig)}
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    """The names a setting takes (a registry's, asked now), or None for a free value.
+
+    >>> setting_choices("norm"), setting_choices("lr")
+    (('linf', 'l2'), None)
+    """
+    choices = setting_fields()[name].metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
+def coerce_setting(name: str, value: Any) -> Any:
+    """A value of TrainConfig's setting ``name`` in canonical form, by the field's annotation.
+
+    The one coercion of the config loader, the study spec and the CLI: numbers may be text
+    (``"8/255"``), integers must be whole, switches take true/false/yes/no/on/off, names are
+    trimmed (and lower-cased where there are fixed choices), mappings and lists hold plain
+    values. A bad value is a one-line ConfigError naming the setting.
+
+    >>> coerce_setting("eps", "8/255") * 255, coerce_setting("steps", "10"), coerce_setting("amp", False)
+    (8.0, 10, 'off')
+    >>> coerce_setting("epochs", "ten")
+    Traceback (most recent call last):
+    ...
+    robustfair.errors.ConfigError: epochs must be an integer, got 'ten'
+    """
+    f = setting_fields()[name]
+    kind, _, optional = str(f.type).partition("|")
+    kind, meta = kind.strip(), f.metadata
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} needs a value ({kind}), got nothing")
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return parse_number(value, what=name)
+    if kind == "int":
+        return _as_int(value, name)
+    if kind == "bool":
+        return as_bool(value, name)
+    if kind == "str":
+        if isinstance(value, bool) and meta.get("bool_words"):  # YAML reads `amp: off` as false
+            return meta["bool_words"][value]
+        if isinstance(value, (bool, dict, list, tuple)):
+            raise ConfigError(f"{name} must be a name, got {value!r}")
+        text = str(value).strip()
+        # fixed names and objectives are matched lower-case; data set and model names as given
+        return text.lower() if meta.get("choices") is not None and name not in (
+            "dataset", "model") else text
+    if kind == "dict":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping, e.g. {{key: value}}, got {value!r}")
+        _check_keys(value, f"{name} key")
+        return _plain(dict(value), name)
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        item = meta.get("item")
+        return [item(v) for v in value] if item else _plain(list(value), name)
+    raise AssertionError(f"TrainConfig.{name}: no coercion for the annotation {f.type!r}")
+
+
+def _plain(value: Any, name: str) -> Any:
+    """``value`` as plain JSON values (what a run folder can record and compare)."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must hold plain values, got {value!r}") from None
+
+
 def _check_keys(mapping: Mapping, what: str) -> None:
     """Option names are strings (YAML reads ``1: 2`` as an integer key)."""
     for key in mapping:
@@ -288,7 +404,12 @@ def _as_int(value: Any, what: str) -> int:
         raise ConfigError(f"{what} must be an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    number = parse_number(value, what=what)
+    if not isinstance(value, (float, str)):
+        raise ConfigError(f"{what} must be an integer, got {value!r}")
+    try:
+        number = parse_number(value, what=what)
+    except ConfigError:
+        number = math.nan
     if not math.isfinite(number) or number != int(number):
         raise ConfigError(f"{what} must be an integer, got {value!r}")
     return int(number)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -34,8 +35,8 @@ from ..errors import ConfigError
 from ..models import build_model
 from . import distributed as ddp
 from .augment import augment
-from .callbacks import (Callback, CollapseGuard, EMAUpdate, EpochEnd, MitigationHooks,
-                        ProgressBar, StepEnd, epoch_end)
+from .callbacks import (Callback, Checkpoint, CollapseGuard, EMAUpdate, EpochEnd,
+                        MitigationHooks, ProgressBar, RunStart, StepEnd, epoch_end)
 from .config import TrainConfig
 from .epoch_log import CSV_COLUMNS, KEEP_TEXT, EpochLog
 from .objectives import Batch
@@ -79,7 +80,8 @@ class TrainResult:
 
 
 def train(config: TrainConfig | dict, out_dir: str | Path, *, dataset: Dataset | None = None,
-          resume: bool = True, force: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = True, force: bool = False, progress: bool = True,
+          callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train by ``config`` into the run directory ``out_dir`` (created if needed).
 
     The data is the config's ``dataset`` (loaded by name), or ``dataset``, a
@@ -88,6 +90,10 @@ def train(config: TrainConfig | dict, out_dir: str | Path, *, dataset: Dataset |
     on the same data. An existing run with the same config is resumed (``resume=True``) or
     reported if complete; one with a different config or data is refused with a ConfigError
     naming the difference; ``force=True`` deletes the old run's files and starts over.
+    ``callbacks``: :class:`~robustfair.training.callbacks.Callback` objects told of the run's
+    start, every epoch (with its class-wise rows), every checkpoint and the end (the protocol
+    is in :mod:`robustfair.training.callbacks`; experiment trackers in
+    :mod:`robustfair.training.loggers`).
 
     >>> import json, tempfile, torch
     >>> from robustfair.data import Split
@@ -110,7 +116,7 @@ def train(config: TrainConfig | dict, out_dir: str | Path, *, dataset: Dataset |
     try:
         folder = RunFolder(Path(out_dir), cfg, info)
         with folder.locked():  # one training run per folder
-            return _Trainer(cfg, folder, info, device, progress).run(
+            return _Trainer(cfg, folder, info, device, progress, list(callbacks)).run(
                 dataset, resume=resume, force=force)
     finally:
         ddp.teardown(info)
@@ -131,8 +137,9 @@ class _Trainer:
     """One call of :func:`train`: set up or resume, then the epoch loop."""
 
     def __init__(self, cfg: TrainConfig, folder: RunFolder, info: ddp.DistInfo,
-                 device: torch.device, progress: bool) -> None:
+                 device: torch.device, progress: bool, user_callbacks: list[Callback]) -> None:
         self.cfg, self.folder, self.info, self.device = cfg, folder, info, device
+        self.user_callbacks = user_callbacks
         self.progress = progress and info.is_main
         self.global_step = 0
         # set by run() once it knows there is training to do
@@ -176,6 +183,7 @@ class _Trainer:
         if self.progress:
             last = self.log.history[-1] if self.log.history else None
             callbacks.append(ProgressBar(cfg.epochs, parts.steps_per_epoch, last))
+        callbacks += self.user_callbacks  # before the loop's own: they see every logged epoch
         if parts.ema is not None:
             callbacks.append(EMAUpdate(parts.ema))
         if cfg.objective == "fgsm_rs" and cfg.co_guard:
@@ -189,6 +197,10 @@ class _Trainer:
         callbacks = self._callbacks()
         last_good = _snapshot(parts.eval_net())  # what the run keeps if it stops now
         stopped, epoch = None, start - 1
+        begin = RunStart(self.folder.path, cfg, list(self.data.classes), start,
+                         list(log.history), self.info.is_main)
+        for callback in callbacks:
+            callback.on_run_start(begin)
         for epoch in range(start, cfg.epochs + 1):
             started = time.perf_counter()
             for callback in callbacks:
@@ -196,7 +208,7 @@ class _Trainer:
             loss, train_acc, lr = self._train_epoch(epoch, callbacks)
             row, class_rows, stats = log.evaluate(parts.eval_net(), epoch, loss=loss,
                                                   train_acc=train_acc, lr=lr, started=started)
-            stopped = epoch_end(callbacks, EpochEnd(epoch, row, stats, log.history))
+            stopped = epoch_end(callbacks, EpochEnd(epoch, row, stats, log.history, class_rows))
             if stopped is not None:  # logged, but its weights are not kept
                 row["note"] = stopped
                 log.append(row, class_rows)
@@ -207,8 +219,13 @@ class _Trainer:
             log.append(row, class_rows)
             self.folder.commit_epoch(epoch, self.global_step, parts, log, new_best,
                                      self._metadata(epoch))
+            for callback in callbacks:
+                callback.on_checkpoint(Checkpoint(epoch, self.folder.path, row))
             last_good = _snapshot(parts.eval_net())
-        return self._finish(epoch, stopped, last_good)
+        result = self._finish(epoch, stopped, last_good)
+        for callback in callbacks:
+            callback.on_run_end(result)
+        return result
 
     def _train_epoch(self, epoch: int, callbacks: list[Callback]) -> tuple[float, float, float]:
         """One pass over the training split: ``(mean loss, accuracy, last learning rate)``."""
