@@ -53,20 +53,25 @@ CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "robustfair-
 
 
 # ---------------------------------------------------------------------------- row counting
+# forward and backward rows per counter, by key: fx.wrap'd functions take plain constants
+_ROWS: dict[int, list[int]] = {}
+
+
 @fx.wrap
-def count_rows(counter: "RowCounter", x: torch.Tensor) -> torch.Tensor:
+def count_rows(x: torch.Tensor, key: int) -> torch.Tensor:
     """Identity that counts ``x``'s rows now and again when a backward pass reaches it.
 
     ``fx.wrap``: a leaf of any fx trace, so robustfair's attack view keeps rewriting the rest.
     """
-    counter.forward_rows += len(x)
+    rows = _ROWS[key]
+    rows[0] += len(x)
     if not x.requires_grad:
         return x
     y = x.view_as(x)  # a node of this pass only: its hook fires once per backward through it
     n = len(x)
 
     def count(grad: torch.Tensor) -> torch.Tensor:
-        counter.backward_rows += n
+        rows[1] += n
         return grad
 
     y.register_hook(count)
@@ -79,15 +84,16 @@ class RowCounter(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.forward_rows = 0
-        self.backward_rows = 0
+        self.key = len(_ROWS)
+        _ROWS[self.key] = [0, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(count_rows(self, x))
+        return self.net(count_rows(x, self.key))
 
     def take(self) -> tuple[int, int]:
-        rows = (self.forward_rows, self.backward_rows)
-        self.forward_rows = self.backward_rows = 0
+        """(forward rows, backward rows) since the last call."""
+        rows = tuple(_ROWS[self.key])
+        _ROWS[self.key] = [0, 0]
         return rows
 
 
