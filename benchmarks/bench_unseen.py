@@ -370,8 +370,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         results.append(bench(name, args.n, args.batch_size, args.seed, args.device))
         r = results[-1]
-        print(f"{name}: {r.seconds[0]:.1f} s vs {r.seconds[1]:.1f} s official, rows {r.rows}, "
-              f"robust {r.robust[0]:.3f} vs {r.robust[1]:.3f}", flush=True)
+        print(f"{name}: {r.seconds[0]:.1f} s vs {r.seconds[1]:.1f} s official (CPU {r.cpu_seconds[0]:.1f} "
+              f"vs {r.cpu_seconds[1]:.1f} s), rows {r.rows}, robust {r.robust[0]:.3f} vs "
+              f"{r.robust[1]:.3f}, only robustfair broke {r.only_rf_broke}, only official broke "
+              f"{r.only_official_broke}", flush=True)
     text = header + "\n" + table(results) + f"\n\nfinished {time.strftime('%Y-%m-%d %H:%M')}\n"
     print("\n" + text)
     if args.out:
