@@ -12,10 +12,16 @@
 #      its robust accuracy is compared with the full-precision one), --batch-size auto, and
 #      --compile;
 #   3. one epoch of DDP over NCCL with torchrun on every visible GPU (skipped, with a message,
-#      when there is only one).
+#      when there is only one);
+#   4. robustfair's `autoattack` against the official AutoAttack (version standard, same points
+#      and batch) on an architecture robustfair never defined, at CIFAR size:
+#      benchmarks/bench_unseen.py on RobustBench's PreActResNet18 (or timm's resnet18 where
+#      RobustBench is missing), briefly PGD-AT-trained on the GPU first (skipped, with a message,
+#      when neither library, the official AutoAttack or mlxtend is installed).
 # Environment: PYTHON (default: python), GPU_CHECK_TRAIN_PER_CLASS (default 1000 training
 # points per class), GPU_CHECK_TEST_PER_CLASS (default 500 audit points per class),
-# GPU_CHECK_STEP_LIMIT (default 300: seconds before a step counts as hung and the check fails).
+# GPU_CHECK_STEP_LIMIT (default 300: seconds before a step counts as hung and the check fails),
+# GPU_CHECK_UNSEEN_N (default 500 points for step 4).
 # Exit status: 0 when every step ran, 1 with a one-line reason otherwise (no CUDA device first).
 set -euo pipefail
 
@@ -26,6 +32,7 @@ export ROBUSTFAIR_NO_DOWNLOAD=1
 TRAIN_PER_CLASS="${GPU_CHECK_TRAIN_PER_CLASS:-1000}"
 LIMIT="${GPU_CHECK_STEP_LIMIT:-300}"  # seconds any one step may take before it counts as hung
 TEST_PER_CLASS="${GPU_CHECK_TEST_PER_CLASS:-500}"
+UNSEEN_N="${GPU_CHECK_UNSEEN_N:-500}"
 
 die() { echo "gpu_check: $*" >&2; exit 1; }
 
@@ -128,6 +135,24 @@ else
     timed "train: 1 PGD-AT epoch, DDP over NCCL on $NGPU GPUs" \
         timeout "$LIMIT" "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" \
         -m robustfair "${TRAIN[@]}" --out "$WORK/ddp"
+fi
+
+# ---------------------------------------------------------------- 4. AutoAttack, unseen architecture
+UNSEEN=""
+if "$PYTHON" -c "import pyautoattack, mlxtend, robustbench" >/dev/null 2>&1; then
+    UNSEEN=rb_preact18
+elif "$PYTHON" -c "import pyautoattack, mlxtend, timm" >/dev/null 2>&1; then
+    UNSEEN=timm_resnet18
+fi
+if [ -z "$UNSEEN" ]; then
+    echo "gpu_check: autoattack vs official skipped: needs pyautoattack, mlxtend and robustbench or timm" \
+        | tee -a "$SUMMARY"
+else
+    # the model is trained on the GPU into the work dir (no download, nothing outside it)
+    timed "autoattack vs official AutoAttack, $UNSEEN ($UNSEEN_N points)" \
+        env BENCH_CACHE="$WORK/bench-cache" timeout "$LIMIT" "$PYTHON" "$ROOT/benchmarks/bench_unseen.py" \
+        --models "$UNSEEN" --n "$UNSEEN_N" --device cuda --out "$WORK/unseen.md"
+    cat "$WORK/unseen.md" >> "$SUMMARY"
 fi
 
 echo
