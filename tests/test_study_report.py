@@ -351,6 +351,7 @@ def test_report_skips_what_the_study_lacks(tmp_path, capsys):
     assert "universality is not measured" in page and "compares no mitigation" in page
 
 
+@pytest.mark.slow  # a second study, trained and reported
 def test_data_sets_with_different_classes_are_kept_apart(tmp_path):
     runs, truth = make_study(tmp_path, textwrap.dedent("""\
         name: two

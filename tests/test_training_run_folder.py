@@ -151,6 +151,7 @@ def test_a_refused_mitigation_combination_does_not_block_the_corrected_command(t
 
 
 # ---------------------------------------------------------------- a full disk
+@pytest.mark.slow  # a training and a study in a child process
 def test_a_full_disk_is_one_line_and_the_run_resumes_afterwards(tmp_path):
     """RLIMIT_FSIZE makes every write past the limit fail with EFBIG, as a full disk fails
     with ENOSPC: 0 bytes is a full disk, 6000 bytes lets config.json through but not the
