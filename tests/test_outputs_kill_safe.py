@@ -33,6 +33,7 @@ def reports():
             for n in (20, 15)]
 
 
+@pytest.mark.slow  # a child killed at every step of an audit's publication
 def test_a_killed_audit_publication_leaves_the_old_or_the_new_audit(reports, tmp_path):
     out = tmp_path / "audit"
     write_audit(out, reports[0])
