@@ -1,4 +1,10 @@
-"""Shared test settings: small thread counts so the suite behaves on 2 cores, fixed seeds."""
+"""Shared test settings: small thread counts so the suite behaves on 2 cores, fixed seeds.
+
+Test files are filed by the room they test (test_<room>_<topic>.py: data, cli, models, attacks,
+training, study, ...), tests named by the behaviour they check; helpers shared by several files
+are plain modules here (limited.py, one_line.py, digits_model.py, ...). Long end-to-end tests and
+every comparison against another attack implementation (torchattacks, the official AutoAttack) are
+marked ``slow``."""
 import os
 
 import pytest

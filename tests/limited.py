@@ -1,5 +1,5 @@
 """Run a snippet in a fresh Python whose address space is capped a little above what its imports
-took, for the hardening tests' "small input, huge memory" cases: a regression then dies with a
+took, for the tests of "small input, huge memory" cases: a regression then dies with a
 MemoryError in the child instead of swapping the machine."""
 from __future__ import annotations
 

@@ -85,6 +85,7 @@ def _assert_at_least_as_strong(ours, theirs_fooled, y, *, max_class_gap=0.01):
 
 # ---------------------------------------------------------------- against torchattacks
 
+@pytest.mark.slow  # against torchattacks
 def test_pgd_linf_matches_torchattacks(model64, digits):
     x, y, _, _ = digits
     x, eps = x.double(), 0.15
@@ -96,6 +97,7 @@ def test_pgd_linf_matches_torchattacks(model64, digits):
     _assert_at_least_as_strong(ours, theirs_fooled, y)
 
 
+@pytest.mark.slow  # against torchattacks
 def test_pgd_l2_matches_torchattacks(model64, digits):
     x, y, _, _ = digits
     x, eps = x.double(), 0.5
@@ -107,6 +109,7 @@ def test_pgd_l2_matches_torchattacks(model64, digits):
     _assert_at_least_as_strong(ours, theirs_fooled, y)
 
 
+@pytest.mark.slow  # against torchattacks
 def test_fgsm_matches_torchattacks(model64, digits):
     x, y, _, _ = digits
     x, eps = x.double(), 0.1
@@ -117,6 +120,7 @@ def test_fgsm_matches_torchattacks(model64, digits):
     assert torch.equal(ours.success, theirs_fooled)
 
 
+@pytest.mark.slow  # against torchattacks
 def test_apgd_ce_at_least_as_strong_as_pgd100_and_torchattacks(model, digits):
     x, y, _, test_idx = digits
     x, y, eps = x[test_idx[:400]], y[test_idx[:400]], 0.15
@@ -131,6 +135,7 @@ def test_apgd_ce_at_least_as_strong_as_pgd100_and_torchattacks(model, digits):
     assert rob_apgd <= rob_theirs + 0.01
 
 
+@pytest.mark.slow  # against torchattacks
 def test_untargeted_apgd_t_is_autoattacks_and_as_strong_as_torchattacks(model, digits):
     # AutoAttack's APGD-T: the targeted DLR loss toward each of the 9 runner-up classes in
     # turn, any misclassification counts. torchattacks' APGDT is the same algorithm.

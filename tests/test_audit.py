@@ -296,6 +296,7 @@ def test_bad_speed_settings_are_one_line_errors(model, digits, kwargs, match):
               progress=False, **kwargs)
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_audit_gives_the_same_predictions():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()

@@ -53,6 +53,7 @@ def test_a_memory_error_anywhere_is_one_line_saying_what_was_too_large(tmp_path,
     assert_one_line_error(code, err, "out of memory: Unable to allocate 3.27 GiB for an array")
 
 
+@pytest.mark.slow  # a real robustfair process
 def test_python_warnings_add_no_line_before_a_one_line_error(tmp_path):
     model = tmp_path / "warns.py"
     model.write_text(

@@ -1,5 +1,7 @@
-"""explain_model, the feature data sets and the ``robustfair explain`` command, end to end on digits."""
+"""explain_model, the feature data sets and the ``robustfair explain`` command, end to end on digits;
+its JSON stays strict (no NaN) when a tiny sample leaves statistics undefined."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +13,10 @@ from robustfair.cli import main
 from robustfair.data import list_datasets, to_float
 from robustfair.explain.feature_datasets import (_derangement, class_accuracy, feature_dataset_study,
                                                  non_robust_dataset, profile_cosine, robust_dataset)
+from robustfair.explain.report import Explanation
+
+from digits_model import train_small_cnn
+from limited import cli_all
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +168,28 @@ def test_cli_explains_a_model_spec_with_weights(trained, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["robustfair: error: --model needs --dataset (only a robustfair checkpoint records its data set)",
                    "robustfair: error: --weights goes with --model SPEC; a --checkpoint carries its own"]
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(digits, tmp_path_factory):
+    """A small CNN after one epoch on digits, saved with its data set."""
+    net = train_small_cnn(digits, epochs=1)
+    path = tmp_path_factory.mktemp("ckpt") / "digits.safetensors"
+    return rf.save_model(net, path, metadata={"dataset": "digits", "classes": digits.classes})
+
+
+def test_explain_with_a_tiny_limit_writes_strict_json(cnn_checkpoint, tmp_path, capsys):
+    out = tmp_path / "explain"
+    code, stdout, err = cli_all(["explain", "--checkpoint", cnn_checkpoint, "--dataset", "digits",
+                                 "--limit", "5", "--steps", "2", "--margin-steps", "2",
+                                 "--n-perm", "10", "--out", out, "--threads", "1"], capsys)
+    assert code == 0, err
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in explain.json")
+
+    data = json.loads((out / "explain.json").read_text(), parse_constant=refuse)
+    assert data["settings"]["n"] == 5
+    nan = Explanation.to_json(SimpleNamespace(to_dict=lambda: {"a": float("nan"), "b": [
+        torch.tensor(float("inf")).numpy().item(), 1.5]}))
+    assert json.loads(nan, parse_constant=refuse) == {"a": None, "b": [None, 1.5]}

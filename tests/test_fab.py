@@ -156,6 +156,7 @@ def test_projections_are_the_smallest_move_to_the_hyperplane_in_the_box(norm):
     assert 10 < reached < len(t)  # both cases were tried
 
 
+@pytest.mark.slow  # against the official AutoAttack
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_projections_match_the_official_ones(norm):
     official = pytest.importorskip("pyautoattack.fab_projections") if importlib.util.find_spec(
@@ -184,6 +185,7 @@ def _robust_both(ds, x, y, arch: str, norm: str, seed: int) -> tuple[torch.Tenso
     return _RESULTS[arch, norm, seed]
 
 
+@pytest.mark.slow  # against the official AutoAttack
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("arch", ["cnn", "mlp"])
 def test_fab_t_not_weaker_than_official(digits, arch, norm):

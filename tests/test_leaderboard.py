@@ -272,6 +272,7 @@ def test_ray_executor_gives_the_local_results(board, models, tmp_path):
                            board["reports"][name])
 
 
+@pytest.mark.slow  # the leaderboard again, sharded
 def test_sharded_models_give_the_unsharded_results(board, models, tmp_path):
     """--shards N: each model audited in N shards (kept per model), the same per-point results."""
     proc = _cli(models / "board.yaml", tmp_path / "out", "--shards", "3")

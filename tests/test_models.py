@@ -1,5 +1,6 @@
 """Model zoo: every registered body adapts to channels, image size and classes; normalisation
-sits in front; input gradients flow; the big architectures have their published sizes."""
+sits in front; input gradients flow; the big architectures have their published sizes; bad
+options, and a model too big for this machine's memory, are one-line errors."""
 import pytest
 import torch
 from torch import nn
@@ -9,6 +10,7 @@ from robustfair.errors import ModelError
 from robustfair.models import build_model, list_models
 
 from cheap_models import CHEAP  # small variants, so that forward passes stay cheap
+from limited import assert_one_line_error, cli
 
 # The full-size models are counted on the meta device below, without allocating weights.
 GEOMETRIES = [(1, 8, 10), (3, 32, 10), (3, 32, 100)]
@@ -184,6 +186,14 @@ def test_bad_arguments_give_one_line_model_errors(name, kwargs, needle):
 def test_unknown_model_name():
     with pytest.raises(ModelError, match="unknown model 'resnet1000'.*wide_resnet"):
         build_model("resnet1000", num_classes=10)
+
+
+def test_a_model_beyond_memory_is_one_line(tmp_path, capsys):
+    with pytest.raises(ModelError, match="more than this machine's"):
+        build_model("small_cnn", num_classes=10, in_channels=1, image_size=8, width=100_000_000)
+    code, err = cli(["train", "--out", tmp_path / "o", "--dataset", "digits", "--model",
+                     "small_cnn", "--model-arg", "width=100000000", "--epochs", "1"], capsys)
+    assert_one_line_error(code, err, "more than this machine's")
 
 
 def test_small_cnn_learns_digits_quickly():

@@ -1,5 +1,6 @@
 """Checkpoints: safetensors weights + JSON header; round trips exactly; damaged, foreign and
-malicious files are refused with one-line ModelErrors and never executed."""
+malicious files are refused with one-line ModelErrors and never executed; a small file whose
+header describes a huge model is refused before the model is built."""
 import json
 import os
 import pickle
@@ -21,6 +22,8 @@ from robustfair.models import (
     save_model,
 )
 from robustfair.models import _base
+
+from limited import run_limited
 
 DIGIT_META = {"dataset": "digits", "classes": [str(i) for i in range(10)], "epochs": 3}
 
@@ -369,3 +372,37 @@ def test_robustfair_entry_that_is_not_json(tmp_path, good_file):
     path = tmp_path / "j.safetensors"
     save_file(load_file(str(good_file)), str(path), metadata={"robustfair": "{'config': oops"})
     one_line_error(load_model, path, match="header is not JSON")
+
+
+def _lying_checkpoint(path, hidden):
+    """A few hundred bytes: a tiny MLP's weights under a header whose config is a huge MLP."""
+    tiny = build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=[2])
+    header = json.loads(__import__("safetensors").safe_open(
+        str(save_model(tiny, path)), framework="pt").metadata()["robustfair"])
+    header["config"]["kwargs"] = {"hidden": hidden}
+    tensors = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    save_file(tensors, str(path), metadata={"robustfair": json.dumps(header)})
+    return path
+
+
+def test_a_small_checkpoint_describing_a_huge_model_costs_nothing(tmp_path):
+    big = _lying_checkpoint(tmp_path / "big.safetensors", [30000, 30000])      # ~3.6 GB
+    huge = _lying_checkpoint(tmp_path / "huge.safetensors", [1000000, 1000000])  # ~4 TB
+    assert big.stat().st_size < 2000
+    proc = run_limited("from robustfair.models import load_model\nfrom robustfair.cli import main\n"
+                       "from robustfair.errors import ModelError\n", f"""
+for path in ({str(big)!r}, {str(huge)!r}):
+    try:
+        load_model(path, device="cpu")
+    except ModelError as exc:
+        print("refused:", exc)
+print(main(["audit", "--checkpoint", {str(big)!r}, "--dataset", "digits",
+            "--out", {str(tmp_path / "o")!r}]))
+""", headroom_mb=512)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "do not match the 'mlp' model" in lines[0]
+    assert lines[1].startswith("refused:") and "more than this machine's" in lines[1]
+    assert lines[2] == "2" and not (tmp_path / "o").exists()
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and "do not match the 'mlp' model" in errors[0], proc.stderr

@@ -33,6 +33,7 @@ def reports():
             for n in (20, 15)]
 
 
+@pytest.mark.slow  # a child killed at every step of an audit's publication
 def test_a_killed_audit_publication_leaves_the_old_or_the_new_audit(reports, tmp_path):
     out = tmp_path / "audit"
     write_audit(out, reports[0])
@@ -68,6 +69,7 @@ def test_a_killed_study_index_leaves_the_old_or_the_new_spec_and_index(tmp_path)
     assert_kill_safe(root, lambda folder: StudyStore(folder).prepare("name: s\n# v2\n", "s", []))
 
 
+@pytest.mark.slow  # a child killed at every step of an audit's publication
 def test_an_old_plain_file_audit_is_adopted_without_a_visible_change(reports, tmp_path):
     out = tmp_path / "audit"
     out.mkdir()
@@ -120,6 +122,7 @@ def test_a_killed_leaderboard_publication_leaves_the_old_or_the_new_one(tmp_path
     assert_kill_safe(out, lambda folder: _leaderboard_files(folder, "second", figure=True))
 
 
+@pytest.mark.slow  # a child killed at every step of an audit's publication
 def test_a_folder_copied_with_its_links_followed_publishes_again(reports, tmp_path):
     # shutil.copytree (and cp -rL) turn the links into files and the pointer into a folder
     write_audit(tmp_path / "a", reports[0])

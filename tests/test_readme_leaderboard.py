@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import robustfair as rf
 from robustfair.cli import build_parser, main
@@ -21,6 +22,7 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
 
+@pytest.mark.slow  # the README's leaderboard, end to end
 def test_readme_leaderboard_example_runs(tmp_path, monkeypatch, capsys):
     spec = next(b for b in _blocks("yaml") if b.startswith("# digits-board.yaml"))
     (command,) = [shlex.split(line.split("#")[0]) for b in _blocks("bash") for line in b.splitlines()

@@ -98,6 +98,7 @@ def test_shard_ranges_cover_the_points_in_order():
         assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
 
 
+@pytest.mark.slow  # the audit unsharded, then in 1, 2 and 3 shards
 def test_local_shards_give_the_unsharded_audit_for_any_n(digits, files, tmp_path):
     source = ModelSource(checkpoint=str(files / "net.safetensors"))
     model, _ = source.build(DataShape.of(digits))

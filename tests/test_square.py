@@ -179,6 +179,7 @@ def test_l2_init_and_step_spend_the_whole_budget(monkeypatch):
     assert torch.allclose(new, old * ratio[:, None])
 
 
+@pytest.mark.slow  # against the official AutoAttack
 @needs_official
 def test_l2_bump_is_the_official_one():
     official = OfficialSquare(lambda t: t, norm="L2", eps=1.0, device="cpu")
@@ -336,6 +337,7 @@ def test_targeted_reaches_the_target(net, digits, norm, eps):
         attack.perturb(net, x, y)
 
 
+@pytest.mark.slow  # against the official AutoAttack
 @needs_official
 def test_targeted_not_weaker_than_official(net, digits):
     _, x, y = digits

@@ -294,6 +294,7 @@ def report(study):
     return build_report(study[0])
 
 
+@pytest.mark.slow  # the whole report of a 48-run synthetic study
 def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     root, runs, truth = study
     assert report.skipped == {}
@@ -318,6 +319,7 @@ def test_report_has_every_figure_and_the_summary_numbers(study, data, report):
     assert "9 → 2" in page
 
 
+@pytest.mark.slow  # the whole report of a 48-run synthetic study
 def test_comparisons_csv_holds_the_numbers_the_report_prints(study, report):
     from robustfair.metrics import format_p
     from robustfair.metrics.measures import MEASURES, UNITLESS
@@ -353,6 +355,7 @@ def test_report_skips_what_the_study_lacks(tmp_path, capsys):
     assert "universality is not measured" in page and "compares no mitigation" in page
 
 
+@pytest.mark.slow  # a second study, trained and reported
 def test_data_sets_with_different_classes_are_kept_apart(tmp_path):
     runs, truth = make_study(tmp_path, textwrap.dedent("""\
         name: two
@@ -386,6 +389,7 @@ def test_report_of_a_directory_that_is_no_study(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ browser
+@pytest.mark.slow  # the whole report of a 48-run synthetic study, in Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
 @pytest.mark.parametrize("width", [1280, 640])
 def test_report_renders_in_headless_chromium(report, tmp_path, width):
@@ -442,6 +446,7 @@ class _Outline(HTMLParser):
             self._in[2] += data
 
 
+@pytest.mark.slow  # the whole report of a 48-run synthetic study
 def test_report_page_comes_from_its_template_with_every_section(report):
     page = report.html.read_text()
     outline = _Outline()
@@ -487,5 +492,6 @@ def test_report_escapes_what_the_user_wrote(tmp_path, monkeypatch):
     assert outline.open == []
 
 
+@pytest.mark.slow  # the whole report of a 48-run synthetic study
 def test_a_study_without_explanations_has_no_explain_section(report):
     assert "Why some classes are less robust" not in report.html.read_text()

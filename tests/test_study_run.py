@@ -116,6 +116,7 @@ KILL_SPEC = TINY.replace("grid:\n  objective: [standard, pgd_at]\n", "grid:\n  s
     "  epochs: 2\n", "  epochs: 10\n  objective: pgd_at\n")  # a window wide enough to kill in
 
 
+@pytest.mark.slow  # a killed study process, then its rerun
 def test_a_study_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
     spec_file = tmp_path / "kill.yaml"
     spec_file.write_text(KILL_SPEC)
@@ -160,6 +161,7 @@ def test_a_study_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
     assert results["run"].nunique() == 3 and not results.duplicated(["run", "class", "measure"]).any()
 
 
+@pytest.mark.slow  # the study again, on worker processes
 def test_local_workers_give_the_same_results(local, tmp_path):
     spec, root, result = local
     other = run_study(spec, tmp_path, workers=2, progress=False)
@@ -169,6 +171,7 @@ def test_local_workers_give_the_same_results(local, tmp_path):
         assert mine[key].predictions.equals(theirs[key].predictions)
 
 
+@pytest.mark.slow  # the study again, on a local Ray cluster
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="ray is not installed (pip install 'robustfair[ray]')")
 def test_ray_gives_the_same_per_class_results_as_local(local, tmp_path):

@@ -35,6 +35,7 @@ def _epochs_logged(path) -> int:
     return sum(1 for line in lines if ",epoch," in line)
 
 
+@pytest.mark.slow  # a reference run, a killed run and its resume, each a process
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
     extra = ["--objective", "pgd_at", "--epochs", "4", "--batch-size", "32", "--optimizer", "sgd",
              "--lr", "0.05", "--schedule", "onecycle", "--ema", "0.9", "--class-weight", "3=2"]
@@ -76,6 +77,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two training processes under torchrun
 def test_torchrun_two_cpu_processes_match_the_single_process_run(tmp_path):
     # no BatchNorm (its statistics are per rank) and no augmentation, so the two runs see the
     # same global batches and take the same steps up to float summation order

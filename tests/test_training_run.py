@@ -289,6 +289,7 @@ def test_cli_refuses_a_run_dir_with_another_config(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ what must show (small)
+@pytest.mark.slow  # two six-epoch trainings
 def test_pgd_at_makes_digits_robust_and_widens_the_class_spread(tmp_path):
     """A small version of the study's first finding, on the untouched test split."""
     ds = load_dataset("digits")

@@ -1,4 +1,6 @@
-"""Hardening of the data layer (issue 16, items 1, 3, 5, 9, 25): each case built here."""
+"""The data layer against files it cannot trust: a download never writes through a planted link
+and can be switched off, archive names stay inside their folder, a gzip bomb or a cache with a
+lying header costs neither memory nor a crash."""
 from __future__ import annotations
 
 import gzip
@@ -26,8 +28,8 @@ def _served(tmp_path, payload: bytes) -> Remote:
     return Remote(src.as_uri(), md5=hashlib.md5(payload).hexdigest())
 
 
-# ---------------------------------------------------------------------------------- item 1
-def test_1_a_planted_part_symlink_is_never_written_through(tmp_path):
+# ---------------------------------------------------------------- downloads
+def test_a_planted_part_symlink_is_never_written_through(tmp_path):
     remote = _served(tmp_path, b"the real data")
     folder = tmp_path / "data"
     folder.mkdir()
@@ -47,8 +49,7 @@ def test_1_a_planted_part_symlink_is_never_written_through(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["data.bin", "data.bin.part", "other.bin.part"]
 
 
-# ---------------------------------------------------------------------------------- item 25
-def test_25_no_download_env_forbids_every_fetch(tmp_path, monkeypatch):
+def test_the_no_download_env_forbids_every_fetch(tmp_path, monkeypatch):
     remote = _served(tmp_path, b"payload")
     monkeypatch.setenv(NO_DOWNLOAD_ENV, "1")
     with pytest.raises(DataError, match="switched off"):
@@ -62,7 +63,7 @@ def test_25_no_download_env_forbids_every_fetch(tmp_path, monkeypatch):
                             "data.bin", [remote], tmp_path / "t", download=True) == tmp_path / "t"
 
 
-def test_25_no_download_flag_is_one_line_and_fetches_nothing(tmp_path, capsys, monkeypatch):
+def test_the_no_download_flag_is_one_line_and_fetches_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(NO_DOWNLOAD_ENV, raising=False)
     fetched = []
     monkeypatch.setattr(_download.urllib.request, "urlopen",
@@ -74,9 +75,9 @@ def test_25_no_download_flag_is_one_line_and_fetches_nothing(tmp_path, capsys, m
     assert fetched == [] and NO_DOWNLOAD_ENV not in os.environ  # restored after the command
 
 
-# ---------------------------------------------------------------------------------- item 3
+# ---------------------------------------------------------------- archive names
 @pytest.mark.parametrize("name", ["../../secret.JPEG", "/etc/passwd", "..", "a/../../b.JPEG"])
-def test_3_tiny_imagenet_val_names_outside_val_images_are_refused(tmp_path, name):
+def test_tiny_imagenet_val_names_outside_val_images_are_refused(tmp_path, name):
     folder = tmp_path / "tiny-imagenet-200"
     (folder / "train" / "n01" / "images").mkdir(parents=True)
     (folder / "val").mkdir()
@@ -85,7 +86,7 @@ def test_3_tiny_imagenet_val_names_outside_val_images_are_refused(tmp_path, name
         _file_lists(folder, ["n01"])
 
 
-# ---------------------------------------------------------------------------------- item 5
+# ---------------------------------------------------------------- gzip bombs
 def _idx_gz(path, dims, payload_mib: int) -> None:
     """An IDX .gz whose header promises ``dims`` and which inflates to ``payload_mib`` MiB of
     zeros: gzip members may follow one another, so one small member repeated is a bomb."""
@@ -97,7 +98,7 @@ def _idx_gz(path, dims, payload_mib: int) -> None:
             f.write(mib_of_zeros)
 
 
-def test_5_a_gzip_bomb_in_mnist_is_refused_with_bounded_memory(tmp_path):
+def test_a_gzip_bomb_in_mnist_is_refused_with_bounded_memory(tmp_path):
     promise_big = tmp_path / "promise" / "train-images-idx3-ubyte.gz"
     hidden_big = tmp_path / "hidden" / "train-images-idx3-ubyte.gz"
     promise_big.parent.mkdir()
@@ -120,14 +121,14 @@ for bomb in ({str(promise_big)!r}, {str(hidden_big)!r}):
     assert "wrong size" in lines[1] and "more than 784000" in lines[1]
 
 
-def test_5_a_real_sized_gzip_idx_still_reads(tmp_path):
+def test_a_real_sized_gzip_idx_still_reads(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     labels = np.arange(1000, dtype=np.uint8) % 10
     path.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 1000) + labels.tobytes()))
     assert np.array_equal(read_idx(path), labels)
 
 
-# ---------------------------------------------------------------------------------- item 9
+# ---------------------------------------------------------------- caches
 def _npz_with_lying_header(path, claimed_rows: int) -> None:
     """A cache whose train_x header claims ``claimed_rows`` images but holds a handful."""
     def member(a, shape=None):
@@ -152,7 +153,7 @@ class _Buf:
         self.out += data
 
 
-def test_9_a_cache_with_a_lying_header_is_ignored_not_fatal(tmp_path):
+def test_a_tiny_imagenet_cache_with_a_lying_header_is_ignored_not_fatal(tmp_path):
     cache = tmp_path / ".robustfair-cache-64.npz"
     _npz_with_lying_header(cache, claimed_rows=1 << 28)  # 3 TiB claimed
     assert _load_cache(cache, n_train=2, n_test=1) is None  # decoded again, then rewritten

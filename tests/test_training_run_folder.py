@@ -1,5 +1,5 @@
-"""Hardening of training runs (issue 16, items 2, 10, 13, 14, 15, 18, 19): state.json is never
-trusted, a run folder has one writer, and a full disk or a refused config loses nothing."""
+"""A training run's folder: state.json is never trusted, the folder has one writer, temporaries of
+killed writes are swept, and a full disk or a refused config loses nothing."""
 from __future__ import annotations
 
 import json
@@ -47,9 +47,9 @@ def _train(run, capsys, *extra):
     return cli(["train", "--out", run, *TINY, *extra], capsys)
 
 
-# ---------------------------------------------------------------------------------- item 2
+# ---------------------------------------------------------------- state.json is not trusted
 @pytest.mark.parametrize("name", ["../victim.txt", "/tmp/robustfair-victim.txt", "sub/x"])
-def test_2_state_json_cannot_name_files_outside_the_run(finished, tmp_path, capsys, name):
+def test_state_json_cannot_name_files_outside_the_run(finished, tmp_path, capsys, name):
     run = _copy(finished, tmp_path)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -61,8 +61,7 @@ def test_2_state_json_cannot_name_files_outside_the_run(finished, tmp_path, caps
     assert victim.read_text() == "precious"
 
 
-# ---------------------------------------------------------------------------------- item 13
-def test_13_state_json_epoch_is_not_trusted(finished, tmp_path, capsys):
+def test_state_json_epoch_is_not_trusted(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
     _edit_manifest(run, epoch=10**6, complete=False)
     code, out, err = cli_all(["train", "--out", run, *TINY], capsys)
@@ -76,22 +75,21 @@ def test_13_state_json_epoch_is_not_trusted(finished, tmp_path, capsys):
     assert_one_line_error(code, err, "does not match the history")
 
 
-# ---------------------------------------------------------------------------------- item 18
 @pytest.mark.parametrize("field, value", [
     ("epoch", "1"), ("epoch", True), ("global_step", -3), ("config", []), ("files", ["x"]),
     ("history", "rows"), ("history", [{"epoch": "1"}]), ("complete", "yes"), ("best", 3),
     ("optimizer", [1, 2]), ("mitigations", "none"), ("ema_updates", 1.5), ("stopped", 7),
 ])
-def test_18_state_json_fields_of_the_wrong_type_are_one_line(finished, tmp_path, capsys,
-                                                              field, value):
+def test_state_json_fields_of_the_wrong_type_are_one_line(finished, tmp_path, capsys,
+                                                          field, value):
     run = _copy(finished, tmp_path)
     _edit_manifest(run, **{field: value})
     code, err = _train(run, capsys)
     assert_one_line_error(code, err, f"{field!r} must be")
 
 
-# ---------------------------------------------------------------------------------- item 14
-def test_14_temporaries_of_killed_writes_are_swept_on_resume(finished, tmp_path, capsys):
+# ---------------------------------------------------------------- temporaries
+def test_temporaries_of_killed_writes_are_swept_on_resume(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
     left = [".checkpoint.safetensors.k1x2.tmp", ".state.json.abc.tmp",
             ".epochs.csv.partial.zz9.tmp", "state.safetensors.partial"]
@@ -104,7 +102,7 @@ def test_14_temporaries_of_killed_writes_are_swept_on_resume(finished, tmp_path,
     assert (run / ".notes.tmp").read_text() == "the user's own"
 
 
-def test_14_a_fresh_start_sweeps_what_a_killed_first_epoch_left(tmp_path, capsys):
+def test_a_fresh_start_sweeps_what_a_killed_first_epoch_left(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / ".checkpoint.safetensors.partial.k9.tmp").write_bytes(b"half")
@@ -113,8 +111,8 @@ def test_14_a_fresh_start_sweeps_what_a_killed_first_epoch_left(tmp_path, capsys
     assert not list(run.glob(".*.tmp"))
 
 
-# ---------------------------------------------------------------------------------- item 10
-def test_10_a_second_run_into_a_busy_folder_is_refused(finished, tmp_path, capsys):
+# ---------------------------------------------------------------- one writer
+def test_a_second_run_into_a_busy_folder_is_refused(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     holder = subprocess.Popen(  # another robustfair process, busy with this folder
@@ -139,9 +137,8 @@ def test_10_a_second_run_into_a_busy_folder_is_refused(finished, tmp_path, capsy
     assert code == 0 and "already complete" in out
 
 
-# ---------------------------------------------------------------------------------- item 15
-def test_15_a_refused_mitigation_combination_does_not_block_the_corrected_command(tmp_path,
-                                                                                  capsys):
+# ---------------------------------------------------------------- refused configs
+def test_a_refused_mitigation_combination_does_not_block_the_corrected_command(tmp_path, capsys):
     run = tmp_path / "run"
     adversarial = ["--objective", "pgd_at"]
     code, err = _train(run, capsys, *adversarial, "--mitigation", "class_eps:eps=3:0.1",
@@ -153,8 +150,9 @@ def test_15_a_refused_mitigation_combination_does_not_block_the_corrected_comman
     assert [m["name"] for m in manifest["config"]["mitigations"]] == ["class_eps"]
 
 
-# ---------------------------------------------------------------------------------- item 19
-def test_19_a_full_disk_is_one_line_and_the_run_resumes_afterwards(tmp_path):
+# ---------------------------------------------------------------- a full disk
+@pytest.mark.slow  # a training and a study in a child process
+def test_a_full_disk_is_one_line_and_the_run_resumes_afterwards(tmp_path):
     """RLIMIT_FSIZE makes every write past the limit fail with EFBIG, as a full disk fails
     with ENOSPC: 0 bytes is a full disk, 6000 bytes lets config.json through but not the
     epoch's checkpoint."""
