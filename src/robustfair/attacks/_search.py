@@ -64,9 +64,33 @@ def check_fraction(name: str, value: object, *, open_low: bool = True) -> float:
     return float(value)
 
 
-# Attack passes on fewer points than capacity run on one of this many sizes per doubling of
-# the number of points (Search.pass_rows).
+# On CUDA, attack passes on fewer points than capacity run on one of this many sizes per
+# doubling of the number of points (pass_rows).
 PASS_SIZES = 8
+
+
+def pads(device: torch.device) -> bool:
+    """Whether passes on ``device`` are padded to :func:`pass_rows` rows: only on CUDA."""
+    return device.type == "cuda"
+
+
+def pass_rows(n: int, capacity: int) -> int:
+    """Rows of a CUDA pass that evaluates ``n`` points: ``n`` rounded up to one of a few sizes.
+
+    A memory measure, kept only on CUDA (:attr:`Search.pad`). A shrinking working batch would
+    otherwise run the model on a new batch size at almost every step; allocators fragment on
+    activations of ever new sizes (measured on the CPU, where glibc's heap did so: a CPU audit
+    of 10x the images had a 37% higher peak RSS without the padding, 10% with it,
+    ``benchmarks/bench_memory.py``), and cuDNN picks its kernels per shape. On a CPU the
+    padding rows were pure extra model work (the official AutoAttack spends none), so there
+    passes hold exactly the points being attacked. ``n`` is rounded up to a multiple of a
+    power of two, ``PASS_SIZES`` steps per doubling (8: 64, 72, ..., 128, 144, ...): the idle
+    rows stay under 1/8 of a pass.
+    """
+    if n >= capacity or n == 0:
+        return n
+    quantum = max(1, (1 << (n.bit_length() - 1)) // PASS_SIZES)
+    return min(capacity, -(-n // quantum) * quantum)
 
 
 class Search:
@@ -96,7 +120,7 @@ class Search:
         self.random = PointRandom(seed, torch.arange(len(x), device=x.device) if index is None else index)
         self.x, self.target = x, target
         self.capacity = max(1, len(x)) if capacity is None else capacity
-        self.pad = x.is_cuda  # pass sizes rounded up (pass_rows) only where they serve memory
+        self.pad = pads(x.device)  # pass sizes rounded up (pass_rows) only on CUDA
         if clean_logits is None:
             with torch.no_grad():
                 # Full precision even with amp: this pass decides which points need attacking.
@@ -162,30 +186,11 @@ class Search:
         x, y, target = take(idx, self.x, self.y, self.target)
         return x, y, target
 
-    def pass_rows(self, n: int) -> int:
-        """Rows of the pass that evaluates ``n`` points: ``n`` rounded up to one of a few sizes.
-
-        Only on CUDA (``pad``): on a CPU the padding rows are pure extra model work (the
-        official AutoAttack spends none), and the refilling loop keeps most passes full anyway.
-        On CUDA it is a memory measure, not a speed one. A shrinking working batch would otherwise run the
-        model on a new batch size at almost every step, and glibc's heap (blocks of up to 32
-        MiB) fragments on activations of ever new sizes: without this, a CPU audit of 10x the
-        images had a 37% higher peak RSS, with it 10% (``benchmarks/bench_memory.py``), while
-        no tensor outlived its batch. So ``n`` is rounded up to a multiple of a power of two,
-        ``PASS_SIZES`` steps per doubling of ``n`` (8: 64, 72, ..., 128, 144, ...): at most 8
-        sizes per octave, and the idle rows stay under 1/8 of a pass (about 1% of a ResNet-18
-        audit's time). The allocator reuses its blocks, and oneDNN and cuDNN their kernels.
-        """
-        if n >= self.capacity or n == 0 or not self.pad:
-            return n
-        quantum = max(1, (1 << (n.bit_length() - 1)) // PASS_SIZES)
-        return min(self.capacity, -(-n // quantum) * quantum)
-
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``x``, under autocast when ``amp`` is on (float16 on CUDA,
-        bfloat16 elsewhere), from a pass of :meth:`pass_rows` rows (padding sliced off)."""
+        bfloat16 elsewhere); on CUDA from a pass of :func:`pass_rows` rows (padding sliced off)."""
         n = len(x)
-        rows = self.pass_rows(n)
+        rows = pass_rows(n, self.capacity) if self.pad else n
         if rows > n:  # pad with copies of a point; detached, so no gradient flows back to it
             x = torch.cat([x, x[-1:].detach().expand(rows - n, *x.shape[1:])])
         if not self.amp:
