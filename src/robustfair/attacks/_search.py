@@ -41,11 +41,6 @@ from ._random import PointRandom
 from .losses import check_classes, check_loss, cw_margin, objective
 
 
-def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Rows ``keep`` of every tensor (``None`` stays ``None``): shrinks an attack's working batch."""
-    return tuple(None if t is None else t[keep] for t in tensors)
-
-
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     """Return ``value`` if it is an int >= ``minimum``, else raise a one-line :class:`AttackError`."""
     if not is_int(value) or value < minimum:
@@ -183,8 +178,7 @@ class Search:
 
     def points(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Clean images, labels and targets of the points ``idx``."""
-        x, y, target = take(idx, self.x, self.y, self.target)
-        return x, y, target
+        return self.x[idx], self.y[idx], None if self.target is None else self.target[idx]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``x``, under autocast when ``amp`` is on (float16 on CUDA,
