@@ -24,33 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DIGITS_EPS, digits_data, digits_pgdat_model, set_threads, take_turns  # noqa: E402
-
-
-class RowCounter(nn.Module):
-    """Counts the rows of the forward passes through ``net`` and of those a backward pass reached."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.forward_rows = 0
-        self.backward_rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        self.forward_rows += len(x)
-        if out.requires_grad:
-            n = len(x)
-
-            def count(grad: torch.Tensor) -> torch.Tensor:
-                self.backward_rows += n
-                return grad
-
-            out.register_hook(count)
-        return out
+from _rows import RowCounter  # noqa: E402
 
 
 def ours(model, x, y, batch_size: int, seed: int, optimize: bool = True):

@@ -61,9 +61,9 @@ def test_pgd_passes_stay_within_batch_size_and_survivors_get_every_step(net, dig
     res = build_attack("pgd", eps=0.0, steps=steps).perturb(model, x, y, clean_logits=logits,
                                                             batch_size=batch)
     assert max(model.sizes) == batch
-    # part-empty passes are padded up to one of a few sizes: under 1/8 idle rows each
+    # no padding on the CPU: every row of every pass is a point being attacked
     points = correct * (steps + 1)
-    assert points <= sum(model.sizes) <= points * (1 + 1 / PASS_SIZES)
+    assert sum(model.sizes) == points
     full = sum(1 for s in model.sizes if s == batch)
     assert full >= points // batch - 1  # only the drain at the end is partial
     assert int(res.success.sum()) == len(y) - correct
@@ -168,17 +168,10 @@ def test_pgd_admits_the_points_farthest_from_the_boundary_first(net, digits):
     assert torch.equal(got.flatten(1).sort(dim=0).values, expected.flatten(1).sort(dim=0).values)
 
 
-class _Capacity:
-    """Stands in for a Search in ``Search.pass_rows``, which reads only ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-
-
 @pytest.mark.parametrize("capacity", [1, 7, 32, 128, 256, 1000])
 def test_pass_sizes_are_few_and_waste_under_an_eighth(capacity):
-    assert _search.Search.pass_rows(_Capacity(capacity), 0) == 0  # an empty pass stays empty
-    rows = [_search.Search.pass_rows(_Capacity(capacity), n) for n in range(1, capacity + 1)]
+    assert _search.pass_rows(0, capacity) == 0  # an empty pass stays empty
+    rows = [_search.pass_rows(n, capacity) for n in range(1, capacity + 1)]
     assert rows[-1] == capacity
     assert all(n <= r <= capacity for n, r in zip(range(1, capacity + 1), rows))
     assert all(a <= b for a, b in zip(rows, rows[1:]))  # more points never get fewer rows
@@ -189,24 +182,26 @@ def test_pass_sizes_are_few_and_waste_under_an_eighth(capacity):
 
 
 @pytest.mark.parametrize("name", ["pgd", "apgd-ce"])
-def test_passes_run_on_a_few_fixed_sizes_and_the_padding_changes_nothing(net, digits, name,
-                                                                          monkeypatch):
-    # A shrinking batch is padded up to one of a few sizes (Search.pass_rows, for the
+def test_cuda_passes_run_on_a_few_fixed_sizes_and_the_padding_changes_nothing(net, digits, name,
+                                                                               monkeypatch):
+    # On CUDA a shrinking batch is padded up to one of a few sizes (pass_rows, for the
     # allocator); the padded rows must not touch any real point's gradient, step or result.
+    # Here the CUDA rule is switched on for the CPU; on the CPU itself nothing is padded.
     _, x, y = digits
     x, y = x[:200], y[:200]
     attack = build_attack(name, eps=0.1, steps=10)
     batch = 64
+    exact = _Recording(net).eval()
+    plain = attack.perturb(exact, x, y, batch_size=batch)
+    monkeypatch.setattr(_search, "pads", lambda device: True)
     padded = _Recording(net).eval()
     res = attack.perturb(padded, x, y, batch_size=batch)
     sizes = set(padded.sizes)
-    allowed = {_search.Search.pass_rows(_Capacity(batch), n) for n in range(1, batch + 1)}
+    allowed = {_search.pass_rows(n, batch) for n in range(1, batch + 1)}
     assert sizes <= allowed
     assert len(sizes) > 1  # the batch did shrink
-    monkeypatch.setattr(_search, "PASS_SIZES", batch)  # quantum 1: no padding
-    exact = _Recording(net).eval()
-    plain = attack.perturb(exact, x, y, batch_size=batch)
     assert sum(exact.sizes) < sum(padded.sizes)  # some passes were padded
+    assert not set(exact.sizes) <= allowed  # and on the CPU they are not
     assert torch.equal(plain.success, res.success)
     assert torch.equal(plain.pred, res.pred)
     assert torch.allclose(plain.x_adv, res.x_adv, atol=1e-6)

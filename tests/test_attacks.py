@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustfair.attacks import build_attack, list_attacks
+from robustfair.attacks import ATTACKS, Attack, build_attack, list_attacks
 from robustfair.attacks.apgd import checkpoints
 from robustfair.attacks.losses import cw_margin, dlr, dlr_targeted, objective
 from robustfair.errors import AttackError
@@ -195,16 +195,23 @@ def test_apgd_checkpoints_follow_the_paper_schedule():
 
 # ---------------------------------------------------------------- contract
 
-ALL_UNTARGETED = ["fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t"]
+# Every registered attack runs the contract tests below: a newly registered one is tested
+# with no new test code (its budget cut to a quick run by the options it has).
+REGISTERED = list_attacks()
+
+
+def _quick(name: str, **settings) -> "Attack":
+    options = ATTACKS.options(name)
+    budget = {k: v for k, v in {"steps": 10, "n_queries": 100}.items() if k in options}
+    return build_attack(name, **budget, **settings)
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.6)])
-@pytest.mark.parametrize("name", ALL_UNTARGETED)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_perturbation_within_eps_and_box_and_consistent(model64, digits, name, norm, eps):
     x, y, _, test_idx = digits
     x, y = x[test_idx[:150]].double(), y[test_idx[:150]]
-    steps = {} if name == "fgsm" else {"steps": 10}
-    res = build_attack(name, eps=eps, norm=norm, **steps).perturb(model64, x, y)
+    res = _quick(name, eps=eps, norm=norm).perturb(model64, x, y)
     delta = (res.x_adv - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert float(size.max()) <= eps + 1e-9
@@ -216,6 +223,45 @@ def test_perturbation_within_eps_and_box_and_consistent(model64, digits, name, n
     assert bool(res.success.any())
     # Points left robust are handed back unperturbed.
     assert torch.equal(res.x_adv[~res.success], x[~res.success])
+
+
+class _GradientSpy(nn.Module):
+    """Records, per pass, whether the input could carry a gradient back to the attack."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.grad_passes, self.passes = net, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
+        self.grad_passes += int(x.requires_grad and torch.is_grad_enabled())
+        return self.net(x)
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_uses_gradient_says_whether_the_attack_asks_for_gradients(model64, digits, name):
+    # the sanity checks read ``uses_gradient`` to tell black-box breaks (gradient masking)
+    x, y, _, test_idx = digits
+    spy = _GradientSpy(model64).eval()
+    attack = _quick(name, eps=0.05)
+    attack.perturb(spy, x[test_idx[:40]].double(), y[test_idx[:40]])
+    assert spy.passes > 0
+    assert (spy.grad_passes > 0) == type(attack).uses_gradient
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_each_points_result_is_its_own_whatever_its_batch(model64, digits, name):
+    # per-point random streams (attacks/_random.py): the points attacked among others, in
+    # small passes, or alone with their own index, end the same (sharded audits rely on it)
+    x, y, _, test_idx = digits
+    x, y = x[test_idx[:60]].double(), y[test_idx[:60]]
+    attack = _quick(name, eps=0.1)
+    whole = attack.perturb(model64, x, y)
+    part = slice(1, None, 3)
+    alone = attack.perturb(model64, x[part], y[part], batch_size=7,
+                           index=torch.arange(len(x))[part])
+    assert torch.equal(alone.success, whole.success[part])
+    assert torch.allclose(alone.x_adv, whole.x_adv[part], atol=1e-9)
 
 
 def test_train_mode_and_batchnorm_stats_restored(model, digits):
@@ -357,7 +403,8 @@ def test_errors_are_one_line_attack_errors(model, digits):
     three = _cnn(num_classes=3).eval()
     assert "4 classes" in one_line_error(
         lambda: build_attack("apgd-t", eps=0.1, targeted=True).perturb(three, x, y % 3, target=(y + 1) % 3))
-    assert set(ALL_UNTARGETED + ["apgd", "apgd-t"]) <= set(list_attacks())
+    assert {"fgsm", "pgd", "cw", "apgd", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t",
+            "square", "autoattack"} <= set(list_attacks())
 
 
 def test_target_of_wrong_length_is_aone_line_error():

@@ -305,12 +305,12 @@ def test_early_exit_broken_points_leave_steps_and_target_classes(digits, cnn):
     assert bool(broken.all())
     assert rows_big < (steps + 1) * correct
     # later classes run only on the points the first left robust: at most one pass per
-    # step plus one per step back, each padded by at most 1/8 (Search.pass_rows)
+    # step plus one per step back (no padding on the CPU)
     rows_one, broken_one = rows(0.1, 1)
     rows_nine, broken_nine = rows(0.1, 9)
     left = int((~broken_one).sum())
     assert 0 < left < correct and bool((broken_nine | ~broken_one).all())
-    assert rows_nine - rows_one <= 8 * (2 * steps + 1) * left * 9 / 8
+    assert rows_nine - rows_one <= 8 * 2 * steps * left
 
 
 def test_each_points_search_is_its_own_batch_size_and_clean_logits(digits, cnn):

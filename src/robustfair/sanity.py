@@ -37,13 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks._base import Attack
+from .attacks import ATTACKS, Attack
 from .errors import ModelError
 from .metrics.pointwise import WorstCase
 
-__all__ = ["Flag", "model_flags", "masking_recheck", "result_flags", "BLACK_BOX", "RESULT_CODES"]
+__all__ = ["Flag", "model_flags", "masking_recheck", "result_flags", "RESULT_CODES"]
 
-BLACK_BOX = ("square",)  # attacks that use no gradient: immune to gradient masking
 # the codes result_flags raises: counts over an audit's points, recomputed when reports on
 # parts of a test set are merged (ClassReport.concat); the other codes are about the model
 RESULT_CODES = frozenset({"masking", "attack_budget"})
@@ -135,6 +134,11 @@ def model_flags(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torc
     return [f.to_dict() for f in found if f is not None]
 
 
+def _black_box(name: str | None) -> bool:
+    """A registered attack that uses no gradient (``Attack.uses_gradient``): immune to masking."""
+    return name in ATTACKS and not ATTACKS.get(name).uses_gradient
+
+
 def _black_box_breaks(report) -> np.ndarray:
     """Per point: broken by a black-box attack while every gradient attack left it robust."""
     p = report.predictions
@@ -148,10 +152,10 @@ def _black_box_breaks(report) -> np.ndarray:
         parts = [s.get("attack") for s in settings.get("parts", [])]
         if f"{name}_by" in p.columns and parts:  # a composite: its parts run in order
             by = p[f"{name}_by"].to_numpy()
-            black = np.isin(by, [i for i, n in enumerate(parts) if n in BLACK_BOX])
+            black = np.isin(by, [i for i, n in enumerate(parts) if _black_box(n)])
             by_black_box |= fooled & black
             by_gradient |= fooled & ~black
-        elif settings.get("attack") in BLACK_BOX:
+        elif _black_box(settings.get("attack")):
             by_black_box |= fooled
         else:
             by_gradient |= fooled

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -102,6 +103,19 @@ class Attack(ABC):
     """Base class: validation, eval-mode handling and the settings printed with results."""
 
     name: ClassVar[str] = "attack"
+    # False for an attack that only reads the model's outputs (Square): gradient masking cannot
+    # stop it, which is what the sanity checks' masking flag relies on
+    uses_gradient: ClassVar[bool] = True
+    # A registered variant is its parent with some settings pinned (``apgd-ce``: loss "ce") and
+    # others given new defaults (``fab-t``: top_k 9); no constructor of its own is written.
+    pinned: ClassVar[dict] = {}
+    defaults: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "pinned" in cls.__dict__ or "defaults" in cls.__dict__:
+            cls.__init__ = _variant_init(cls.__mro__[1].__init__, cls.__dict__.get("pinned", {}),
+                                         cls.__dict__.get("defaults", {}))
 
     def __init__(
         self,
@@ -205,6 +219,22 @@ class Attack(ABC):
     def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  target: torch.Tensor | None, options: CallOptions) -> AttackResult:
         """Subclasses implement the attack; the model is already in eval mode."""
+
+
+def _variant_init(parent: Callable, pinned: dict, defaults: dict) -> Callable:
+    """The parent's constructor with ``pinned`` settings fixed (and gone from the signature, so
+    that the registry calls giving one an unknown option) and ``defaults`` replaced."""
+    signature = inspect.signature(parent)
+    params = [p.replace(default=defaults.get(p.name, p.default))
+              for p in signature.parameters.values() if p.name not in pinned]
+
+    def __init__(self, *args, **settings) -> None:
+        bound = __init__.__signature__.bind(self, *args, **settings)
+        bound.apply_defaults()
+        parent(*bound.args, **bound.kwargs, **pinned)
+
+    __init__.__signature__ = signature.replace(parameters=params)
+    return __init__
 
 
 def _check_index(index: object, n: int, device: torch.device) -> torch.Tensor:

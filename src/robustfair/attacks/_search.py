@@ -1,13 +1,14 @@
-"""What every gradient attack shares: the clean pass, "first success per point", the active set.
+"""The engine every attack runs on: the clean pass, "first success per point", one search loop.
 
 :class:`Search` keeps, for each point of the batch, the first adversarial example found by any
-step of any restart. Attacks call :meth:`Search.record` with the logits of the forward pass
-they already ran for the gradient, so checking success costs no extra forward pass, and
-they drop the points it reports fooled from their working batch, so later steps only spend
-compute on points that are still robust. ``Search.capacity`` is the most points one
-forward/backward pass may hold (``perturb(..., batch_size=...)``; default: all of them):
-:func:`refilling` (PGD's loop) keeps its working batch that full by admitting waiting points
-as others leave, the other attacks take the points in consecutive pieces of that size.
+step of any restart. :func:`run_steps` is the one search loop: each attack gives it only its
+paper's start rule (``admit``), what one model pass computes (``evaluate``) and its step rule
+(``step``), on a :class:`Points` (the per-point state: iterate, step size, best loss, ...).
+Every iterate is checked with the logits of the pass that ran anyway, so checking success
+costs no extra forward pass; fooled points leave at once, so later passes only spend model
+rows on points still robust. ``Search.capacity`` is the most points one pass may hold
+(``perturb(..., batch_size=...)``; default: all of them); waiting points take the places of
+those that left, so passes stay full.
 
 A success found in mixed precision (``amp``) or on a randomised model (``eot`` > 1) is only
 kept once it holds where it will be evaluated: in full precision, and, with ``eot`` passes,
@@ -17,8 +18,8 @@ for the majority of the model's random draws.
 attack makes for a point is keyed by the call's seed, the point's index in the whole test set
 and the place of the draw, never by the point's position in the batch.
 
-:class:`GradientAttack` is the base of FGSM, PGD and APGD: it validates the shared settings
-(``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
+:class:`GradientAttack` is the base of FGSM, PGD, APGD and FAB: it validates the shared
+settings (``loss``, ``amp``), turns gradients on even under a caller's ``torch.no_grad()`` /
 ``inference_mode()``, runs the clean pass (or takes the caller's ``clean_logits``) and hands
 the attack a :class:`Search`.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 import collections
 import contextlib
 from abc import abstractmethod
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -39,11 +39,6 @@ from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, per_sample
 from ._random import PointRandom
 from .losses import check_classes, check_loss, cw_margin, objective
-
-
-def take(keep: torch.Tensor, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """Rows ``keep`` of every tensor (``None`` stays ``None``): shrinks an attack's working batch."""
-    return tuple(None if t is None else t[keep] for t in tensors)
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
@@ -64,9 +59,33 @@ def check_fraction(name: str, value: object, *, open_low: bool = True) -> float:
     return float(value)
 
 
-# Attack passes on fewer points than capacity run on one of this many sizes per doubling of
-# the number of points (Search.pass_rows).
+# On CUDA, attack passes on fewer points than capacity run on one of this many sizes per
+# doubling of the number of points (pass_rows).
 PASS_SIZES = 8
+
+
+def pads(device: torch.device) -> bool:
+    """Whether passes on ``device`` are padded to :func:`pass_rows` rows: only on CUDA."""
+    return device.type == "cuda"
+
+
+def pass_rows(n: int, capacity: int) -> int:
+    """Rows of a CUDA pass that evaluates ``n`` points: ``n`` rounded up to one of a few sizes.
+
+    A memory measure, kept only on CUDA (:attr:`Search.pad`). A shrinking working batch would
+    otherwise run the model on a new batch size at almost every step; allocators fragment on
+    activations of ever new sizes (measured on the CPU, where glibc's heap did so: a CPU audit
+    of 10x the images had a 37% higher peak RSS without the padding, 10% with it,
+    ``benchmarks/bench_memory.py``), and cuDNN picks its kernels per shape. On a CPU the
+    padding rows were pure extra model work (the official AutoAttack spends none), so there
+    passes hold exactly the points being attacked. ``n`` is rounded up to a multiple of a
+    power of two, ``PASS_SIZES`` steps per doubling (8: 64, 72, ..., 128, 144, ...): the idle
+    rows stay under 1/8 of a pass.
+    """
+    if n >= capacity or n == 0:
+        return n
+    quantum = max(1, (1 << (n.bit_length() - 1)) // PASS_SIZES)
+    return min(capacity, -(-n // quantum) * quantum)
 
 
 class Search:
@@ -96,6 +115,7 @@ class Search:
         self.random = PointRandom(seed, torch.arange(len(x), device=x.device) if index is None else index)
         self.x, self.target = x, target
         self.capacity = max(1, len(x)) if capacity is None else capacity
+        self.pad = pads(x.device)  # pass sizes rounded up (pass_rows) only on CUDA
         if clean_logits is None:
             with torch.no_grad():
                 # Full precision even with amp: this pass decides which points need attacking.
@@ -156,40 +176,15 @@ class Search:
         ranked = self.clean_logits.argsort(dim=1, descending=True)
         return [ranked[:, rank] for rank in range(1, min(top_k, num_classes - 1) + 1)]
 
-    def pieces(self) -> tuple[torch.Tensor, ...]:
-        """The points not fooled yet, in consecutive pieces of at most ``capacity`` (none when
-        every point is fooled: ``split`` would give one empty piece, and a model that flattens
-        with ``view(N, -1)`` fails on an empty batch)."""
-        remaining = self.remaining()
-        return remaining.split(self.capacity) if len(remaining) else ()
-
     def points(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Clean images, labels and targets of the points ``idx``."""
-        x, y, target = take(idx, self.x, self.y, self.target)
-        return x, y, target
-
-    def pass_rows(self, n: int) -> int:
-        """Rows of the pass that evaluates ``n`` points: ``n`` rounded up to one of a few sizes.
-
-        A memory measure, not a speed one. A shrinking working batch would otherwise run the
-        model on a new batch size at almost every step, and glibc's heap (blocks of up to 32
-        MiB) fragments on activations of ever new sizes: without this, a CPU audit of 10x the
-        images had a 37% higher peak RSS, with it 10% (``benchmarks/bench_memory.py``), while
-        no tensor outlived its batch. So ``n`` is rounded up to a multiple of a power of two,
-        ``PASS_SIZES`` steps per doubling of ``n`` (8: 64, 72, ..., 128, 144, ...): at most 8
-        sizes per octave, and the idle rows stay under 1/8 of a pass (about 1% of a ResNet-18
-        audit's time). The allocator reuses its blocks, and oneDNN and cuDNN their kernels.
-        """
-        if n >= self.capacity or n == 0:
-            return n
-        quantum = max(1, (1 << (n.bit_length() - 1)) // PASS_SIZES)
-        return min(self.capacity, -(-n // quantum) * quantum)
+        return self.x[idx], self.y[idx], None if self.target is None else self.target[idx]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``x``, under autocast when ``amp`` is on (float16 on CUDA,
-        bfloat16 elsewhere), from a pass of :meth:`pass_rows` rows (padding sliced off)."""
+        bfloat16 elsewhere); on CUDA from a pass of :func:`pass_rows` rows (padding sliced off)."""
         n = len(x)
-        rows = self.pass_rows(n)
+        rows = pass_rows(n, self.capacity) if self.pad else n
         if rows > n:  # pad with copies of a point; detached, so no gradient flows back to it
             x = torch.cat([x, x[-1:].detach().expand(rows - n, *x.shape[1:])])
         if not self.amp:
@@ -239,10 +234,13 @@ class Search:
         logits: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
+        counts: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Store the candidates that meet the goal as those points' (first) adversarial examples.
 
-        ``idx`` are the candidates' positions in the full batch (none of them a success yet).
+        ``idx`` are the candidates' positions in the full batch (none of them a success yet);
+        ``counts`` (optional, bool per candidate): which of them may count at all (FAB: those
+        within eps of the clean point).
         Returns ``None`` when nothing was fooled (the working batch stays as it is), else the
         positions *within the candidates* of the points still to attack.
         """
@@ -250,6 +248,8 @@ class Search:
         if self.any_misclassification:
             target = None
         hit = self.goal_met(pred, y, target)
+        if counts is not None:
+            hit = hit & counts
         hits = hit.nonzero().squeeze(1)  # the one host sync per step; it lets the batch shrink
         if hits.numel() == 0:
             return None
@@ -274,50 +274,64 @@ class Search:
         return AttackResult(self.x_adv, self.pred, self.success)
 
 
-@dataclass
-class Working:
-    """A refilling attack's working batch: positions in the search, clean points, iterates, the
-    steps each point has taken, and the attack's own per-point tensors (``state``)."""
+class Points:
+    """The per-point state of the points an attack is working on: their positions in the
+    search (``idx``), the steps each has taken (``taken``) and whatever tensors the attack keeps
+    per point (clean image, iterate, step size, best loss so far, ...), each indexed by point
+    along dim 0 and read and written as attributes (``work.x_adv``; ``None`` allowed)."""
 
-    idx: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    target: torch.Tensor | None
-    x_adv: torch.Tensor
-    state: dict[str, torch.Tensor] = field(default_factory=dict)
-    taken: torch.Tensor | None = None
+    def __init__(self, idx: torch.Tensor, **fields: torch.Tensor | None) -> None:
+        fields.setdefault("taken", torch.zeros(len(idx), dtype=torch.long, device=idx.device))
+        self.__dict__.update(idx=idx, **fields)
 
-    def __post_init__(self) -> None:
-        if self.taken is None:
-            self.taken = torch.zeros(len(self.idx), dtype=torch.long, device=self.idx.device)
+    def take(self, keep: torch.Tensor) -> "Points":
+        """The same state for the points ``keep`` only."""
+        return Points(**{k: None if v is None else v[keep] for k, v in vars(self).items()})
 
-    def take(self, keep: torch.Tensor) -> "Working":
-        idx, x, y, target, x_adv, taken = take(keep, self.idx, self.x, self.y, self.target,
-                                               self.x_adv, self.taken)
-        return Working(idx, x, y, target, x_adv, {k: v[keep] for k, v in self.state.items()}, taken)
-
-    def put(self, slots: torch.Tensor, other: "Working") -> None:
+    def put(self, slots: torch.Tensor, other: "Points") -> None:
         """Write ``other``'s points into ``slots``, in place."""
-        for name in ("idx", "x", "y", "target", "x_adv", "taken"):
-            mine = getattr(self, name)
-            if mine is not None:
-                mine[slots] = getattr(other, name)
-        for k, v in self.state.items():
-            v[slots] = other.state[k]
+        for k, v in vars(self).items():
+            if v is not None:
+                v[slots] = getattr(other, k)
 
 
-def refilling(search: Search, waiting: torch.Tensor, steps: int,
-              admit: Callable[[torch.Tensor], Working],
-              step: Callable[[Working, torch.Tensor], None]) -> None:
-    """Run ``steps`` steps on each point of ``waiting``, at most ``search.capacity`` per pass.
+Evaluate = Callable[[Points, bool], tuple[torch.Tensor, object]]
 
-    The attack says how a point enters (``admit``: its starting iterate) and how it moves
-    (``step``: one update of ``work.x_adv`` from the gradient); this loop does the rest. Every
-    iterate is checked, the fooled points are recorded (their first success) and leave, and
-    so do the points whose last iterate has been checked; a waiting point takes each free
-    slot, so every pass runs on a full batch until the queue is empty, then the batch shrinks.
-    With room for all points this is the plain attack on a shrinking batch.
+
+def gradient_of_objective(search: Search) -> Evaluate:
+    """The usual model pass: logits at ``work.x_adv`` and ``(objective, gradient)`` there
+    (gradient ``None`` when no step follows)."""
+
+    def evaluate(work: Points, need_grad: bool) -> tuple[torch.Tensor, object]:
+        logits, values, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
+        return logits, (values, grad)
+
+    return evaluate
+
+
+def run_steps(search: Search, waiting: torch.Tensor, steps: int,
+              admit: Callable[[torch.Tensor], Points],
+              step: Callable[[Points, object], None],
+              evaluate: Evaluate | None = None, *, refill: bool = True,
+              counts: Callable[[Points], torch.Tensor] | None = None) -> None:
+    """The search loop of every attack: ``steps`` steps on each point of ``waiting``.
+
+    The attack says how a point enters (``admit``: its starting iterate ``x_adv`` and its own
+    state), what one model pass computes (``evaluate``, default: the objective and its
+    gradient) and how a point moves (``step``: the next ``work.x_adv`` from what ``evaluate``
+    returned); this loop does the rest. Every iterate is checked (``counts``: which may count as
+    a success, e.g. FAB's within-eps ones), the fooled points are recorded (their first success)
+    and leave, and so do the points whose last iterate has been checked. With ``refill`` a
+    waiting point takes each free slot, so every pass runs on a full batch (at most
+    ``search.capacity`` points) until the queue is empty, then the batch shrinks; without it
+    (a step rule that depends on the iteration shared by the batch, as Square's square size
+    does) the points run in consecutive pieces of ``capacity``, each on a shrinking batch.
     """
+    if not refill:
+        for piece in waiting.split(search.capacity):
+            run_steps(search, piece, steps, admit, step, evaluate, counts=counts)
+        return
+    evaluate = evaluate or gradient_of_objective(search)
     first = waiting[:search.capacity]
     work = admit(first)
     admitted, iteration = len(first), 0
@@ -326,9 +340,10 @@ def refilling(search: Search, waiting: torch.Tensor, steps: int,
         while joined[0] < iteration - steps:  # groups whose last check has passed
             joined.popleft()
         final_check = joined[0] == iteration - steps  # some points are at their last iterate
-        need_grad = joined[-1] != iteration - steps  # not all of them: a step follows
-        logits, _, grad = search.loss_and_grad(work.x_adv, work.y, work.target, need_grad)
-        still = search.record(work.idx, work.x_adv, logits, work.y, work.target)
+        need_step = joined[-1] != iteration - steps  # not all of them: a step follows
+        logits, out = evaluate(work, need_step)
+        still = search.record(work.idx, work.x_adv, logits, work.y, work.target,
+                              None if counts is None else counts(work))
         leave = None
         if still is not None:  # some were fooled
             leave = torch.ones(len(work.idx), dtype=torch.bool, device=work.idx.device)
@@ -336,8 +351,8 @@ def refilling(search: Search, waiting: torch.Tensor, steps: int,
         if final_check:  # points checked after their last step leave too
             done = work.taken >= steps
             leave = done if leave is None else leave | done
-        if grad is not None:
-            step(work, grad)
+        if need_step:
+            step(work, out)
             work.taken += 1
         iteration += 1
         if leave is None:

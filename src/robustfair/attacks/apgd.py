@@ -24,15 +24,12 @@ target per point and success is reaching it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 
 from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import ascent_direction, project, random_start
-from ._random import Draws
-from ._search import GradientAttack, Search, check_fraction, check_positive_int
+from ._search import GradientAttack, Points, Search, check_fraction, check_positive_int, run_steps
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -51,40 +48,16 @@ def checkpoints(steps: int) -> list[int]:
     return points
 
 
-@dataclass
-class _Run:
-    """The per-point state of one APGD restart; every field is indexed by point (dim 0)."""
-
-    idx: torch.Tensor          # positions in the full batch
-    x: torch.Tensor            # clean images
-    y: torch.Tensor
-    target: torch.Tensor | None
-    eps: torch.Tensor
-    x_cur: torch.Tensor        # current iterate x_k
-    x_prev: torch.Tensor       # previous iterate x_{k-1} (for the momentum term)
-    grad: torch.Tensor | None  # gradient at x_cur
-    f_prev: torch.Tensor       # loss at the previous iterate
-    x_best: torch.Tensor       # best iterate so far, its loss and gradient
-    f_best: torch.Tensor
-    g_best: torch.Tensor | None
-    eta: torch.Tensor          # step size, N×1×1×1
-    ups: torch.Tensor          # steps since the last checkpoint on which the loss went up
-    f_best_at_check: torch.Tensor
-    halved_at_check: torch.Tensor
-
-    def take(self, keep: torch.Tensor) -> "_Run":
-        """The same state for the points ``keep`` only."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return _Run(**{k: None if v is None else v[keep] for k, v in values.items()})
-
-
 def _as_image_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, 1, 1, 1)
 
 
 @register_attack("apgd")
 class APGD(GradientAttack):
-    """Auto-PGD with the checkpoint step-size schedule; first success per point kept."""
+    """Auto-PGD with the checkpoint step-size schedule; first success per point kept.
+
+    ``top_k`` (untargeted only; None by default): AutoAttack's APGD-T, steering each point in
+    turn toward the ``top_k`` classes the clean logits rank after the top one (``apgd-t``)."""
 
     name = "apgd"
 
@@ -99,6 +72,7 @@ class APGD(GradientAttack):
         rho: float = 0.75,
         momentum: float = 0.75,
         targeted: bool = False,
+        top_k: int | None = None,
         amp: bool = False,
         seed: int | None = 0,
         eot: int = 1,
@@ -111,81 +85,93 @@ class APGD(GradientAttack):
         self.rho = check_fraction("rho", rho)
         # momentum is the weight `a` of the new projected step (1.0 = no momentum).
         self.momentum = check_fraction("momentum", momentum)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
 
     def settings(self) -> dict:
         settings = {**super().settings(), "steps": self.steps, "restarts": self.restarts,
                     "rho": self.rho, "momentum": self.momentum}
+        if self.top_k is not None and not self.targeted:
+            settings["top_k"] = self.top_k
         if self.eot > 1:
             settings["eot"] = self.eot
         return settings
 
-    def _attack(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
+    def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        if self.top_k is None or self.targeted:
+            self._restarts(search, eps)
+            return
+        num_classes = search.clean_logits.shape[1]
+        if num_classes < 4:
+            raise AttackError(f"{self.name} uses the targeted DLR loss, which needs at least 4 "
+                              f"classes; the model has {num_classes}")
+        search.any_misclassification = True
+        try:
+            for rank, target in enumerate(search.runner_ups(self.top_k)):
+                search.target = target
+                self._restarts(search, eps, ("target", rank))  # on the points no earlier class fooled
+        finally:
+            search.target, search.any_misclassification = None, False
+
+    def _restarts(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
         """Every restart on the points still robust; ``stream`` names the run (APGD-T: the
         target's rank) in the key of each point's random start."""
+        schedule = torch.zeros(self.steps + 1, dtype=torch.bool, device=eps.device)
+        since = torch.zeros(self.steps + 1, dtype=eps.dtype, device=eps.device)
+        last = 0
+        for w in checkpoints(self.steps):  # iterate w is a checkpoint, w - last steps after the last
+            schedule[w], since[w], last = True, w - last, w
         for restart in range(self.restarts):
-            for idx in search.pieces():  # empty once every point is fooled
-                start = search.random.at(idx, self.name, "start", *stream, restart)
-                self._run(search, idx, eps[idx], start)
-
-    def _step(self, s: _Run, first: bool) -> torch.Tensor:
-        """The next iterate: projected step, then the momentum mix, projected again."""
-        z = project(s.x_cur + s.eta * ascent_direction(s.grad, self.norm), s.x, s.eps, self.norm)
-        if first:  # no previous move yet
-            return z
-        a = self.momentum
-        mixed = s.x_cur + a * (z - s.x_cur) + (1.0 - a) * (s.x_cur - s.x_prev)
-        return project(mixed, s.x, s.eps, self.norm)
-
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, start: Draws) -> None:
-        """One restart on the points ``idx`` from random starts drawn from ``start``; the
-        batch shrinks as points get fooled."""
-        x, y, target = search.points(idx)
-        x0 = random_start(x, eps, self.norm, start)
-        logits, f, grad = search.loss_and_grad(x0, y, target)
-        s = _Run(idx=idx, x=x, y=y, target=target, eps=eps, x_cur=x0, x_prev=x0, grad=grad,
-                 f_prev=f, x_best=x0, f_best=f, g_best=grad, eta=2.0 * eps,
-                 ups=torch.zeros_like(f), f_best_at_check=f,
-                 halved_at_check=torch.zeros_like(f, dtype=torch.bool))
-        still = search.record(idx, x0, logits, y, target)
-        if still is not None:
-            if still.numel() == 0:
+            waiting = search.remaining_hardest_first()
+            if waiting.numel() == 0:
                 return
-            s = s.take(still)
 
-        schedule, last_check = set(checkpoints(self.steps)), 0
-        for i in range(self.steps):
-            x_new = self._step(s, first=i == 0)
-            need_grad = i < self.steps - 1  # no step follows the last iterate
-            logits, f, grad = search.loss_and_grad(x_new, s.y, s.target, need_grad)
-            s.x_prev, s.x_cur, s.grad = s.x_cur, x_new, grad
-            still = search.record(s.idx, x_new, logits, s.y, s.target)
-            if still is not None:
-                if still.numel() == 0:
-                    return
-                s, f = s.take(still), f[still]
+            def admit(idx: torch.Tensor, restart: int = restart) -> Points:
+                """A point's random start; its loss and gradient there come with the first pass."""
+                x, y, target = search.points(idx)
+                e = eps[idx]
+                x0 = random_start(x, e, self.norm,
+                                  search.random.at(idx, self.name, "start", *stream, restart))
+                n = len(idx)
+                low = torch.full((n,), -float("inf"), dtype=x.dtype, device=x.device)
+                return Points(idx, x=x, y=y, target=target, eps=e, x_adv=x0, x_prev=x0,
+                              x_best=x0.clone(), f_best=low, g_best=torch.zeros_like(x0),
+                              f_prev=-low, f_best_at_check=low, eta=2.0 * e,
+                              ups=torch.zeros_like(low),
+                              halved=torch.zeros(n, dtype=torch.bool, device=x.device))
 
-            s.ups = s.ups + (f > s.f_prev).to(s.ups.dtype)
-            s.f_prev = f
-            better = f > s.f_best
-            s.f_best = torch.where(better, f, s.f_best)
-            s.x_best = torch.where(_as_image_mask(better), s.x_cur, s.x_best)
-            if need_grad:
-                s.g_best = torch.where(_as_image_mask(better), s.grad, s.g_best)
-
-            if i + 1 in schedule:
-                few_ups = s.ups < self.rho * (i + 1 - last_check)
-                stalled = ~s.halved_at_check & (s.f_best <= s.f_best_at_check)
-                halve = few_ups | stalled
+            def step(s: Points, out: tuple) -> None:
+                f, grad = out
+                k = s.taken  # the iterate just evaluated, per point
+                first = k == 0
+                s.f_best_at_check = torch.where(first, f, s.f_best_at_check)
+                s.ups = s.ups + (f > s.f_prev).to(s.ups.dtype)
+                s.f_prev = f
+                better = f > s.f_best
+                s.f_best = torch.where(better, f, s.f_best)
+                s.x_best = torch.where(_as_image_mask(better), s.x_adv, s.x_best)
+                s.g_best = torch.where(_as_image_mask(better), grad, s.g_best)
+                # the step-size checkpoints: halve where the loss rose too rarely or stalled
+                at_check = schedule[k]
+                halve = at_check & ((s.ups < self.rho * since[k])
+                                    | (~s.halved & (s.f_best <= s.f_best_at_check)))
                 mask = _as_image_mask(halve)
                 s.eta = torch.where(mask, 0.5 * s.eta, s.eta)
-                # Restart the halved points from their best iterate so far.
-                s.x_cur = torch.where(mask, s.x_best, s.x_cur)
-                if need_grad:
-                    s.grad = torch.where(mask, s.g_best, s.grad)
+                # the halved points go on from their best iterate so far, and its gradient
+                s.x_adv = torch.where(mask, s.x_best, s.x_adv)
+                grad = torch.where(mask, s.g_best, grad)
                 s.f_prev = torch.where(halve, s.f_best, s.f_prev)
-                s.halved_at_check, s.f_best_at_check = halve, s.f_best
-                s.ups = torch.zeros_like(s.ups)
-                last_check = i + 1
+                s.halved = torch.where(at_check, halve, s.halved)
+                s.f_best_at_check = torch.where(at_check, s.f_best, s.f_best_at_check)
+                s.ups = torch.where(at_check, torch.zeros_like(s.ups), s.ups)
+                # the projected step mixed with the previous move (none before the first step)
+                z = project(s.x_adv + s.eta * ascent_direction(grad, self.norm), s.x, s.eps,
+                            self.norm)
+                a = self.momentum
+                mixed = project(s.x_adv + a * (z - s.x_adv) + (1.0 - a) * (s.x_adv - s.x_prev),
+                                s.x, s.eps, self.norm)
+                s.x_prev, s.x_adv = s.x_adv, torch.where(_as_image_mask(first), z, mixed)
+
+            run_steps(search, waiting, self.steps, admit, step)
 
 
 @register_attack("apgd-ce")
@@ -193,13 +179,7 @@ class APGDCE(APGD):
     """APGD on cross-entropy (untargeted unless ``targeted=True``: then ``-CE`` to the target)."""
 
     name = "apgd-ce"
-
-    def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 targeted: bool = False, amp: bool = False, seed: int | None = 0,
-                 eot: int = 1) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="ce", rho=rho,
-                         momentum=momentum, targeted=targeted, amp=amp, seed=seed, eot=eot)
+    pinned = {"loss": "ce", "top_k": None}
 
 
 @register_attack("apgd-dlr")
@@ -207,12 +187,7 @@ class APGDDLR(APGD):
     """APGD on the (untargeted) DLR loss; needs at least 3 classes."""
 
     name = "apgd-dlr"
-
-    def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 amp: bool = False, seed: int | None = 0, eot: int = 1) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="dlr", rho=rho,
-                         momentum=momentum, targeted=False, amp=amp, seed=seed, eot=eot)
+    pinned = {"loss": "dlr", "targeted": False, "top_k": None}
 
 
 @register_attack("apgd-t")
@@ -228,33 +203,5 @@ class APGDTargeted(APGD):
     """
 
     name = "apgd-t"
-
-    def __init__(self, eps: float | torch.Tensor, *, norm: str = "linf", steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 targeted: bool = False, top_k: int = 9, amp: bool = False,
-                 seed: int | None = 0) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, loss="dlr", rho=rho,
-                         momentum=momentum, targeted=targeted, amp=amp, seed=seed)
-        self.top_k = check_positive_int("top_k", top_k)
-
-    def settings(self) -> dict:
-        settings = super().settings()
-        if not self.targeted:
-            settings["top_k"] = self.top_k
-        return settings
-
-    def _attack(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
-        if self.targeted:
-            super()._attack(search, eps)
-            return
-        num_classes = search.clean_logits.shape[1]
-        if num_classes < 4:
-            raise AttackError(f"apgd-t uses the targeted DLR loss, which needs at least 4 "
-                              f"classes; the model has {num_classes}")
-        search.any_misclassification = True
-        try:
-            for rank, target in enumerate(search.runner_ups(self.top_k)):
-                search.target = target
-                super()._attack(search, eps, ("target", rank))  # on the points no earlier class fooled
-        finally:
-            search.target, search.any_misclassification = None, False
+    pinned = {"loss": "dlr", "eot": 1}
+    defaults = {"top_k": 9}

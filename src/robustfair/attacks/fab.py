@@ -51,7 +51,7 @@ from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
 from ._random import Draws
-from ._search import GradientAttack, Search, check_fraction, check_positive_int, take
+from ._search import GradientAttack, Points, Search, check_fraction, check_positive_int, run_steps
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
 # 1e-8 floor on the move lengths in alpha is the paper's code's.
@@ -196,6 +196,7 @@ class FAB(GradientAttack):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        top_k: int | None = None,
         amp: bool = False,
         seed: int | None = 0,
     ) -> None:
@@ -209,18 +210,26 @@ class FAB(GradientAttack):
         if not (number and 1.0 <= eta < float("inf")):
             raise AttackError(f"eta (the overshoot) must be a number >= 1, got {eta!r}")
         self.eta = float(eta)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
 
     def settings(self) -> dict:
         settings = {**super().settings(), "steps": self.steps, "restarts": self.restarts,
                     "alpha_max": self.alpha_max, "eta": self.eta, "beta": self.beta}
         del settings["loss"]  # not a setting of FAB (see __init__)
+        if self.top_k is not None:
+            settings["top_k"] = self.top_k
         return settings
 
-    # -- what differs between the untargeted and the targeted version
-
     def _targets(self, search: Search) -> list[torch.Tensor | None]:
-        """The class to steer each point toward, per run; ``None``: the closest boundary."""
-        return [None]
+        """The class to steer each point toward, per run: ``None`` (the closest boundary), or
+        with ``top_k`` (FAB-T) each of the runner-up classes of the clean logits in turn."""
+        if self.top_k is None:
+            return [None]
+        num_classes = search.clean_logits.shape[1]
+        if num_classes < 3:
+            raise AttackError(f"{self.name} steers toward the runner-up classes and needs at "
+                              f"least 3 classes; the model has {num_classes}")
+        return search.runner_ups(self.top_k)
 
     def _evaluate(self, search: Search, x: torch.Tensor, y: torch.Tensor,
                   target: torch.Tensor | None, need_grad: bool
@@ -254,57 +263,44 @@ class FAB(GradientAttack):
     # -- the search
 
     def _attack(self, search: Search, eps: torch.Tensor) -> None:
+        def evaluate(work: Points, need_step: bool) -> tuple[torch.Tensor, object]:
+            """Each FAB step takes two passes (the points move in step; ``taken`` says which):
+            a gradient pass that linearises the boundary at the iterate (and checks it), then,
+            after the step, a forward pass that checks the new iterate."""
+            gradient_pass = int(work.taken[0]) % 2 == 0
+            logits, f, g = self._evaluate(search, work.x_adv, work.y, work.steer, gradient_pass)
+            return logits, ((f, g) if gradient_pass else logits)
+
         for rank, target in enumerate(self._targets(search)):
             for restart in range(self.restarts):
-                for idx in search.pieces():  # the points still robust
-                    x0, eps_i = search.x[idx].flatten(1), eps[idx].flatten(1)
-                    draws = search.random.at(idx, self.name, "start", rank, restart)
-                    start = x0 if restart == 0 else _random_start(x0, eps_i, self.norm, draws)
-                    self._run(search, idx, eps_i, None if target is None else target[idx], start)
 
-    def _broken(self, search: Search, idx: torch.Tensor, x: torch.Tensor, x0: torch.Tensor,
-                logits: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Record the points misclassified within ``eps``; returns ``(broken, adversarial)``."""
-        adversarial = logits.argmax(dim=1) != y
-        within = adversarial & (_size(x - x0, self.norm) <= eps).squeeze(1)
-        hits = within.nonzero().squeeze(1)
-        if hits.numel():
-            image = search.x.shape[1:]
-            search.record(idx[hits], x[hits].reshape(-1, *image), logits[hits], y[hits], None)
-            return search.success[idx], adversarial
-        return within, adversarial
+                def admit(idx: torch.Tensor, rank: int = rank, restart: int = restart) -> Points:
+                    """Restart 0 starts at the clean point, the others eps / 2 away from it."""
+                    x, y, _ = search.points(idx)
+                    e = eps[idx].flatten(1)
+                    start = x
+                    if restart:
+                        draws = search.random.at(idx, self.name, "start", rank, restart)
+                        start = _random_start(x.flatten(1), e, self.norm, draws).view_as(x)
+                    steer = None if target is None else target[idx]
+                    return Points(idx, x=x, y=y, target=None, steer=steer, eps=e, x_adv=start)
 
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor,
-             target: torch.Tensor | None, x: torch.Tensor) -> None:
-        """FAB from ``x`` (N×D) on the points ``idx``; each leaves once broken within ``eps``.
+                run_steps(search, search.remaining(), 2 * self.steps - 1, admit, self._step,
+                          evaluate, refill=False, counts=self._within)
 
-        Each step, as in the paper's code: linearise the boundary at ``x`` (the gradient pass
-        also checks ``x``), step, check the new iterate with a forward pass and, where it is
-        adversarial beyond ``eps``, step back toward ``x0``.
-        """
-        image = search.x.shape[1:]
-        x0, y = search.x[idx].flatten(1), search.y[idx]
-        for _ in range(self.steps):
-            logits, f, g = self._evaluate(search, x.reshape(-1, *image), y, target, True)
-            broken, _ = self._broken(search, idx, x, x0, logits, y, eps)
-            keep = (~broken).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                return
-            if keep.numel() < len(idx):
-                idx, x, x0, y, eps, f, g, target = take(keep, idx, x, x0, y, eps, f, g, target)
-            f_k, g_k = _closest_hyperplane(f, g, self.norm)
-            x = _fab_step(x, x0, f_k, g_k, self.norm, self.alpha_max, self.eta)
-            logits, _, _ = self._evaluate(search, x.reshape(-1, *image), y, target, False)
-            broken, adversarial = self._broken(search, idx, x, x0, logits, y, eps)
-            keep = (~broken).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                return
-            if keep.numel() < len(idx):
-                idx, x, x0, y, eps, target, adversarial = take(keep, idx, x, x0, y, eps, target,
-                                                               adversarial)
-            # adversarial beyond eps: keep searching for a closer one, from nearer x0
-            x = torch.where(adversarial.unsqueeze(1), x0 + self.beta * (x - x0), x)
+    def _within(self, work: Points) -> torch.Tensor:
+        """FAB's iterates may leave the ball: only those within eps count as broken."""
+        return (_size((work.x_adv - work.x).flatten(1), self.norm) <= work.eps).squeeze(1)
+
+    def _step(self, work: Points, out: object) -> None:
+        x, x0 = work.x_adv.flatten(1), work.x.flatten(1)
+        if isinstance(out, tuple):  # after the gradient pass: the paper's step
+            f, g = _closest_hyperplane(*out, self.norm)  # the only one when steering
+            x = _fab_step(x, x0, f, g, self.norm, self.alpha_max, self.eta)
+        else:  # after the check: adversarial beyond eps, so look for a closer one nearer x0
+            adversarial = (out.argmax(dim=1) != work.y).unsqueeze(1)
+            x = torch.where(adversarial, x0 + self.beta * (x - x0), x)
+        work.x_adv = x.view_as(work.x_adv)
 
 
 @register_attack("fab-t")
@@ -314,31 +310,4 @@ class FABTargeted(FAB):
     Needs at least 3 classes; with fewer than ``top_k + 1`` it uses all ``K - 1`` others."""
 
     name = "fab-t"
-
-    def __init__(
-        self,
-        eps: float | torch.Tensor,
-        *,
-        norm: str = "linf",
-        steps: int = 100,
-        restarts: int = 1,
-        top_k: int = 9,
-        alpha_max: float = 0.1,
-        eta: float = 1.05,
-        beta: float = 0.9,
-        amp: bool = False,
-        seed: int | None = 0,
-    ) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, alpha_max=alpha_max,
-                         eta=eta, beta=beta, amp=amp, seed=seed)
-        self.top_k = check_positive_int("top_k", top_k)
-
-    def settings(self) -> dict:
-        return {**super().settings(), "top_k": self.top_k}
-
-    def _targets(self, search: Search) -> list[torch.Tensor | None]:
-        num_classes = search.clean_logits.shape[1]
-        if num_classes < 3:
-            raise AttackError(f"fab-t steers toward the runner-up classes and needs at least "
-                              f"3 classes; the model has {num_classes}")
-        return search.runner_ups(self.top_k)
+    defaults = {"top_k": 9}

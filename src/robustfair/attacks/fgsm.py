@@ -15,7 +15,7 @@ import torch
 
 from ._base import register_attack
 from ._geometry import ascent_direction
-from ._search import GradientAttack, Search
+from ._search import GradientAttack, Points, Search, run_steps
 
 
 @register_attack("fgsm")
@@ -37,10 +37,12 @@ class FGSM(GradientAttack):
         super().__init__(eps, norm=norm, targeted=targeted, seed=seed, loss=loss, amp=amp)
 
     def _attack(self, search: Search, eps: torch.Tensor) -> None:
-        for idx in search.pieces():
+        def admit(idx: torch.Tensor) -> Points:  # the gradient is taken at the clean point
             x, y, target = search.points(idx)
-            _, _, grad = search.loss_and_grad(x, y, target)
-            x_adv = (x + eps[idx] * ascent_direction(grad, self.norm)).clamp_(0.0, 1.0)
-            with torch.no_grad():
-                logits = search.logits(x_adv)
-            search.record(idx, x_adv, logits, y, target)
+            return Points(idx, x=x, y=y, target=target, x_adv=x, eps=eps[idx])
+
+        def step(work: Points, out: tuple) -> None:
+            _, grad = out
+            work.x_adv = (work.x + work.eps * ascent_direction(grad, self.norm)).clamp(0.0, 1.0)
+
+        run_steps(search, search.remaining(), 1, admit, step)

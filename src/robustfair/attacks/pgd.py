@@ -26,7 +26,7 @@ import torch
 from ..errors import AttackError
 from ._base import per_sample, register_attack
 from ._geometry import ascent_direction, project, random_start
-from ._search import GradientAttack, Search, Working, check_positive_int, refilling
+from ._search import GradientAttack, Points, Search, check_positive_int, run_steps
 
 # alpha = eps * DEFAULT_ALPHA_FRACTION unless given: 2/255 at eps = 8/255.
 DEFAULT_ALPHA_FRACTION = 0.25
@@ -95,21 +95,22 @@ class PGD(GradientAttack):
              restart: int) -> None:
         """One restart on the points ``waiting``: ``steps`` steps each, in a refilling batch."""
 
-        def admit(idx: torch.Tensor) -> Working:
+        def admit(idx: torch.Tensor) -> Points:
             """Points entering the working batch at their starting iterate (each point's own
             random start, whenever it is admitted)."""
             x, y, target = search.points(idx)
             e = eps[idx]
             x_adv = (random_start(x, e, self.norm, search.random.at(idx, self.name, "start", restart))
                      if self.random_start else x.clone())
-            return Working(idx, x, y, target, x_adv, {"eps": e, "alpha": alpha[idx]})
+            return Points(idx, x=x, y=y, target=target, x_adv=x_adv, eps=e, alpha=alpha[idx])
 
-        def step(work: Working, grad: torch.Tensor) -> None:
+        def step(work: Points, out: tuple) -> None:
             """Madry et al.'s step: along the steepest-ascent direction, back onto the ball."""
-            work.x_adv = project(work.x_adv + work.state["alpha"] * ascent_direction(grad, self.norm),
-                                 work.x, work.state["eps"], self.norm)
+            _, grad = out
+            work.x_adv = project(work.x_adv + work.alpha * ascent_direction(grad, self.norm),
+                                 work.x, work.eps, self.norm)
 
-        refilling(search, waiting, self.steps, admit, step)
+        run_steps(search, waiting, self.steps, admit, step)
 
 
 @register_attack("cw")
@@ -117,19 +118,4 @@ class CW(PGD):
     """CW-inf: PGD on the Carlini-Wagner margin ``max_{j!=y} z_j - z_y`` (L-inf unless told)."""
 
     name = "cw"
-
-    def __init__(
-        self,
-        eps: float | torch.Tensor,
-        *,
-        norm: str = "linf",
-        steps: int = 10,
-        alpha: float | torch.Tensor | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        targeted: bool = False,
-        amp: bool = False,
-        seed: int | None = 0,
-    ) -> None:
-        super().__init__(eps, norm=norm, steps=steps, alpha=alpha, random_start=random_start,
-                         restarts=restarts, loss="cw", targeted=targeted, amp=amp, seed=seed)
+    pinned = {"loss": "cw"}

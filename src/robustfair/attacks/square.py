@@ -35,7 +35,7 @@ may start on any row or column from which it fits (both official versions never 
 last one, so on small images the last row and column keep their initial value). On 8×8
 digits these make it clearly stronger than AutoAttack's (tests/test_square.py). Each image
 may be of any size and number of channels; a square never exceeds the shorter side. Every
-model call goes through :meth:`Square._query`; ``perturb(..., batch_size=B)`` caps a pass
+model call goes through ``query`` in :meth:`Square._run`; ``perturb(..., batch_size=B)`` caps a pass
 at ``B`` points. Every draw (windows, signs, bump orientations) comes from the point's own
 stream at (restart, iteration) (:mod:`._random`), so results do not depend on ``B`` or on
 which points share a pass.
@@ -51,15 +51,13 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-
 import torch
 from torch import nn
 
 from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
 from ._geometry import l2_norm
 from ._random import Draws
-from ._search import Search, check_fraction, check_positive_int
+from ._search import Points, Search, check_fraction, check_positive_int, run_steps
 from .losses import check_loss, objective
 
 # Guards divisions by a norm that can be exactly 0 (an empty window, a zero perturbation).
@@ -224,29 +222,12 @@ _STEP = {"linf": _linf_step, "l2": _l2_step}
 
 # ----------------------------------------------------------------------- the attack
 
-@dataclass
-class _Run:
-    """The per-point state of one restart; every field is indexed by point (dim 0)."""
-
-    idx: torch.Tensor          # positions in the full batch
-    x: torch.Tensor            # clean images
-    y: torch.Tensor
-    target: torch.Tensor | None
-    eps: torch.Tensor          # N×1×1×1
-    x_best: torch.Tensor       # the best image so far and its loss
-    f_best: torch.Tensor
-
-    def take(self, keep: torch.Tensor) -> "_Run":
-        """The same state for the points ``keep`` only."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return _Run(**{k: None if v is None else v[keep] for k, v in values.items()})
-
-
 @register_attack("square")
 class Square(Attack):
     """Square Attack: score-based random search in the eps-ball (L-inf or L2), no gradients."""
 
     name = "square"
+    uses_gradient = False
 
     def __init__(
         self,
@@ -279,38 +260,35 @@ class Square(Attack):
                             seed=options.seed, index=options.index)
             eps = per_sample(self.eps, len(x), x)
             for restart in range(self.restarts):
-                for idx in search.pieces():  # empty once every point is fooled
-                    self._run(search, idx, eps[idx], restart)
+                self._run(search, eps, restart)
         return search.result()
 
-    def _query(self, search: Search, x: torch.Tensor) -> torch.Tensor:
-        """The model's logits on ``x``: the attack's only way to the model (forward only)."""
-        return search.logits(x)
+    def _run(self, search: Search, eps: torch.Tensor, restart: int) -> None:
+        """One restart on the points still robust: the initial image, then ``n_queries``
+        proposals, each kept where it raises the loss. The points of a pass move in step (the
+        square's size depends on the iteration); each point's draws at iteration ``it`` come
+        from its own stream at ``(restart, it)``, whichever points share the pass."""
+        init, propose = _INIT[self.norm], _STEP[self.norm]
 
-    def _run(self, search: Search, idx: torch.Tensor, eps: torch.Tensor, restart: int) -> None:
-        """One restart on the points ``idx``; the batch shrinks as points get fooled.
+        def admit(idx: torch.Tensor) -> Points:
+            x, y, target = search.points(idx)
+            x_init = init(x, eps[idx], search.random.at(idx, self.name, restart, "init"))
+            low = torch.full((len(idx),), -float("inf"), dtype=x.dtype, device=x.device)
+            return Points(idx, x=x, y=y, target=target, eps=eps[idx], x_adv=x_init,
+                          x_best=x_init, f_best=low)
 
-        Each point's draws at iteration ``it`` come from its own stream at ``(restart, it)``,
-        whichever points share the batch."""
-        x, y, target = search.points(idx)
-        x_best = _INIT[self.norm](x, eps, search.random.at(idx, self.name, restart, "init"))
-        logits = self._query(search, x_best)
-        run = _Run(idx=idx, x=x, y=y, target=target, eps=eps, x_best=x_best,
-                   f_best=objective(self.loss, logits, y, target))
-        still = search.record(idx, x_best, logits, y, target)
-        if still is not None:
-            run = run.take(still)
-        step = _STEP[self.norm]
-        for it in range(self.n_queries):
-            if run.idx.numel() == 0:
-                return
-            x_new = step(run.x, run.x_best, run.eps, p_selection(it, self.n_queries, self.p_init),
-                         search.random.at(run.idx, self.name, restart, it))
-            logits = self._query(search, x_new)
-            f = objective(self.loss, logits, run.y, run.target)
-            still = search.record(run.idx, x_new, logits, run.y, run.target)
-            if still is not None:
-                run, x_new, f = run.take(still), x_new[still], f[still]
-            better = f > run.f_best
-            run.f_best = torch.where(better, f, run.f_best)
-            run.x_best = torch.where(better.view(-1, 1, 1, 1), x_new, run.x_best)
+        def query(work: Points, need_step: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            """The attack's only way to the model: logits (forward only) and the loss."""
+            logits = search.logits(work.x_adv)
+            return logits, objective(self.loss, logits, work.y, work.target)
+
+        def step(work: Points, f: torch.Tensor) -> None:
+            better = f > work.f_best
+            work.f_best = torch.where(better, f, work.f_best)
+            work.x_best = torch.where(better.view(-1, 1, 1, 1), work.x_adv, work.x_best)
+            it = int(work.taken[0])  # the same for every point of the pass
+            work.x_adv = propose(work.x, work.x_best, work.eps,
+                                 p_selection(it, self.n_queries, self.p_init),
+                                 search.random.at(work.idx, self.name, restart, it))
+
+        run_steps(search, search.remaining(), self.n_queries, admit, step, query, refill=False)
