@@ -60,6 +60,7 @@ from .metrics._frame import RESERVED as _RESERVED
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
 from ._model_checks import CheckedModel, checked_model
+from ._version import __version__
 from .sanity import CHECK_POINTS, RESULT_CODES, masking_recheck, model_flags, result_flags
 
 __all__ = ["audit", "AuditPlan"]
@@ -541,8 +542,6 @@ def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
 
 def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, independent,
           started, seconds, target, targeted_all, sanity) -> dict:
-    import robustfair
-
     metadata = getattr(model, "robustfair_metadata", None) or {}
     return {
         "dataset": metadata.get("dataset"),
@@ -560,7 +559,7 @@ def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, 
         "started": started.isoformat(timespec="seconds"),
         "time_seconds": round(seconds, 3),
         "versions": {
-            "robustfair": robustfair.__version__,
+            "robustfair": __version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "pandas": pd.__version__,
