@@ -52,10 +52,9 @@ from ._batch_size import attack_pass, fit_batch_size
 from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
-from .attacks._base import Attack, eval_mode
+from .attacks import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
-from .metrics import ClassReport
-from .metrics._frame import RESERVED as _RESERVED
+from .metrics import RESERVED, ClassReport
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
 from ._model_checks import CheckedModel, checked_model
@@ -85,7 +84,7 @@ def _name_attacks(attacks) -> list[tuple[str, object]]:
         if not isinstance(a, Attack):
             raise AttackError(f"attack {name!r} is not an attack (build one with "
                               f"robustfair.build_attack, or subclass robustfair.attacks.Attack)")
-        if not name or name in _RESERVED:
+        if not name or name in RESERVED:
             raise AttackError(f"attack name {name!r} is reserved; choose another name")
     if len({n for n, _ in pairs}) != len(pairs):
         raise AttackError("attack names must be distinct")

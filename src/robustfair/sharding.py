@@ -60,7 +60,7 @@ from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
 from .models.source import DataShape, ModelSource
-from .sanity import CHECK_POINTS, RESULT_CODES
+from .sanity import CHECK_POINTS, RESULT_CODES, result_flags
 
 __all__ = ["audit_sharded", "shard_ranges", "EXECUTORS"]
 
@@ -317,6 +317,8 @@ def audit_sharded(
                                   f"{task.stop - 1}) failed: {error}{more}; the finished shards are "
                                   f"kept in {store.root}")
         merged = ClassReport.concat([store.load(t.shard) for t in tasks])
+    if audit_options.get("sanity", True):  # counts over the points: over the union, once
+        merged.flags.extend(result_flags(merged))
     if audit_options.get("sanity", True) and any(f["code"] in RESULT_CODES for f in merged.flags):
         # the masking re-check runs once, on the whole test set, as the unsharded audit's does
         if model is None:
@@ -361,7 +363,7 @@ def _run_local(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
 def _run_ray(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
              address: str | None) -> Failed:
     """One Ray task per shard; every shard runs, the finished ones are committed as they come."""
-    from .study.executors import ray_session
+    from ._ray import ray_session
 
     failed: Failed = []
     if not todo:
