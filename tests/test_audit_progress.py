@@ -127,3 +127,56 @@ def test_the_cli_audit_writes_progress_lines_to_a_log_file(tmp_path):
     assert lines[0]["piece"] == "pool 1/1, autoattack apgd-ce"
     assert lines[-1]["piece"] == "pool 1/1" and lines[-1]["left"] == "0"
     assert "\r" not in text  # no bar redrawn into the file
+
+
+class _Store:
+    """The two questions StudyProgress asks of a study store."""
+
+    def __init__(self, done=()):
+        self.finished = set(done)
+
+    def is_done(self, key):
+        return key in self.finished
+
+    def is_running(self, key):
+        return False
+
+
+def test_a_study_off_a_terminal_says_each_finished_run(capsys):
+    from robustfair.study.grid import Run
+    from robustfair.study.progress import StudyProgress
+
+    runs = [Run(key=f"k{i}", config={}, axes={"objective": o, "seed": s}, label=f"objective={o}")
+            for i, (o, s) in enumerate([("standard", 0), ("pgd_at", 0), ("pgd_at", 1)])]
+    with StudyProgress(_Store(done={"k0"}), runs, enabled=True) as p:
+        p.start("k1")
+        p.finish("k1")
+        p.finish("k2", ok=False)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("robustfair study: run objective=pgd_at seed=0 done; 1 run left; ")
+    assert lines[1].startswith("robustfair study: run objective=pgd_at seed=1 done (FAILED); 0 runs left")
+    with StudyProgress(_Store(), runs, enabled=False) as p:
+        p.finish("k0")
+    assert capsys.readouterr().err == ""
+
+
+def test_explain_off_a_terminal_says_each_measure(digits, capsys):
+    from robustfair.explain import explain_model
+
+    explain_model(_model(), digits, eps=0.1, limit=30, attack_steps=2, margin_steps=2, n_perm=20,
+                  corruptions=["gaussian_noise"], severities=[1], progress=True)
+    err = capsys.readouterr().err
+    pieces = [line.split(": ", 1)[1].split(" done")[0] for line in err.splitlines()
+              if line.startswith("robustfair explain: ")]
+    assert pieces == ["audit and sinks", "class similarity", "margins", "corruptions",
+                      "targeted attacks"]
+    assert "\r" not in err  # no bar drawn into the log
+
+
+def test_the_cli_says_progress_unless_told_not_to():
+    import argparse
+
+    from robustfair.cli._checks import progress_said
+
+    assert [progress_said(argparse.Namespace(progress=p)) for p in (None, True, False)] == \
+        [True, True, False]
