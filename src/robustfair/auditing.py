@@ -566,24 +566,38 @@ def audit(
     """
     pairs = check_arguments(model, x, attacks=attacks, batch_size=batch_size, target=target,
                             targeted_all=targeted_all, amp=amp, optimize=optimize, compile=compile)
-    n = len(x)
-    index = check_index(index, n)
+    index = check_index(index, len(x))
     dev = model_device(model) if device is None else resolve_device(device)
+    report = audit_points(model, x, y, pairs, index=index, device=dev, check_points=(x, y),
+                          progress=progress, classes=classes, batch_size=batch_size, seed=seed,
+                          target=target, targeted_all=targeted_all, independent=independent,
+                          sanity=sanity, amp=amp, optimize=optimize, compile=compile)
+    if sanity:
+        recheck_masking(model, x, y, report, batch_size=report.meta["batch_size"])
+    return report
+
+
+def audit_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 pairs: list[tuple[str, Attack]], *, index: torch.Tensor, device: torch.device,
+                 check_points: tuple[torch.Tensor, torch.Tensor] | None, progress: bool = False,
+                 seed: int, **options) -> ClassReport:
+    """The pipeline after :func:`check_arguments`, on the points ``(x, y)`` at positions
+    ``index`` of the whole test set: :func:`prepare` -> :func:`check_model` on
+    ``check_points`` (the whole set's first points; None: no model checks) -> :func:`audit_pool`
+    per pool -> :func:`build_report`. ``options``: :func:`prepare`'s. :func:`audit` runs it on
+    all the points, :func:`robustfair.sharding.run_shard` on a shard's."""
     torch.manual_seed(seed)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    with on_device(model, dev):
-        plan = prepare(model, x, pairs, classes=classes, batch_size=batch_size, device=dev,
-                       seed=seed, target=target, targeted_all=targeted_all,
-                       independent=independent, sanity=sanity, amp=amp, optimize=optimize,
-                       compile=compile)
-        y = check_labels(y, len(plan.classes), n)  # everything is known now: before the long work
-        flags = plan.worked_around + (check_model(plan, x, y) if sanity else [])
-        with AuditProgress(plan, n, enabled=progress) as said:
-            pools = [audit_pool(plan, x, y, index, start, said) for start in range(0, n, plan.pool)]
-    report = build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
-    if sanity:
-        recheck_masking(model, x, y, report, batch_size=plan.batch_size)
-    return report
+    with on_device(model, device):
+        plan = prepare(model, x, pairs, device=device, seed=seed, **options)
+        y = check_labels(y, len(plan.classes), len(x))  # everything is known now: before the long work
+        flags = list(plan.worked_around)
+        if plan.sanity and check_points is not None:
+            cx, cy = check_points
+            flags += check_model(plan, cx, check_labels(cy, len(plan.classes), len(cx)))
+        with AuditProgress(plan, len(x), enabled=progress) as said:
+            pools = [audit_pool(plan, x, y, index, start, said) for start in range(0, len(x), plan.pool)]
+    return build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
 
 
 def recheck_masking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, report: ClassReport, *,
