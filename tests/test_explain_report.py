@@ -162,6 +162,7 @@ def test_cli_explains_a_model_spec_with_weights(trained, tmp_path, capsys):
     assert main(["explain", "--checkpoint", str(ckpt), "--dataset", "digits", "--eps", "0.1", "--limit", "40",
                  "--steps", "3", "--margin-steps", "3", "--n-perm", "200", "--out", str(ref)]) == 0
     assert json.loads((ref / "explain.json").read_text())["audit"] == data["audit"]
+    capsys.readouterr()  # the runs' progress lines
     # --model without --dataset, and --weights with --checkpoint: one line, exit 2
     assert main(["explain", "--model", f"{tmp_path / 'net.py'}:build", "--out", str(out)]) == 2
     assert main(["explain", "--checkpoint", str(ckpt), "--weights", "w.pt", "--out", str(out)]) == 2

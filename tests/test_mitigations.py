@@ -13,6 +13,7 @@ from robustfair.errors import ConfigError
 from robustfair.training import checkpoint as ckpt
 from robustfair.training.mitigations import (EpochStats, MitigationContext, MitigationStack,
                                              build_mitigation, list_mitigations)
+from robustfair.training.objectives import OBJECTIVES
 from robustfair.training.objectives._base import with_offsets
 
 K = 4
@@ -22,6 +23,8 @@ NAMES = ["cat", "dog", "owl", "eel"]
 def ctx(beta=None, **kw) -> MitigationContext:
     base = dict(num_classes=K, classes=NAMES, eps=0.2, objective="pgd_at", epochs=10, seed=3)
     base.update(kw)
+    # as the trainer builds it: the objective says whether its robust term is beta-weighted
+    base.setdefault("beta_weighted", OBJECTIVES.get(base["objective"]).beta_weighted)
     c = MitigationContext(**base)
     if beta is not None:  # the run's TRADES beta, read with getattr (see _common.trades_beta)
         c.beta = beta
@@ -588,8 +591,21 @@ def test_every_mitigation_describes_its_settings():
 
 
 def test_objectives_say_whether_their_robust_term_is_beta_weighted():
-    from robustfair.training.mitigations import MitigationContext
-
-    weighted = {name: MitigationContext(num_classes=3, objective=name).beta_weighted
+    weighted = {name: OBJECTIVES.get(name).beta_weighted
                 for name in ("standard", "pgd_at", "trades", "fgsm_rs")}
     assert weighted == {"standard": False, "pgd_at": False, "trades": True, "fgsm_rs": False}
+
+
+@pytest.mark.parametrize("objective", ["pgd_at", "trades"])
+def test_the_trainer_tells_the_mitigations_whether_the_objective_is_beta_weighted(objective):
+    from robustfair.data import load_dataset
+    from robustfair.training.config import TrainConfig
+    from robustfair.training.distributed import DistInfo
+    from robustfair.training.parts import build_parts, split_data
+
+    cfg = TrainConfig.from_dict({"dataset": "digits", "model": "mlp", "objective": objective,
+                                 "epochs": 1, "steps": 1, "eps": 0.1,
+                                 "mitigations": [{"name": "frl"}]})
+    ds, cpu = load_dataset("digits"), torch.device("cpu")
+    stack = build_parts(cfg, ds, split_data(cfg, ds, cpu), DistInfo(), cpu).mitigations
+    assert stack.mitigations[0].ctx.beta_weighted is (objective == "trades")

@@ -1,13 +1,17 @@
 """The public API is explicit: every name in ``__all__`` is a real attribute (no lazy
-``__getattr__`` tables for editors and type checkers to miss) and is documented."""
+``__getattr__`` tables for editors and type checkers to miss) and is documented. The one
+exception is the root package, which loads its rooms on first use (so that ``import
+robustfair.attacks`` does not load the study): its names are imported for type checkers under
+``if TYPE_CHECKING:``, and a test checks that block against ``__all__``."""
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 
 import pytest
 
-PACKAGES = ["robustfair", "robustfair.data", "robustfair.models", "robustfair.attacks",
+PACKAGES = ["robustfair.data", "robustfair.models", "robustfair.attacks",
             "robustfair.metrics", "robustfair.training", "robustfair.explain", "robustfair.study"]
 
 
@@ -31,3 +35,20 @@ def test_top_level_names_are_the_subpackages_objects():
     assert rf.audit is audit and rf.ClassReport is ClassReport
     with pytest.raises(AttributeError):
         rf.no_such_name  # noqa: B018
+
+
+def test_the_root_names_every_export_for_type_checkers_and_resolves_it():
+    import robustfair as rf
+
+    tree = ast.parse(inspect.getsource(rf))
+    checked = [node for node in tree.body if isinstance(node, ast.If)
+               and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"]
+    assert len(checked) == 1
+    seen = {alias.asname or alias.name for node in checked[0].body
+            for alias in node.names}
+    assert seen | {"__version__"} == set(rf.__all__)
+    for public in rf.__all__:
+        obj = getattr(rf, public)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert inspect.getdoc(obj), f"robustfair.{public} has no docstring"
+    assert set(rf.__all__) <= set(dir(rf))

@@ -47,19 +47,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._batch_size import attack_pass, fit_batch_size
 from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
-from .attacks._base import Attack, eval_mode
+from .attacks import Attack, eval_mode
 from .errors import AttackError, ModelError, RobustfairError
-from .metrics import ClassReport
-from .metrics._frame import RESERVED as _RESERVED
+from .metrics import RESERVED, ClassReport
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
 from ._model_checks import CheckedModel, checked_model
+from ._progress import Progress, listen_for_parts
+from ._version import __version__
+from ._work_estimate import iterations
 from .sanity import CHECK_POINTS, RESULT_CODES, masking_recheck, model_flags, result_flags
 
 __all__ = ["audit", "AuditPlan"]
@@ -83,7 +84,7 @@ def _name_attacks(attacks) -> list[tuple[str, object]]:
         if not isinstance(a, Attack):
             raise AttackError(f"attack {name!r} is not an attack (build one with "
                               f"robustfair.build_attack, or subclass robustfair.attacks.Attack)")
-        if not name or name in _RESERVED:
+        if not name or name in RESERVED:
             raise AttackError(f"attack name {name!r} is reserved; choose another name")
     if len({n for n, _ in pairs}) != len(pairs):
         raise AttackError("attack names must be distinct")
@@ -326,9 +327,10 @@ class PoolResult:
 
 
 def audit_pool(plan: AuditPlan, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-               start: int) -> PoolResult:
+               start: int, progress: AuditProgress | None = None) -> PoolResult:
     """The points ``start:start + plan.pool``: the clean pass (once, checked), each attack in
-    order, the bookkeeping on the device, and one transfer to the host."""
+    order, the bookkeeping on the device, and one transfer to the host. ``progress`` hears of
+    each finished attack (and composite attack's part)."""
     dev = plan.device
     xb = as_float_images(x[start:start + plan.pool].to(dev, non_blocking=True))
     yb = y[start:start + plan.pool].to(dev, non_blocking=True)
@@ -336,8 +338,13 @@ def audit_pool(plan: AuditPlan, x: torch.Tensor, y: torch.Tensor, index: torch.T
         logits = torch.cat([check_logits(plan.net(piece)) for piece in xb.split(plan.batch_size)])
     check_logits(logits, len(plan.classes))
     b = _Batch(logits.argmax(dim=1), yb, logits, index[start:start + len(yb)].to(dev), plan.composite)
-    for (_, attack), takes_index in zip(plan.attacks, plan.takes_index):
-        _run_attack(plan, attack, takes_index, xb, b)
+    if progress is not None:
+        progress.pool_started(start, b)
+    for j, ((_, attack), takes_index) in enumerate(zip(plan.attacks, plan.takes_index)):
+        with listen_for_parts(None if progress is None else progress.part_listener(j)):
+            _run_attack(plan, attack, takes_index, xb, b)
+        if progress is not None:
+            progress.attack_done(j, b)
     rows = torch.stack([yb, b.clean, *b.columns, b.worst.pred,
                         *(b.broken_by[j] for j in plan.composite)])
     flat = [rows.flatten()] + ([torch.stack(b.per_target).flatten()] if b.per_target else [])
@@ -384,6 +391,76 @@ def _run_attack(plan: AuditPlan, attack: Attack, takes_index: bool, xb: torch.Te
     b.columns.append(column.pred)
     if plan.targeted_all:
         b.per_target.append(torch.stack(preds))
+
+
+class AuditProgress(Progress):
+    """The audit's progress: a bar over the points on a terminal; otherwise one line per
+    finished attack (per part of a composite attack such as AutoAttack) and per pool, with the
+    points left and the time left. Work is counted in model passes: each attack's budget per
+    point (:func:`~robustfair._work_estimate.iterations`) times the points it runs on, so after
+    AutoAttack's first part only the points still robust count for the parts to come."""
+
+    def __init__(self, plan: AuditPlan, n: int, *, enabled: bool) -> None:
+        k, targets = len(plan.classes), len(plan.targets)
+        self.plan, self.n = plan, n
+        self.cost = [iterations(s, k) * targets for s in plan.settings]  # passes per point
+        self.part_cost = [[iterations(p, k) for p in s.get("parts") or ()] for s in plan.settings]
+        self.pools = -(-n // plan.pool)
+        self.lines = len(plan.attacks) > 1 or bool(plan.composite)  # else the pool line says all
+        self.finished_points = 0   # points of the finished pools
+        self.finished_work = 0.0   # model passes those pools ran
+        self.pool_points = 0       # points of the pool running now (0: none)
+        super().__init__(n, "audit", unit="point", enabled=enabled, work=n * sum(self.cost))
+
+    def pool_started(self, start: int, b: _Batch) -> None:
+        self.pool = f"pool {start // self.plan.pool + 1}/{self.pools}"
+        self.pool_points, self.pool_work = len(b.y), 0.0
+        self.eligible = int(b.correct.sum())  # points the next attack runs on (host sync)
+
+    def part_listener(self, j: int):
+        """The callback that hears attack ``j``'s parts (None: not a composite attack)."""
+        if j not in self.plan.composite:
+            return None
+        finished = []
+
+        def part_done(name: str, points: int, robust: int) -> None:
+            i = len(finished)
+            finished.append(name)
+            work = self.part_cost[j][i] * points
+            self.pool_work += work
+            self.done(f"{self.pool}, {self.plan.attacks[j][0]} {name}", work=work,
+                      left=self._work_left(j, later_parts=sum(self.part_cost[j][i + 1:]) * robust),
+                      detail=f" (ran on {points:,} points, {robust:,} still robust)")
+        return part_done
+
+    def attack_done(self, j: int, b: _Batch) -> None:
+        robust = int(b.alive.sum())  # host sync, once per attack
+        work = 0.0
+        if j not in self.plan.composite:  # a composite's parts counted their own work
+            work = self.cost[j] * self.eligible
+            self.pool_work += work
+        if not self.plan.independent:
+            self.eligible = robust  # the next attack runs on the points still robust
+        if j == len(self.plan.attacks) - 1:
+            points, self.pool_points = self.pool_points, 0
+            self.finished_points += points
+            self.finished_work += self.pool_work
+            self.done(self.pool, units=points, work=work, left=self._work_left(j),
+                      detail=f" ({robust:,} of {points:,} points robust)")
+        elif self.lines and j not in self.plan.composite:
+            self.done(f"{self.pool}, {self.plan.attacks[j][0]}", work=work, left=self._work_left(j),
+                      detail=f" ({robust:,} points still robust)")
+        else:
+            self.work_done += work
+
+    def _work_left(self, j: int, later_parts: float = 0.0) -> float:
+        """The work left: attack ``j``'s later parts (``later_parts``), the pool's later attacks
+        on the points they run on, and the later pools at the passes per point seen so far."""
+        later = later_parts + (sum(self.cost[j + 1:]) * self.eligible if self.pool_points else 0)
+        future = self.n - self.finished_points - self.pool_points
+        per_point = (self.finished_work / self.finished_points if self.finished_points
+                     else sum(self.cost))
+        return later + future * per_point
 
 
 def build_report(plan: AuditPlan, pools: list[PoolResult], flags: list[dict], *,
@@ -489,27 +566,38 @@ def audit(
     """
     pairs = check_arguments(model, x, attacks=attacks, batch_size=batch_size, target=target,
                             targeted_all=targeted_all, amp=amp, optimize=optimize, compile=compile)
-    n = len(x)
-    index = check_index(index, n)
+    index = check_index(index, len(x))
     dev = model_device(model) if device is None else resolve_device(device)
+    report = audit_points(model, x, y, pairs, index=index, device=dev, check_points=(x, y),
+                          progress=progress, classes=classes, batch_size=batch_size, seed=seed,
+                          target=target, targeted_all=targeted_all, independent=independent,
+                          sanity=sanity, amp=amp, optimize=optimize, compile=compile)
+    if sanity:
+        recheck_masking(model, x, y, report, batch_size=report.meta["batch_size"])
+    return report
+
+
+def audit_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 pairs: list[tuple[str, Attack]], *, index: torch.Tensor, device: torch.device,
+                 check_points: tuple[torch.Tensor, torch.Tensor] | None, progress: bool = False,
+                 seed: int, **options) -> ClassReport:
+    """The pipeline after :func:`check_arguments`, on the points ``(x, y)`` at positions
+    ``index`` of the whole test set: :func:`prepare` -> :func:`check_model` on
+    ``check_points`` (the whole set's first points; None: no model checks) -> :func:`audit_pool`
+    per pool -> :func:`build_report`. ``options``: :func:`prepare`'s. :func:`audit` runs it on
+    all the points, :func:`robustfair.sharding.run_shard` on a shard's."""
     torch.manual_seed(seed)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    with on_device(model, dev):
-        plan = prepare(model, x, pairs, classes=classes, batch_size=batch_size, device=dev,
-                       seed=seed, target=target, targeted_all=targeted_all,
-                       independent=independent, sanity=sanity, amp=amp, optimize=optimize,
-                       compile=compile)
-        y = check_labels(y, len(plan.classes), n)  # everything is known now: before the long work
-        flags = plan.worked_around + (check_model(plan, x, y) if sanity else [])
-        pools = []
-        with tqdm(total=n, desc="audit", unit="img", disable=not progress, leave=False) as bar:
-            for start in range(0, n, plan.pool):
-                pools.append(audit_pool(plan, x, y, index, start))
-                bar.update(pools[-1].rows.shape[1])
-    report = build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
-    if sanity:
-        recheck_masking(model, x, y, report, batch_size=plan.batch_size)
-    return report
+    with on_device(model, device):
+        plan = prepare(model, x, pairs, device=device, seed=seed, **options)
+        y = check_labels(y, len(plan.classes), len(x))  # everything is known now: before the long work
+        flags = list(plan.worked_around)
+        if plan.sanity and check_points is not None:
+            cx, cy = check_points
+            flags += check_model(plan, cx, check_labels(cy, len(plan.classes), len(cx)))
+        with AuditProgress(plan, len(x), enabled=progress) as said:
+            pools = [audit_pool(plan, x, y, index, start, said) for start in range(0, len(x), plan.pool)]
+    return build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
 
 
 def recheck_masking(model: nn.Module, x: torch.Tensor, y: torch.Tensor, report: ClassReport, *,
@@ -541,8 +629,6 @@ def _long_form(chunks, y_true: np.ndarray, names: list[str]) -> pd.DataFrame:
 
 def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, independent,
           started, seconds, target, targeted_all, sanity) -> dict:
-    import robustfair
-
     metadata = getattr(model, "robustfair_metadata", None) or {}
     return {
         "dataset": metadata.get("dataset"),
@@ -560,7 +646,7 @@ def _meta(model: nn.Module, *, n, seed, batch_size, device, amp, optimizations, 
         "started": started.isoformat(timespec="seconds"),
         "time_seconds": round(seconds, 3),
         "versions": {
-            "robustfair": robustfair.__version__,
+            "robustfair": __version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "pandas": pd.__version__,

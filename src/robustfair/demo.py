@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._device import resolve_device, torch_threads
+from ._progress import Progress, on_terminal
 from .attacks import build_attack
 from .auditing import audit
 from .data import load_dataset
@@ -146,13 +147,20 @@ def _run_demo(out: Path, epochs: int | None, seed: int, device: str | None,
     ds = load_dataset("digits")
     attack = build_attack(attack_settings.pop("name"), **attack_settings, seed=seed)
     reports: dict[str, ClassReport] = {}
+    # a line per trained and per audited model off a terminal (the trainer's bars only on one)
+    said = Progress(2 * len(LABELS), "demo", unit="step", enabled=progress)
     for objective, label in LABELS.items():
         config = configs[objective].replace(seed=seed, device=device,
                                             epochs=epochs or configs[objective].epochs)
-        result = train(config, out / objective, progress=progress)
+        result = train(config, out / objective, progress=progress and on_terminal())
+        said.done(f"training {label}", units=1)
         reports[label] = audit(result.model, ds.test.x, ds.test.y, attacks=[attack],
-                               classes=ds.classes, seed=seed, device=device, progress=progress)
+                               classes=ds.classes, seed=seed, device=device,
+                               progress=progress and on_terminal())
         reports[label].to_json(out / objective / "report.json")
+        said.done(f"audit of {label}", units=1,
+                  detail=f" (robust {reports[label].overall['robust_acc']:.1%})")
+    said.close()
     seconds = time.perf_counter() - start
     png = classwise_bars(reports, out / "classwise.png",
                          title=f"digits, {config.model}: clean vs PGD-{attack.steps} robust "

@@ -37,15 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import ATTACKS, Attack
+from .attacks import ATTACKS, Attack, eval_mode
 from .errors import ModelError
 from .metrics.pointwise import WorstCase
+from .metrics.report import RESULT_CODES  # the codes result_flags raises
 
 __all__ = ["Flag", "model_flags", "masking_recheck", "result_flags", "RESULT_CODES"]
 
-# the codes result_flags raises: counts over an audit's points, recomputed when reports on
-# parts of a test set are merged (ClassReport.concat); the other codes are about the model
-RESULT_CODES = frozenset({"masking", "attack_budget"})
 CHECK_POINTS = 32  # points the pre-attack checks look at (they are cheap; this keeps them so)
 MASKING_SHARE = 0.002  # AutoAttack's check_square_sr threshold: 0.2% of the points ...
 MASKING_MIN_POINTS = 5  # ... and at least 5 of them (one point of noise must not raise it)
@@ -229,7 +227,6 @@ def masking_recheck(model: nn.Module, x: torch.Tensor, y: torch.Tensor, report,
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     xs, ys = x[idx].to(device), y[idx].to(device)
     alive = torch.ones(len(idx), dtype=torch.bool, device=device)
-    from .attacks._base import eval_mode
 
     with eval_mode(model):
         for _, attack in attacks:

@@ -41,7 +41,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -53,14 +52,12 @@ from ._atomic import atomic_write_text
 from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._lock import folder_lock
-from ._tensor_checks import check_labels
-from .auditing import (_name_attacks, audit_pool, build_report, check_arguments, check_model,
-                       on_device, prepare, recheck_masking)
+from .auditing import _name_attacks, audit_points, check_arguments, on_device, recheck_masking
 from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
 from .models.source import DataShape, ModelSource
-from .sanity import CHECK_POINTS, RESULT_CODES
+from .sanity import CHECK_POINTS, RESULT_CODES, result_flags
 
 __all__ = ["audit_sharded", "shard_ranges", "EXECUTORS"]
 
@@ -70,6 +67,9 @@ FORMAT = "robustfair-shards/1"
 # audit() options a sharded audit passes on; those that decide results are in settings.json
 OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity", "optimize", "compile")
 RESULT_OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity")
+# the audit options' defaults, as robustfair.audit has them
+DEFAULTS = {"target": None, "targeted_all": False, "independent": True, "amp": False,
+            "sanity": True, "optimize": True, "compile": False}
 
 
 def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
@@ -107,34 +107,18 @@ class ShardTask:
 def run_shard(task: ShardTask, model: nn.Module | None = None) -> ClassReport:
     """Audit one shard with the pieces of :func:`robustfair.audit`; ``model``: one already
     built from ``task.source`` (else it is built here, on the task's device)."""
-    started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    options = dict(task.options)
-    sanity = options.pop("sanity", True)
+    options = {key: task.options.get(key, default) for key, default in DEFAULTS.items()}
     if model is None:
         device = resolve_device(task.device)
         model, _ = task.source.build(task.data_shape, device=device)
     dev = model_device(model) if task.device is None else resolve_device(task.device)
     pairs = check_arguments(model, task.x, attacks=task.attacks, batch_size=task.batch_size,
-                            target=options.get("target"),
-                            targeted_all=options.get("targeted_all", False),
-                            amp=options.get("amp", False), optimize=options.get("optimize", True),
-                            compile=options.get("compile", False))
-    index = torch.arange(task.start, task.stop)
-    torch.manual_seed(task.seed)
-    with on_device(model, dev):
-        plan = prepare(model, task.x, pairs, classes=task.classes, batch_size=task.batch_size,
-                       device=dev, seed=task.seed, target=options.get("target"),
-                       targeted_all=options.get("targeted_all", False),
-                       independent=options.get("independent", True), sanity=sanity,
-                       amp=options.get("amp", False), optimize=options.get("optimize", True),
-                       compile=options.get("compile", False))
-        y = check_labels(task.y, len(plan.classes), len(task.x))
-        flags = []
-        if sanity and task.check_x is not None:
-            flags = check_model(plan, task.check_x, check_labels(task.check_y, len(plan.classes),
-                                                                 len(task.check_x)))
-        pools = [audit_pool(plan, task.x, y, index, start) for start in range(0, len(y), plan.pool)]
-    report = build_report(plan, pools, flags, started=started, seconds=time.perf_counter() - t0)
+                            **{k: options[k] for k in ("target", "targeted_all", "amp", "optimize",
+                                                       "compile")})
+    check = None if task.check_x is None else (task.check_x, task.check_y)
+    report = audit_points(model, task.x, task.y, pairs, index=torch.arange(task.start, task.stop),
+                          device=dev, check_points=check, classes=task.classes,
+                          batch_size=task.batch_size, seed=task.seed, **options)
     report.meta["shard"] = {"index": task.shard, "of": task.shards, "range": [task.start, task.stop],
                             "host": platform.node()}
     return report
@@ -317,6 +301,8 @@ def audit_sharded(
                                   f"{task.stop - 1}) failed: {error}{more}; the finished shards are "
                                   f"kept in {store.root}")
         merged = ClassReport.concat([store.load(t.shard) for t in tasks])
+    if audit_options.get("sanity", True):  # counts over the points: over the union, once
+        merged.flags.extend(result_flags(merged))
     if audit_options.get("sanity", True) and any(f["code"] in RESULT_CODES for f in merged.flags):
         # the masking re-check runs once, on the whole test set, as the unsharded audit's does
         if model is None:
@@ -361,7 +347,7 @@ def _run_local(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
 def _run_ray(todo: list[ShardTask], store: ShardStore, bar: ShardProgress,
              address: str | None) -> Failed:
     """One Ray task per shard; every shard runs, the finished ones are committed as they come."""
-    from .study.executors import ray_session
+    from ._ray import ray_session
 
     failed: Failed = []
     if not todo:

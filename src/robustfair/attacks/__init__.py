@@ -2,6 +2,7 @@
 Square (black-box), and AutoAttack (their ensemble)."""
 from ._base import (
     ATTACKS,
+    NORMS,
     Attack,
     AttackResult,
     CallOptions,
@@ -10,6 +11,7 @@ from ._base import (
     list_attacks,
     register_attack,
 )
+from ._geometry import ascent_direction, project, random_start  # shared with adversarial training
 from .apgd import APGD, APGDCE, APGDDLR, APGDTargeted  # importing registers the attacks
 from .fab import FAB, FABTargeted
 from .fgsm import FGSM
@@ -31,10 +33,14 @@ __all__ = [
     "FAB",
     "FABTargeted",
     "FGSM",
+    "NORMS",
     "PGD",
     "Square",
+    "ascent_direction",
     "build_attack",
     "eval_mode",
     "list_attacks",
+    "project",
+    "random_start",
     "register_attack",
 ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._progress import part_done
 from .._tensor_checks import check_logits
 from ..errors import AttackError
 from ._base import Attack, AttackResult, CallOptions, build_attack, register_attack
@@ -133,7 +134,7 @@ class AutoAttack(Attack):
         x_adv = x.clone()
         robust = pred == y
         broken_by = torch.full_like(y, -1)
-        for i, (_, attack) in enumerate(self.part_attacks()):
+        for i, (name, attack) in enumerate(self.part_attacks()):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
@@ -145,4 +146,5 @@ class AutoAttack(Attack):
             pred[hit] = res.pred[res.success]
             broken_by[hit] = i
             robust[hit] = False
+            part_done(name, idx.numel(), int(robust.sum()))  # a progress line, if asked for
         return AttackResult(x_adv, pred, pred != y, broken_by=broken_by, parts=self.part_names())

@@ -1,4 +1,4 @@
-"""The audit card's figures, drawn with matplotlib's object API (no pyplot state, no display).
+"""The audit card's figures, in the package's one plotting style (:mod:`robustfair.plots`).
 
 Each ``draw_*`` function draws into a given axes, so the page's separate figures and the
 one-image summary (:func:`summary_figure`) show the same drawing.
@@ -9,26 +9,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..study.plots import png_bytes
+from ..plots import annotate, class_ticks, png_bytes, short
 
 __all__ = ["broken_by_figure", "class_figure", "confusion_figure", "png_bytes", "summary_figure"]
 
 WORST_COLOR = "#c0392b"
-
-
-def _ticks(ax, names: list[str], axis: str = "x") -> None:
-    step = max(1, int(np.ceil(len(names) / 40)))  # CIFAR-100: every n-th name only
-    ticks = list(range(0, len(names), step))
-    labels = [names[i] if len(names[i]) <= 10 else names[i][:9] + "…" for i in ticks]
-    if axis == "x":
-        ax.set_xticks(ticks, labels, rotation=45 if len(names) > 10 else 0, fontsize=7,
-                      ha="right" if len(names) > 10 else "center")
-    else:
-        ax.set_yticks(ticks, labels, fontsize=7)
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def draw_class_bars(ax, by_class: pd.DataFrame, worst: str | None) -> None:
@@ -44,7 +29,7 @@ def draw_class_bars(ax, by_class: pd.DataFrame, worst: str | None) -> None:
         ax.bar(x + offset, 100 * np.nan_to_num(v), 0.4, color=colors, label=label,
                yerr=[100 * np.nan_to_num(lo), 100 * np.nan_to_num(hi)],
                error_kw={"elinewidth": 0.7, "capsize": 1.5}, edgecolor="black", linewidth=0.3)
-    _ticks(ax, names)
+    class_ticks(ax, "x", names)
     ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
     ax.set_xlabel("class")
@@ -62,17 +47,13 @@ def draw_confusion(fig: Figure, ax, counts: pd.DataFrame) -> None:
         rates = 100 * counts.to_numpy(float) / totals[:, None]
     image = ax.imshow(rates, cmap="Reds", vmin=0, vmax=100)
     names = [str(c) for c in counts.index]
-    _ticks(ax, names, "x")
-    _ticks(ax, names, "y")
-    if len(names) <= 12:
-        for (i, j), v in np.ndenumerate(rates):
-            if np.isfinite(v) and v >= 0.5:
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if v > 55 else "black")
+    class_ticks(ax, "x", names)
+    class_ticks(ax, "y", names)
     ax.set_xlabel("predicted under attack")
     ax.set_ylabel("true class")
     ax.set_title("adversarial confusion (% of the true class)", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.6)
+    annotate(fig, [(ax, rates, "{:.0f}", lambda v: v < 0.5)])
 
 
 def draw_broken_by(ax, table: pd.DataFrame) -> None:
@@ -89,7 +70,7 @@ def draw_broken_by(ax, table: pd.DataFrame) -> None:
         ax.bar(x, values, 0.7, bottom=bottom, label=column.replace("_", " "), color=color,
                edgecolor="black", linewidth=0.2)
         bottom += values
-    _ticks(ax, names)
+    class_ticks(ax, "x", names)
     ax.set_ylabel("points")
     ax.set_xlabel("class")
     ax.set_title("which attack broke each point first", fontsize=9)
@@ -121,11 +102,11 @@ def summary_figure(*, title: str, lines: list[str], by_class: pd.DataFrame, wors
     confusion and which attack broke what."""
     fig = Figure(figsize=(12.0, 8.6), layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[0.55, 2.2, 1.6], width_ratios=[1.5, 1.0])
-    fig.suptitle(_clip(title, 100), fontsize=13, fontweight="bold", x=0.01, ha="left")
+    fig.suptitle(short(title, 100), fontsize=13, fontweight="bold", x=0.01, ha="left")
     head = fig.add_subplot(grid[0, :])
     head.axis("off")
     # the text must not take part in the layout: a long line would squeeze the plots instead
-    text = head.text(0.0, 1.0, "\n".join(_clip(line, 150) for line in lines), fontsize=8.5,
+    text = head.text(0.0, 1.0, "\n".join(short(line, 150) for line in lines), fontsize=8.5,
                      va="top", ha="left", family="monospace", transform=head.transAxes)
     text.set_in_layout(False)
     draw_class_bars(fig.add_subplot(grid[1, 0]), by_class, worst)

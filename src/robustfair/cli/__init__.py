@@ -14,7 +14,7 @@ import warnings
 
 from .._bounds import check_seed_option
 from .._device import torch_threads
-from ..data._download import NO_DOWNLOAD_ENV
+from ..data import NO_DOWNLOAD_ENV
 from ..errors import RobustfairError, one_line, out_of_memory
 
 # sub-command name -> module under robustfair.cli (imported lazily so `--help` stays fast)

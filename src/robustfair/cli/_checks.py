@@ -32,3 +32,9 @@ def progress_wanted(args) -> bool:
     """The ``--progress`` choice, or whether stderr is a terminal when none was made."""
     chosen = getattr(args, "progress", None)
     return sys.stderr.isatty() if chosen is None else bool(chosen)
+
+
+def progress_said(args) -> bool:
+    """Whether long work says what it is doing: yes unless ``--no-progress`` (a bar on a
+    terminal, else one line per finished piece, so that a log file shows progress too)."""
+    return getattr(args, "progress", None) is not False

@@ -119,7 +119,7 @@ def _robustbench_options(args: argparse.Namespace) -> tuple:
     (when --dataset is one of RobustBench's) and the threat model (from --norm)."""
     from ..models.robustbench import DATASETS, DEFAULT_MODEL_DIR, THREATS
 
-    from ..data._download import downloads_forbidden
+    from ..data import downloads_forbidden
 
     download = not (getattr(args, "no_download", False) or downloads_forbidden())
     options = {"model_dir": args.model_dir or DEFAULT_MODEL_DIR, "download": download}

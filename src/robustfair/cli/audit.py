@@ -248,7 +248,7 @@ def run_audit(args: argparse.Namespace):
                    compile=args.compile)
     if shards is None:
         report = audit(sources.model, sources.x, sources.y, attacks=attacks,
-                       progress=sys.stderr.isatty(), **options)
+                       progress=True, **options)  # a bar on a terminal, else lines
     else:
         from ..models.source import DataShape
         from ..sharding import audit_sharded

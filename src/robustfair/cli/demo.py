@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..demo import PRESET, discrepancy_rows, reliable_note, run_demo, side_by_side
-from ._checks import add_progress_flags, progress_wanted
+from ._checks import add_progress_flags, progress_said
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, epochs=args.epochs, seed=args.seed, device=args.device,
-                      progress=progress_wanted(args))
+                      progress=progress_said(args))
     attack = result.reports["PGD-AT"].attacks[0]
     print("attack: " + ", ".join(f"{k}={v}" for k, v in attack.items()))
     print("\nper-class accuracy (%), test split:")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .._parse import check_eps, parse_number
 from ..errors import ConfigError
-from ._checks import add_progress_flags, check_int, check_model_fits, progress_wanted
+from ._checks import add_progress_flags, check_int, check_model_fits, progress_said
 from ._sources import add_model_arguments, model_source
 
 DEFAULT_EPS = "8/255"  # the field's standard L-inf budget on CIFAR (PAPER.md)
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         attack_steps=args.steps, margin_steps=args.margin_steps, eps_max=eps_max, n_perm=args.n_perm,
         feature_datasets=args.feature_datasets, standard_model=standard,
         feature_options=options if args.feature_datasets else None,
-        seed=args.seed, batch_size=args.batch_size, progress=progress_wanted(args))
+        seed=args.seed, batch_size=args.batch_size, progress=progress_said(args))
     explanation.meta.update(checkpoint=args.checkpoint and str(args.checkpoint), eps_text=args.eps,
                             **provenance)
     paths = explanation.save(out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._checks import add_progress_flags, progress_wanted
+from ._checks import add_progress_flags, progress_said
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"study {spec.name}: expected time {spec.expected_time}", file=sys.stderr)
     result = run_study(spec, args.out, executor=args.executor, workers=args.workers,
                        address=args.address, device=args.device, data_dir=args.data_dir,
-                       progress=progress_wanted(args), logger=args.logger)
+                       progress=progress_said(args), logger=args.logger)
     n = len(result.runs)
     print(f"{n} runs: {len(result.already_done)} already done, {len(result.completed)} run now, "
           f"{len(result.failed)} failed ({result.seconds:.0f} s)")

@@ -17,6 +17,7 @@ from ._base import (
 )
 
 # imported for their @register_dataset side effect (and their public helpers)
+from ._download import NO_DOWNLOAD_ENV, downloads_forbidden  # noqa: E402
 from . import cifar, digits, gaussian, mnist, mnist5k, stl10, svhn, tiny_imagenet  # noqa: E402,F401
 from .from_tensors import from_tensors  # noqa: E402
 from .image_folder import image_folder  # noqa: E402
@@ -24,10 +25,12 @@ from .npz import load_npz  # noqa: E402
 
 __all__ = [
     "DATASETS",
+    "NO_DOWNLOAD_ENV",
     "Dataset",
     "Split",
     "class_index",
     "default_data_dir",
+    "downloads_forbidden",
     "from_tensors",
     "image_folder",
     "list_datasets",

@@ -11,7 +11,7 @@ from torch import nn
 from .._checks import positive_int
 from .._device import model_device
 from .._tensor_checks import as_float_images, check_labels
-from ..attacks._base import eval_mode
+from ..attacks import eval_mode
 from ..errors import RobustfairError
 
 

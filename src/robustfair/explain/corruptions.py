@@ -30,7 +30,7 @@ from torch import nn
 from .._checks import is_int
 from .._device import model_device
 from .._tensor_checks import as_float_images
-from ..attacks._base import eval_mode
+from ..attacks import eval_mode
 from ..errors import RobustfairError
 from ._common import check_inputs, float_batches, records, resolve_classes
 

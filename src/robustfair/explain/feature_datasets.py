@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .._checks import positive_int
 from .._device import model_device
 from ..attacks import build_attack
-from ..attacks._base import eval_mode
+from ..attacks import eval_mode
 from ..data import Dataset, Split
 from ..errors import ConfigError, RobustfairError
 from ._common import check_batch_size, check_inputs, finite_or_none, float_batches, predict, records

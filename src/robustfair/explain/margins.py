@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .._device import model_device
 from ..attacks import build_attack
-from ..attacks._base import NORMS, eval_mode
+from ..attacks import NORMS, eval_mode
 from ..errors import RobustfairError
 from ._common import (check_batch_size, check_inputs, finite_or_none, float_batches, output_width, records,
                       resolve_classes)

@@ -29,6 +29,7 @@ from typing import Sequence
 from torch import nn
 
 from .._checks import positive_int
+from .._progress import Progress, on_terminal
 from ..data import Dataset, class_index
 from ..errors import ConfigError, RobustfairError
 from .corruptions import CORRUPTIONS, corruption_accuracy
@@ -97,23 +98,31 @@ def explain_model(
     if fine_to_coarse is None and dataset.name == "cifar100" and len(classes) == 100:
         fine_to_coarse = CIFAR100_FINE_TO_COARSE
 
+    # a line per finished measure off a terminal; the measures' own bars only on one
+    said = Progress(5 + bool(feature_datasets), "explain", unit="step", enabled=progress)
+    bars = progress and on_terminal()
     attack = build_attack("pgd", eps=eps, norm=norm, steps=attack_steps, seed=seed)
     report = audit(model, x, y, attacks={"pgd": attack}, classes=classes, batch_size=batch_size,
-                   seed=seed, progress=progress)
+                   seed=seed, progress=bars)
     robust_acc = report.by_class["robust_acc"].to_numpy(dtype=float)
     sinks = sink_analysis(report, attack="pgd", top_k=top_k, fine_to_coarse=fine_to_coarse)
+    said.done("audit and sinks", units=1)
     similarity = class_similarity(model, x, y, classes=classes, robust_acc=robust_acc, n_perm=n_perm,
                                   seed=seed, batch_size=batch_size)
+    said.done("class similarity", units=1)
     margins = margin_analysis(model, x, y, classes=classes, norm=norm, eps_max=float(eps_max), tol=tol,
-                              steps=margin_steps, seed=seed, batch_size=batch_size, progress=progress)
+                              steps=margin_steps, seed=seed, batch_size=batch_size, progress=bars)
+    said.done("margins", units=1)
     corr = corruption_accuracy(model, x, y, classes=classes, corruptions=corruptions,
                                severities=severities, robust_acc=robust_acc, seed=seed,
                                batch_size=batch_size)
+    said.done("corruptions", units=1)
     if target is None:
         target = classes.index(report.worst_class("robust_acc")[0])
     targeted = targeted_vulnerability(model, x, y, target, classes=classes, eps=eps, norm=norm,
                                       steps=attack_steps, seed=seed, batch_size=batch_size,
-                                      progress=progress)
+                                      progress=bars)
+    said.done("targeted attacks", units=1)
     study = None
     if feature_datasets:
         options = dict(feature_options or {})
@@ -125,7 +134,9 @@ def explain_model(
             standard_model = _train_standard_model(model, dataset, options)
         study = feature_dataset_study(model, standard_model, dataset, eps=eps, norm=norm,
                                       robust_acc=robust_acc, attack_steps=attack_steps, seed=seed,
-                                      batch_size=batch_size, progress=progress, **options)
+                                      batch_size=batch_size, progress=bars, **options)
+        said.done("feature data sets", units=1)
+    said.close()
     settings = {"eps": float(eps), "norm": norm, "n": n, "limit": limit, "attack_steps": attack_steps,
                 "margin_steps": margin_steps, "eps_max": float(eps_max), "tol": margins.tol,
                 "top_k": top_k, "n_perm": n_perm, "corruptions": list(corruptions),

@@ -38,9 +38,9 @@ from torch import nn
 
 from .._checks import positive_int
 from .._device import model_device
-from ..attacks._base import eval_mode
+from ..attacks import eval_mode
 from ..errors import ModelError, RobustfairError
-from ..metrics._stats import percentile_interval
+from ..metrics import percentile_interval
 from ._common import check_inputs, finite_or_none, float_batches, records, resolve_classes
 
 __all__ = [

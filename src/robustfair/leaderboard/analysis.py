@@ -42,7 +42,7 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from ..metrics import ClassReport
-from ..metrics._stats import class_resample_weights, percentile_interval, shifted_interval
+from ..metrics import class_resample_weights, percentile_interval, shifted_interval
 
 __all__ = ["CrossModel", "cross_model"]
 

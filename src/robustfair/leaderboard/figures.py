@@ -11,26 +11,22 @@ __all__ = ["robust_heatmap"]
 def robust_heatmap(classwise: pd.DataFrame, models: list[str]) -> bytes:
     """PNG bytes of the models x classes heat map of robust accuracy (%) from ``classwise``
     (:func:`~robustfair.leaderboard.table.classwise_table`), rows in the order of ``models``."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: only when a page is drawn
 
-    from ..study.plots import png_bytes  # no pyplot: nothing global to close
+    from ..plots import annotate, class_ticks, png_bytes
 
-    grid = classwise.pivot(index="model", columns="class", values="robust_acc")
+    table = classwise.pivot(index="model", columns="class", values="robust_acc")
     classes = list(dict.fromkeys(classwise["class"]))  # the data set's class order
-    grid = grid.reindex(index=models, columns=classes) * 100
+    table = table.reindex(index=models, columns=classes) * 100
     k, m = len(classes), len(models)
-    fig = Figure(figsize=(min(18.0, 2.5 + 0.55 * k), min(14.0, 1.4 + 0.42 * m)))
+    fig = Figure(figsize=(min(18.0, 2.5 + 0.55 * k), min(14.0, 1.4 + 0.42 * m)), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax.set_xticks(np.arange(k), [str(c) for c in classes], rotation=0 if k <= 12 else 90,
-                  fontsize=8 if k <= 30 else 5)
+    values = table.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    class_ticks(ax, "x", classes)
     ax.set_yticks(np.arange(m), models, fontsize=8)
     ax.set_xlabel("class")
-    if k * m <= 400:  # numbers in the cells while they stay readable
-        for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 60 else "black")
     fig.colorbar(image, ax=ax, label="robust accuracy (%)", fraction=0.04, pad=0.02)
-    ax.set_title("Robust accuracy per class (%)")
+    ax.set_title("Robust accuracy per class (%)", fontsize=10)
+    annotate(fig, [(ax, values, "{:.0f}", None)])  # while the cells stay readable
     return png_bytes(fig)

@@ -290,7 +290,7 @@ def _check_unchanged(out: Path, entry: ModelEntry, spec: LeaderboardSpec) -> Non
 
 # ------------------------------------------------------------------------------ executors
 def _run_ray(jobs: list[ModelJob], x, y, spec: LeaderboardSpec, address, bar, result) -> None:
-    from ..study.executors import ray_session
+    from .._ray import ray_session
 
     res = spec.resources
     threads = max(1, int(res.num_cpus)) if res.num_cpus >= 1 else 1

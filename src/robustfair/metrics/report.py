@@ -44,9 +44,13 @@ from ._frame import check_flags, check_predictions, check_target_predictions
 from ._stats import discrepancy_measures, discrepancy_table, wilson_interval
 from .pointwise import MISSING, WorstCase, count_by_class, worst_case
 
-__all__ = ["ClassReport", "worst_case", "MISSING"]
+__all__ = ["ClassReport", "worst_case", "MISSING", "RESULT_CODES"]
 
 SCHEMA, SCHEMA_VERSION = _storage.SCHEMA, _storage.SCHEMA_VERSION
+# the codes of flags that count over an audit's points (robustfair.sanity.result_flags raises
+# them): they hold for the points audited, so merging reports leaves them out; the other codes
+# are about the model and hold for any points
+RESULT_CODES = frozenset({"masking", "attack_budget"})
 
 
 class ClassReport:
@@ -364,8 +368,9 @@ class ClassReport:
         Per-point predictions (and ``target_predictions``, re-indexed) are concatenated in that
         order. Flags: the model-level ones (checks of the model, the same whichever points
         they saw) once per code, from the first report that raised it; the result-level ones
-        (a count over points, e.g. ``masking``) recomputed on the union, when the reports were
-        audited with sanity checks. Meta: the first report's, with ``n`` and
+        (``RESULT_CODES``: a count over points, e.g. ``masking``) are left out, since they do
+        not hold for the union (:func:`robustfair.sharding.audit_sharded` recomputes them with
+        :func:`robustfair.sanity.result_flags`). Meta: the first report's, with ``n`` and
         ``time_seconds`` summed, ``started`` the earliest, and ``shards`` keeping each part's
         provenance (its ``meta["shard"]`` if any, points, start time, time, versions).
         The reports must share classes, attack settings and prediction columns.
@@ -400,10 +405,6 @@ class ClassReport:
                 part["index"] = part["index"] + int(offset)
                 parts.append(part)
             target_predictions = pd.concat(parts, ignore_index=True)
-        # the flag codes are sanity's; imported here, where they are needed, so that metrics
-        # does not load the attacks at import time
-        from ..sanity import RESULT_CODES, result_flags
-
         flags, seen = [], set()
         for r in reports:
             for flag in r.flags:
@@ -423,8 +424,6 @@ class ClassReport:
                            "versions": r.meta.get("versions")} for r in reports]
         merged = cls(predictions=predictions, classes=first.classes, attacks=first.attacks,
                      meta=meta, target_predictions=target_predictions, flags=flags)
-        if all(r.meta.get("sanity", True) for r in reports):
-            merged.flags.extend(result_flags(merged))
         return merged
 
     # ------------------------------------------------------------------ storage

@@ -37,6 +37,7 @@ from torch import nn
 from .._atomic import atomic_write
 from .._checks import is_int, is_real
 from .._device import resolve_device
+from .._version import __version__
 from ..errors import ModelError
 from ._base import build_model, list_models
 from ._size import on_meta
@@ -86,7 +87,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
     config = _checked_config(reference.robustfair_config, where="config")  # defaults filled in
     header = {
         "format": FORMAT,
-        "robustfair_version": _version(),
+        "robustfair_version": __version__,
         "config": config,
         "metadata": metadata,
         "weights_sha256": _digest(tensors),
@@ -137,12 +138,6 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 # ----------------------------------------------------------------------------- load

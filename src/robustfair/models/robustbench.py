@@ -193,7 +193,7 @@ def load_entry(body: str, options: Mapping[str, Any] | None = None, *,
                          + (" (resize them, e.g. image_folder's --image-size 224)"
                             if entry.dataset == "imagenet" else ""))
     model_dir = Path(str(options.get("model_dir") or DEFAULT_MODEL_DIR)).expanduser()
-    from ..data._download import downloads_forbidden
+    from ..data import downloads_forbidden
 
     download = bool(options.get("download", True)) and not downloads_forbidden()
 

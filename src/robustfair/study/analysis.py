@@ -20,10 +20,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from ..metrics import wilson_interval
-from ..metrics._stats import cosine  # the one copy (re-exported here for the study's callers)
+from ..metrics import cosine, wilson_interval  # cosine: re-exported for the study's callers
 from ..metrics.measures import ClassValues, get_measure
-from .table import RESULT_COLUMNS
 
 __all__ = [
     "StudyData",
@@ -42,6 +40,8 @@ __all__ = [
     "worst_classes",
 ]
 
+# the results table's per-class columns (robustfair.study.table writes them); the others are config
+RESULT_COLUMNS = ("class", "class_index", "n", "measure", "value", "lo", "hi")
 # config columns that are not "optimisation hyper-parameters"
 NOT_HPARAMS = ("dataset", "model", "objective", "mitigation", "eps", "seed")
 

@@ -13,11 +13,13 @@ import math
 import re
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._parse import check_eps
 from ..errors import ConfigError, RobustfairError
-from .spec import StudySpec
+
+if TYPE_CHECKING:  # the spec module imports this one (every spec it reads is expanded)
+    from .spec import StudySpec
 
 __all__ = ["Run", "config_hash", "expand", "format_value", "CONFIG_COLUMNS"]
 

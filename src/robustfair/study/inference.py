@@ -63,7 +63,7 @@ def run_statistics(data: "StudyData | pd.DataFrame", *, n_boot: int = N_BOOT, se
     points), the worst class, and ``<metric>_p_noise``: the chance that classes with one common
     accuracy show a std this large (:func:`robustfair.metrics._stats.noise_floor`), beside
     ``<metric>_std_noise_floor``, the std that sampling noise alone produces."""
-    from ..metrics._stats import noise_floor
+    from ..metrics import noise_floor
 
     data = as_study_data(data)
     out = data.runs[["run", "label"] + data.config_cols].copy()
@@ -263,7 +263,7 @@ def mitigation_tests(data: "StudyData | pd.DataFrame", *, n_boot: int = N_BOOT,
     "raises the worst class" when the first passes at adjusted p < ``alpha`` and the second at
     p < ``alpha``; "raises the worst class; cost not shown within margin" when only the first;
     else "not shown to raise the worst class"."""
-    from ..metrics._stats import holm
+    from ..metrics import holm
 
     data = as_study_data(data)
     runs = data.runs.assign(method=(data.runs["objective"] + " + " + data.runs["mitigation"])

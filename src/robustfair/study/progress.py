@@ -1,5 +1,5 @@
 """A progress display over a whole study: runs done / running / left, and each running
-run's epoch.
+run's epoch; off a terminal, one line per finished run (:class:`robustfair._progress.Progress`).
 
 The epoch is read from the run's own ``epochs.csv`` (the trainer appends a row per epoch), so
 the display works the same for in-process runs, worker processes and Ray tasks, as long as the
@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .._progress import Progress, on_terminal
 
 __all__ = ["StudyProgress", "epochs_logged"]
 
@@ -50,10 +52,13 @@ class StudyProgress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._bar = None
+        self._lines: Progress | None = None  # off a terminal: a line per finished run
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "StudyProgress":
-        if self.enabled:
+        if self.enabled and not on_terminal():
+            self._lines = Progress(len(self.runs), "study", unit="run", done=len(self.done))
+        elif self.enabled:
             self._bar = tqdm(total=len(self.runs), initial=len(self.done), desc="study",
                              unit="run", dynamic_ncols=True)
             self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -89,6 +94,11 @@ class StudyProgress:
                     self._bar.update(1)
             elif not ok:
                 self.failed.add(key)
+            if self._lines is not None:
+                run = self.runs[key]
+                seed = run.axes.get("seed")
+                name = run.label + (f" seed={seed}" if seed is not None else "")
+                self._lines.done(f"run {name}", units=1, detail="" if ok else " (FAILED)")
         self._refresh()
 
     def describe(self) -> str:

@@ -42,6 +42,7 @@ from typing import Any
 from .._checks import is_int, is_real, positive_int
 from .._parse import parse_number
 from ..errors import ConfigError, RobustfairError
+from .grid import expand
 from .spec_axes import Located, axes_block, did_you_mean, runtime_keys, train_fields
 
 __all__ = [
@@ -187,9 +188,7 @@ def parse_spec(text: str, *, source: str = "study.yaml") -> StudySpec:
         text=text,
         block_lines=tuple(block_lines),
     )
-    from .grid import expand  # every run must build: catches cross-setting mistakes now
-
-    expand(spec)
+    expand(spec)  # every run must build: catches cross-setting mistakes now
     return spec
 
 

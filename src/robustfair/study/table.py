@@ -35,13 +35,13 @@ import pandas as pd
 
 from ..errors import RobustfairError
 from .._atomic import atomic_write, atomic_write_text
+from .analysis import StudyData
 from .grid import CONFIG_COLUMNS, format_value
+from .inference import comparisons_table, run_statistics
 from .store import StudyStore
 
 __all__ = ["StudyTables", "config_columns", "epochs_table", "load_tables", "results_table",
            "runs_table", "write_tables"]
-
-RESULT_COLUMNS = ("class", "class_index", "n", "measure", "value", "lo", "hi")
 
 
 def config_columns(config: dict, extra_axes: list[str] | tuple[str, ...] = ()) -> dict:
@@ -167,9 +167,6 @@ def runs_table(tables: StudyTables, *, n_boot: int = 2000, seed: int = 0) -> pd.
     (``_lo``/``_hi``); the noise floor of the std and its p-value (``_p_noise``: could classes
     with one common accuracy show a std this large?); and the checkpoint rule (``keep``).
     See :func:`robustfair.study.inference.run_statistics`."""
-    from .analysis import StudyData
-    from .inference import run_statistics
-
     runs = run_statistics(StudyData(tables.results), n_boot=n_boot, seed=seed)
     if not tables.run_info.empty:
         runs = runs.merge(tables.run_info, on="run", how="left")
@@ -191,9 +188,6 @@ def write_tables(root: str | os.PathLike) -> tuple[dict[str, Path], StudyTables,
     written["runs.csv"] = path
     if not tables.results.empty:
         # every comparison the HTML report prints, as numbers (the same calls, the same seeds)
-        from .analysis import StudyData
-        from .inference import comparisons_table
-
         path = root / "comparisons.csv"
         atomic_write_text(path, comparisons_table(StudyData(tables.results)).to_csv(index=False))
         written["comparisons.csv"] = path

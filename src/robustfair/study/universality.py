@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..metrics._stats import shifted_interval
+from ..metrics import shifted_interval
 from .analysis import StudyData, as_study_data, cosine, profile_metric, worst_classes
 from .inference import class_counts, resample_accuracies
 

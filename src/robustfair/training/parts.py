@@ -162,13 +162,14 @@ def build_parts(cfg: TrainConfig, ds: Dataset, data: TrainData, info: DistInfo,
     mitigations = MitigationStack(
         [build_mitigation(m["name"], **{key: v for key, v in m.items() if key != "name"})
          for m in cfg.mitigations])
+    objective = build_objective(cfg.objective, steps=cfg.steps, norm=cfg.norm, beta=cfg.beta,
+                                trades_start=cfg.trades_start)
     mitigations.setup(MitigationContext(
         num_classes=k, classes=data.classes,
         class_counts=torch.bincount(data.train_y.cpu(), minlength=k), device=device,
         eps=cfg.eps, norm=cfg.norm, objective=cfg.objective, epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch, seed=cfg.seed, beta=cfg.beta))
-    objective = build_objective(cfg.objective, steps=cfg.steps, norm=cfg.norm, beta=cfg.beta,
-                                trades_start=cfg.trades_start)
+        steps_per_epoch=steps_per_epoch, seed=cfg.seed, beta=cfg.beta,
+        beta_weighted=objective.beta_weighted))
     optimizer = build_optimizer(cfg, model.parameters())
 
     fast = torch.compile(model) if cfg.compile else model

@@ -136,6 +136,9 @@ class MitigationContext:
     steps_per_epoch: int = 1
     seed: int = 0
     beta: float = 6.0  # the run's TRADES beta (per-class beta methods scale it)
+    # whether the objective has a separate robust term weighted by beta (TRADES); the trainer
+    # reads it from the objective (mitigations do not import the objectives, which use them)
+    beta_weighted: bool = False
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -143,13 +146,6 @@ class MitigationContext:
         if self.class_counts is None:
             self.class_counts = torch.ones(self.num_classes, dtype=torch.long)
         self.device = torch.device(self.device)
-
-    @property
-    def beta_weighted(self) -> bool:
-        """Whether the objective has a separate robust term weighted by beta (TRADES)."""
-        from ..objectives import OBJECTIVES
-
-        return self.objective in OBJECTIVES and OBJECTIVES.get(self.objective).beta_weighted
 
     def class_index(self, name_or_index: str | int) -> int:
         """A class given by name (first) or index, as a ConfigError if unknown."""

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...attacks._base import eval_mode
-from ...attacks._geometry import ascent_direction, project, random_start
+from ...attacks import ascent_direction, eval_mode, project, random_start
 from ..mitigations import MitigationStack, weighted_mean
 
 
