@@ -29,7 +29,7 @@ PACKAGE = SRC / "robustfair"
 LAYERS: list[set[str]] = [
     # shared helpers: any room may use them; they may use each other
     {"errors", "_version", "_atomic", "_batch_size", "_bounds", "_checks", "_device", "_json",
-     "_lock", "_parse", "_progress", "_publish", "_ray", "_registry", "_templates",
+     "_formatting", "_lock", "_parse", "_progress", "_publish", "_ray", "_registry", "_templates",
      "_tensor_checks", "_work_estimate", "_yaml", "plots"},
     {"data", "attacks", "metrics"},
     {"models", "sanity"},
@@ -44,13 +44,7 @@ SHARED = 0  # the one layer whose rooms may import each other
 # Private imports across rooms that another branch of issue 25 removes (the formatting module
 # and the measure table, robustfair/_formatting.py and metrics/measures.py): (importing file,
 # imported module). Each must still be there, so that an entry is deleted once it is fixed.
-PENDING = {
-    ("robustfair/card/content.py", "robustfair.metrics._format"),
-    ("robustfair/demo.py", "robustfair.metrics._format"),
-    ("robustfair/leaderboard/report.py", "robustfair.metrics._format"),
-    ("robustfair/explain/report.py", "robustfair.metrics._stats"),
-    ("robustfair/study/inference.py", "robustfair.metrics._stats"),
-}
+PENDING: set[tuple[str, str]] = set()
 LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 UNWANTED = ("robustfair.study", "robustfair.explain", "robustfair.card", "robustfair.leaderboard",
             "matplotlib", "ray", "jinja2")

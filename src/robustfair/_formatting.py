@@ -14,10 +14,12 @@ page has its own mark).
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from typing import Any
 
 __all__ = ["describe_attack", "estimate", "format_p", "format_setting", "interval", "is_number",
+           "markdown_table", "markdown_text",
            "number", "percent", "points", "signed"]
 
 MISSING = "n/a"
@@ -122,4 +124,26 @@ def describe_attack(name: str, settings: dict) -> str:
         rest = {k: v for k, v in part.items() if k not in shared and k != "attack"}
         lines.append(f"{name} / {part.get('attack')}: "
                      + ", ".join(f"{k}={format_setting(v)}" for k, v in rest.items()))
+    return "\n".join(lines)
+
+
+def markdown_text(text: object) -> str:
+    r"""``text`` (a class name, a message) as literal Markdown: one line, and no ``|`` that
+    splits a table cell, HTML tag, entity or link it could start.
+
+    >>> print(markdown_text("cat|dog\n<script>x</script> [a](b) &amp; <- worst"))
+    cat\|dog \<script>x\</script> [a]\(b) \&amp; <- worst
+    """
+    text = " ".join(str(text).splitlines())  # a newline would end the table row
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)  # a tag or an autolink; "<- worst" stays
+    text = re.sub(r"&(?=#?\w+;)", r"\\&", text)  # an entity
+    return text.replace("](", "]\\(")  # a link or an image
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, every cell made literal text by :func:`markdown_text`."""
+    header = [markdown_text(h) for h in header]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(markdown_text(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from .attacks import build_attack
 from .auditing import audit
 from .data import load_dataset
 from .metrics import ClassReport
-from .metrics._format import _markdown_table
+from ._formatting import markdown_table
 from ._atomic import write_files_atomically
 from .plots import classwise_bars
 from .study.catalog import load_preset
@@ -124,7 +124,7 @@ def frame_markdown(frame: pd.DataFrame) -> str:
     """A DataFrame as a Markdown table (index as the first column), without extra packages."""
     header = [str(frame.index.name or "")] + [str(c) for c in frame.columns]
     rows = [[str(i)] + [str(v) for v in row] for i, row in zip(frame.index, frame.to_numpy())]
-    return _markdown_table(header, rows)
+    return markdown_table(header, rows)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0,

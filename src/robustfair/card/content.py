@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._formatting import describe_attack, estimate, format_p, interval, percent
 from ..errors import RobustfairError
-from ..metrics._format import _markdown_table
+from .._formatting import markdown_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..metrics import ClassReport
@@ -45,7 +45,7 @@ def confusion_markdown(report: "ClassReport", attack: str = "worst") -> str:
     rows = [[str(name)] + [str(int(v)) for v in row] for name, row in matrix.iterrows()]
     what = "the worst case over the attacks" if attack == "worst" else attack
     return (f"## Confusion under attack ({what}): true class × predicted class, counts\n\n"
-            + _markdown_table(header, rows) + "\n")
+            + markdown_table(header, rows) + "\n")
 
 
 def broken_by(report: "ClassReport") -> pd.DataFrame:

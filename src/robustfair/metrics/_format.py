@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .._formatting import describe_attack, estimate, format_p, interval, number, percent
+from .._formatting import (describe_attack, estimate, format_p, interval, markdown_table,
+                           markdown_text, number, percent)
 from ..errors import RobustfairError
 from ._stats import deficit_power
 from .measures import MEASURES, UNITLESS
@@ -115,27 +116,6 @@ def _text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_text(text: object) -> str:
-    r"""``text`` (a class name, a message) as literal Markdown: one line, and no ``|`` that
-    splits a table cell, HTML tag, entity or link it could start.
-
-    >>> print(markdown_text("cat|dog\n<script>x</script> [a](b) &amp; <- worst"))
-    cat\|dog \<script>x\</script> [a]\(b) \&amp; <- worst
-    """
-    text = " ".join(str(text).splitlines())  # a newline would end the table row
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    text = re.sub(r"<(?=[A-Za-z/!?])", r"\\<", text)  # a tag or an autolink; "<- worst" stays
-    text = re.sub(r"&(?=#?\w+;)", r"\\&", text)  # an entity
-    return text.replace("](", "]\\(")  # a link or an image
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    header = [markdown_text(h) for h in header]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(markdown_text(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _meta_line(report: "ClassReport") -> str:
     meta = report.meta
     parts = [f"n={len(report.predictions)}", f"classes={report.num_classes}"]
@@ -208,5 +188,5 @@ def report_markdown(report: "ClassReport", *, n_boot: int = 1000, seed: int = 0)
         if isinstance(body, str):
             out += [f"- {markdown_text(line)}" for line in body.splitlines()]
         else:
-            out.append(_markdown_table(header, body))
+            out.append(markdown_table(header, body))
     return "\n".join(out) + "\n"
