@@ -36,4 +36,4 @@ def test_study_runs_are_tracked_one_mlflow_run_per_grid_point(tmp_path, capsys):
         assert run.data.tags["study"] == "tracked-mlflow" and run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val/robust_acc")
         assert [m.step for m in history] == [1]
-        assert "report.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"report.json", "card.html", "card.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

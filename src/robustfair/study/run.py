@@ -55,7 +55,7 @@ def execute_run(root: str | Path, key: str, config: dict, *, device: str | None 
     ``logger``: an experiment tracker (``"tensorboard"``, ``"mlflow[:URI]"``, see
     :mod:`robustfair.training.loggers`) for the run's training, one tracked run per grid point,
     tagged with its axes (MLflow: in the experiment named after the study, with the audit's
-    ``report.json`` as an artifact).
+    ``report.json`` and its card, ``card.html`` and ``card.png``, as artifacts).
     Returns a summary (key, seconds, overall clean and robust accuracy). A finished run is
     skipped; one that another process is running is waited for (then found done).
     """
@@ -123,8 +123,13 @@ def _execute(store: StudyStore, key: str, config: dict, *, device, data_dir, run
                        classes=ds.classes, batch_size=ev["batch_size"], seed=ev["seed"],
                        progress=False)
         report.to_json(store.report_path(key))
-        if hasattr(tracker, "log_file"):
+        if hasattr(tracker, "log_file"):  # an MLflow run: the audit and its card beside the curves
             tracker.log_file(store.report_path(key))
+            from ..card import build_card
+
+            card = build_card(report, store.run_dir(key) / "card", title=f"Robustness card: {key}")
+            for path in (card.html, card.png):
+                tracker.log_file(path)
         overall = report.overall
         summary = {
             "key": key,
