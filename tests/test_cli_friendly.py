@@ -10,7 +10,7 @@ import re
 import pytest
 
 from robustfair.cli import main
-from robustfair.cli._checks import progress_wanted
+from robustfair.cli._checks import progress_said
 from robustfair.cli.train import chance_level_warning, lost_class_warning
 from robustfair.data import list_datasets
 from robustfair.errors import ConfigError
@@ -89,11 +89,12 @@ class _Stream(io.StringIO):
 
 
 @pytest.mark.parametrize("tty", [True, False])
-def test_progress_follows_the_terminal_unless_a_flag_says(monkeypatch, tty):
+def test_progress_is_said_on_a_terminal_or_not_unless_no_progress(monkeypatch, tty):
+    # off a terminal progress is plain lines (robustfair._progress), so it stays on
     monkeypatch.setattr("sys.stderr", _Stream(tty))
-    assert progress_wanted(argparse.Namespace(progress=None)) is tty
-    assert progress_wanted(argparse.Namespace(progress=True)) is True
-    assert progress_wanted(argparse.Namespace(progress=False)) is False
+    assert progress_said(argparse.Namespace(progress=None)) is True
+    assert progress_said(argparse.Namespace(progress=True)) is True
+    assert progress_said(argparse.Namespace(progress=False)) is False
 
 
 def test_chance_level_warning_threshold():

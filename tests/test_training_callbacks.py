@@ -185,3 +185,19 @@ def test_the_core_imports_no_tracker():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_off_a_terminal_training_says_one_line_per_epoch(tmp_path, capsys):
+    """stderr captured (not a terminal): a line per finished epoch with its numbers and the
+    time left, and no tqdm carriage returns."""
+    train(CFG.replace(epochs=1), tmp_path / "run", dataset=toy(), progress=True, force=True)
+    first = capsys.readouterr().err
+    train(CFG.replace(epochs=2), tmp_path / "run2", dataset=toy(), progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("robustfair train: epoch")]
+    assert [line.split(" done")[0] for line in lines] == ["robustfair train: epoch 1/2",
+                                                         "robustfair train: epoch 2/2"]
+    assert "val_robust" in lines[0] and "1 epoch left" in lines[0] and "\r" not in err
+    assert "robustfair train: epoch 1/1 done" in first
+    train(CFG.replace(epochs=2), tmp_path / "run2", dataset=toy(), progress=False)  # done: no lines
+    assert "robustfair train" not in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """Checks and flags shared by the sub-commands (checkpoint and data set fit, progress bars)."""
 from __future__ import annotations
 
-import sys
 
 from ..errors import ConfigError
 
@@ -21,17 +20,12 @@ def check_model_fits(model, ds, checkpoint: str, dataset_name: str) -> None:
 
 
 def add_progress_flags(parser) -> None:
-    """``--progress`` / ``--no-progress``; neither given: bars only when stderr is a terminal."""
+    """``--progress`` (the default) / ``--no-progress``."""
     parser.add_argument("--progress", dest="progress", action="store_const", const=True,
-                        help="show progress bars (default: only on a terminal, so logs stay clean)")
+                        help="say what the long work is doing (the default): a bar on a terminal, "
+                             "one line per finished step in a log")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=False,
-                        help="no progress bars")
-
-
-def progress_wanted(args) -> bool:
-    """The ``--progress`` choice, or whether stderr is a terminal when none was made."""
-    chosen = getattr(args, "progress", None)
-    return sys.stderr.isatty() if chosen is None else bool(chosen)
+                        help="no progress output")
 
 
 def progress_said(args) -> bool:

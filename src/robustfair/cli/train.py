@@ -20,7 +20,7 @@ from typing import Any
 
 from .._parse import parse_number
 from ..errors import ConfigError
-from ._checks import add_progress_flags, progress_wanted
+from ._checks import add_progress_flags, progress_said
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         if manifest and not manifest.get("complete") and not cfg.differences(manifest["config"]):
             print(f"resuming {out} after epoch {manifest['epoch']} of {cfg.epochs}",
                   file=sys.stderr)
-    result = train(cfg, out, force=args.force, progress=progress_wanted(args), callbacks=loggers)
+    result = train(cfg, out, force=args.force, progress=progress_said(args), callbacks=loggers)
     if not main_rank:
         return 0
     if result.already_complete:

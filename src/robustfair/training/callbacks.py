@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .._progress import Progress, on_terminal
 from .config import TrainConfig
 from .ema import EMA
 from .mitigations import EpochStats, MitigationStack
@@ -126,19 +127,29 @@ def epoch_end(callbacks: list[Callback], end: EpochEnd) -> str | None:
 
 
 class ProgressBar(Callback):
-    """One tqdm bar per epoch: loss and training accuracy so far, the last validation results."""
+    """On a terminal, one tqdm bar per epoch: loss and training accuracy so far, the last
+    validation results. Elsewhere (a log file), one line per finished epoch with the same
+    numbers and the time left (:class:`robustfair._progress.Progress`)."""
 
     def __init__(self, epochs: int, steps_per_epoch: int, last_row: dict | None) -> None:
         self.epochs, self.steps, self.last_row = epochs, steps_per_epoch, last_row
         self.bar = None
+        self.lines = None
+        if not on_terminal():  # counted from the epoch this process starts at (a resume)
+            done = int(last_row["epoch"]) if last_row is not None and "epoch" in last_row else 0
+            self.lines = Progress(epochs, "train", unit="epoch", done=done)
 
     def on_epoch_start(self, epoch: int) -> None:
+        if self.lines is not None:
+            return
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=self.steps, desc=f"epoch {epoch}/{self.epochs}", leave=True,
                         dynamic_ncols=True)
 
     def on_step_end(self, step: StepEnd) -> None:
+        if self.bar is None:
+            return
         self.bar.update(1)
         if step.step % 10 == 0 or step.step == self.steps - 1:
             seen = max(1, step.seen)
@@ -149,9 +160,13 @@ class ProgressBar(Callback):
             self.bar.set_postfix(shown, refresh=False)
 
     def on_epoch_end(self, end: EpochEnd) -> None:
-        self.bar.set_postfix({"loss": f"{end.row['loss']:.3f}", **_validation(end.row)},
-                             refresh=False)
-        self.bar.close()
+        shown = {"loss": f"{end.row['loss']:.3f}", **_validation(end.row)}
+        if self.lines is not None:
+            self.lines.done(f"epoch {end.epoch}/{self.epochs}", units=1,
+                            detail=": " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        else:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.close()
         self.last_row = end.row
 
 
