@@ -282,6 +282,18 @@ class SeededStream:
         self._generator = None
         self._saved = torch.as_tensor(state).to("cpu", torch.uint8)
 
+    def save_into(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with the stream under ``"generator"`` once it has drawn or been loaded."""
+        saved = self.state()
+        if saved is not None:
+            state["generator"] = saved
+        return state
+
+    def load_from(self, state: dict[str, Any]) -> None:
+        """The stream saved by :meth:`save_into`, if ``state`` holds one."""
+        if "generator" in state:
+            self.load(state["generator"])
+
 
 def robust_error_gap(stats: EpochStats, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(``e_c - mean e``, present mask): each class's validation robust error minus the mean over

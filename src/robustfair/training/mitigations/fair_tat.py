@@ -126,17 +126,12 @@ class FairTAT(DescribedMitigation):
         return {"p": self.p, "mix": self.mix}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"false_positives": self.false_positives,
-                                 "measured": self.measured}
-        gen = self.stream.state()
-        if gen is not None:
-            state["generator"] = gen
-        return state
+        return self.stream.save_into({"false_positives": self.false_positives,
+                                      "measured": self.measured})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.false_positives = torch.as_tensor(state["false_positives"]).to(self.ctx.device,
                                                                            torch.float32)
         self.measured = bool(state["measured"])
         self._rows = self._target_rows()
-        if "generator" in state:
-            self.stream.load(state["generator"])
+        self.stream.load_from(state)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ._base import EpochStats, MitigationContext, register_mitigation
-from ._common import DescribedMitigation, as_float, present_classes, worst_class
+from ._common import DescribedMitigation, SeededStream, as_float, present_classes, worst_class
 
 # offset that separates this mitigation's random stream from the trainer's (seed, epoch) streams
 _STREAM = 0x7A11E7
@@ -53,22 +53,12 @@ class TargetedAT(DescribedMitigation):
         super().setup(ctx)
         self.fixed = None if self.target.lower() == "worst" else ctx.class_index(self.target)
         self.current: int | None = self.fixed
-        self._generator: torch.Generator | None = None
-        self._generator_state: torch.Tensor | None = None
-
-    def _gen(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(
-                int(self.ctx.seed) * 1_000_003 + _STREAM)
-            if self._generator_state is not None:
-                self._generator.set_state(self._generator_state)
-                self._generator_state = None
-        return self._generator
+        self.stream = SeededStream(ctx.seed, _STREAM)
 
     def attack_target(self, y: torch.Tensor) -> torch.Tensor | None:
         if self.current is None or self.p == 0.0:
             return None
-        draw = torch.rand(y.shape, generator=self._gen(y.device), device=y.device)
+        draw = torch.rand(y.shape, generator=self.stream.generator(y.device), device=y.device)
         aim = (draw < self.p) & (y != self.current)
         return torch.where(aim, torch.full_like(y, self.current), torch.full_like(y, -1))
 
@@ -85,16 +75,9 @@ class TargetedAT(DescribedMitigation):
         return f"{super().describe()}: current target {now}"
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"current": -1 if self.current is None else self.current}
-        if self._generator is not None:
-            state["generator"] = self._generator.get_state()
-        elif self._generator_state is not None:
-            state["generator"] = self._generator_state
-        return state
+        return self.stream.save_into({"current": -1 if self.current is None else self.current})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         current = int(state.get("current", -1))
         self.current = None if current < 0 else current
-        if "generator" in state:
-            self._generator = None
-            self._generator_state = torch.as_tensor(state["generator"]).to("cpu", torch.uint8)
+        self.stream.load_from(state)

@@ -122,16 +122,11 @@ class TRIX(DescribedMitigation):
         return f"{super().describe()}: strong classes {', '.join(names) or 'none'}"
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"gap": self.gap, "strong": self.strong.float(),
-                                 "measured": self.measured}
-        gen = self.stream.state()
-        if gen is not None:
-            state["generator"] = gen
-        return state
+        return self.stream.save_into({"gap": self.gap, "strong": self.strong.float(),
+                                      "measured": self.measured})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gap = torch.as_tensor(state["gap"]).to(self.ctx.device, torch.float32)
         self.strong = torch.as_tensor(state["strong"]).to(self.ctx.device) > 0.5
         self.measured = bool(state["measured"])
-        if "generator" in state:
-            self.stream.load(state["generator"])
+        self.stream.load_from(state)
