@@ -23,7 +23,7 @@ from torch import nn
 import robustfair as rf
 from robustfair.attacks import Square, build_attack, list_attacks
 from robustfair.attacks import square
-from robustfair.attacks._random import PointRandom
+from robustfair.attacks._random import DrawBlock, PointRandom
 from robustfair.attacks.square import _bump, _l2_init, _l2_step, _linf_init, _linf_step, p_selection
 from robustfair.errors import AttackError
 from robustfair.models import attack_view
@@ -389,3 +389,30 @@ def test_bad_batch_size_is_a_one_line_error(net, digits):
     with pytest.raises(AttackError, match="batch_size") as err:
         Square(0.1).perturb(net, x[:4], y[:4], batch_size=0)
     assert "\n" not in str(err.value)
+
+
+def test_draws_made_a_block_at_a_time_are_the_per_iteration_draws():
+    rng = PointRandom(3, torch.tensor([7, 2, 40, 11]))
+    block = DrawBlock(rng.at(None, "square", 0, torch.arange(20, 30)))[torch.tensor([3, 0, 2])]
+    for place in (0, 4, 9):
+        block.place = place
+        alone = rng.at(torch.tensor([3, 0, 2]), "square", 0, 20 + place)
+        like = torch.zeros(1)
+        assert torch.equal(block.integers((), 5, "top"), alone.integers((), 5, "top"))
+        assert torch.equal(block.signs((3, 1, 1), "signs", like), alone.signs((3, 1, 1), "signs", like))
+        assert torch.equal(block.uniform((2,), "u"), alone.uniform((2,), "u"))
+        assert torch.equal(block.normal((2,), "n"), alone.normal((2,), "n"))
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_results_do_not_depend_on_the_draw_block(net, digits, monkeypatch, norm, eps):
+    """Blocks of 100 iterations (ending early where the square's size changes), with fooled
+    points leaving mid-block, give exactly what drawing at every iteration alone gives."""
+    _, x, y = digits
+    x, y = x[:60], y[:60]
+    attack = Square(eps=eps, norm=norm, n_queries=300)
+    blocks = attack.perturb(net, x, y, batch_size=25)
+    monkeypatch.setattr(square, "_BLOCK", 1)
+    alone = attack.perturb(net, x, y, batch_size=25)
+    assert 0 < int(blocks.success.sum()) < len(x)  # points leave mid-block, some stay
+    assert torch.equal(blocks.x_adv, alone.x_adv) and torch.equal(blocks.success, alone.success)

@@ -15,6 +15,12 @@ values of one draw. Nothing is stored between draws, so there is no state to kee
 Per-point ``torch.Generator`` objects would do the same at one Python call per point, too
 slow for Square's thousands of small per-iteration draws.
 
+A key part may also be a 1-D tensor of places (e.g. the next 100 iterations): the draws of
+all those places are then made at once, with the same values as drawing at each place alone,
+and :class:`DrawBlock` hands them out one place at a time. Square draws its windows and signs
+this way: one set of tensor operations per block of iterations instead of one per iteration
+(about 40 small operations each; on small models they cost as much as the model's pass).
+
 >>> rng = PointRandom(seed=0, index=torch.tensor([5, 9]))
 >>> a = rng.at(None, "start", 0).uniform((3,), "u")
 >>> b = PointRandom(seed=0, index=torch.tensor([9])).at(None, "start", 0).uniform((3,), "u")
@@ -28,10 +34,11 @@ from __future__ import annotations
 import math
 import secrets
 import zlib
+from typing import Callable
 
 import torch
 
-__all__ = ["PointRandom", "Draws", "splitmix64"]
+__all__ = ["PointRandom", "Draws", "DrawBlock", "splitmix64"]
 
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15  # the golden-ratio increment of splitmix64
@@ -69,20 +76,32 @@ def splitmix64(value: int) -> int:
     return z ^ (z >> 31)
 
 
-def _part(part: int | str) -> int:
-    """One part of a draw's key as an int64: integers as they are, names by their CRC-32."""
+def _part(part: int | str | torch.Tensor) -> int | torch.Tensor:
+    """One part of a draw's key as an int64: integers (and tensors of them) as they are, names
+    by their CRC-32."""
+    if isinstance(part, torch.Tensor):
+        return part.to(torch.int64)
     if isinstance(part, str):
         return zlib.crc32(part.encode())
     return _signed(int(part))
 
 
+def _extend(keys: torch.Tensor, part: int | str | torch.Tensor) -> torch.Tensor:
+    """``keys`` one key part further; a 1-D tensor part adds a last dimension (one key per place)."""
+    part = _part(part)
+    if isinstance(part, torch.Tensor):
+        return _mix(keys.unsqueeze(-1) ^ part)
+    return _mix(keys ^ part)
+
+
 class Draws:
     """The random numbers of one draw place (a key) for a set of points: row ``i`` of every
     result belongs to point ``i``; ``tag`` names the quantity, so two quantities drawn at the
-    same place are independent."""
+    same place are independent. With one key per point and place (``keys`` of shape N×K, from a
+    tensor key part), every result gains that dimension: N×K×``shape``."""
 
     def __init__(self, keys: torch.Tensor) -> None:
-        self.keys = keys  # int64, one per point
+        self.keys = keys  # int64, one per point (N) or per point and place (N×K)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -96,7 +115,7 @@ class Draws:
         count = math.prod(shape)
         key = _mix(self.keys ^ _part(tag))
         counter = torch.arange(1, count + 1, device=key.device, dtype=torch.int64) * _signed(_GAMMA)
-        return _mix(key[:, None] + counter[None, :]).view(len(key), *shape)
+        return _mix(key.unsqueeze(-1) + counter).view(*key.shape, *shape)
 
     def uniform(self, shape: tuple[int, ...], tag: int | str,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -138,10 +157,64 @@ class PointRandom:
         seed_key = _signed(splitmix64(_signed(self.seed) + _GAMMA))
         self.keys = _mix(self.index ^ seed_key)
 
-    def at(self, rows: torch.Tensor | None, *key: int | str) -> Draws:
+    def at(self, rows: torch.Tensor | None, *key: int | str | torch.Tensor) -> Draws:
         """The draws at place ``key`` (e.g. ``("apgd-ce", "start", restart)``) for the points
-        at positions ``rows`` of this batch (``None``: all of them)."""
+        at positions ``rows`` of this batch (``None``: all of them). A 1-D tensor as the last
+        part gives the draws at each of its values at once (a :class:`DrawBlock`'s)."""
         keys = self.keys if rows is None else self.keys[rows]
         for part in key:
-            keys = _mix(keys ^ _part(part))
+            keys = _extend(keys, part)
         return Draws(keys)
+
+
+class DrawBlock:
+    """The draws of a set of points at K consecutive places, made a quantity at a time for the
+    whole block and handed out one place at a time: ``block.place = j`` selects place ``j``,
+    and :meth:`integers`, :meth:`signs`, ... (the methods of :class:`Draws`) return what
+    ``Draws`` returns at that place alone, the same numbers.
+
+    ``block[rows]`` is the block for the points ``rows`` only (so it can be per-point state of
+    an attack, which drops the points that leave). A quantity must be asked for with the same
+    arguments (``high`` included) at every place of a block.
+
+    >>> rng = PointRandom(seed=0, index=torch.tensor([3, 4]))
+    >>> block = DrawBlock(rng.at(None, "square", torch.arange(10, 20)))
+    >>> block.place = 5
+    >>> torch.equal(block.integers((), 6, "top"), rng.at(None, "square", 15).integers((), 6, "top"))
+    True
+    """
+
+    def __init__(self, draws: Draws) -> None:
+        self.draws, self.place = draws, 0
+        self.made: dict[tuple, torch.Tensor] = {}  # (method, arguments) -> N×K×shape
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, rows: torch.Tensor) -> "DrawBlock":
+        block = DrawBlock(self.draws.take(rows))
+        block.place, block.made = self.place, {k: v[rows] for k, v in self.made.items()}
+        return block
+
+    def _at_place(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key not in self.made:
+            self.made[key] = make()
+        return self.made[key][:, self.place]
+
+    def uniform(self, shape: tuple[int, ...], tag: int | str,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self._at_place(("uniform", shape, tag, dtype),
+                              lambda: self.draws.uniform(shape, tag, dtype))
+
+    def normal(self, shape: tuple[int, ...], tag: int | str,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self._at_place(("normal", shape, tag, dtype),
+                              lambda: self.draws.normal(shape, tag, dtype))
+
+    def integers(self, shape: tuple[int, ...], high: int, tag: int | str) -> torch.Tensor:
+        return self._at_place(("integers", shape, high, tag),
+                              lambda: self.draws.integers(shape, high, tag))
+
+    def signs(self, shape: tuple[int, ...], tag: int | str, like: torch.Tensor) -> torch.Tensor:
+        return self._at_place(("signs", shape, tag, like.dtype, like.device),
+                              lambda: self.draws.signs(shape, tag, like))

@@ -38,7 +38,9 @@ may be of any size and number of channels; a square never exceeds the shorter si
 model call goes through ``query`` in :meth:`Square._run`; ``perturb(..., batch_size=B)`` caps a pass
 at ``B`` points. Every draw (windows, signs, bump orientations) comes from the point's own
 stream at (restart, iteration) (:mod:`._random`), so results do not depend on ``B`` or on
-which points share a pass.
+which points share a pass; they are made a block of iterations at a time
+(:class:`._random.DrawBlock`, the same numbers), which spares a few dozen small tensor
+operations per query.
 
 >>> p_selection(0, 5000), p_selection(10, 5000), p_selection(4999, 5000)
 (0.8, 0.4, 0.0015625)
@@ -56,7 +58,7 @@ from torch import nn
 
 from ._base import Attack, AttackResult, CallOptions, per_sample, register_attack
 from ._geometry import l2_norm
-from ._random import Draws
+from ._random import DrawBlock, Draws
 from ._search import Points, Search, check_fraction, check_positive_int, run_steps
 from .losses import check_loss, objective
 
@@ -64,6 +66,8 @@ from .losses import check_loss, objective
 _TINY = 1e-12
 # (iterations of a 10,000-query budget after which p halves)
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+# iterations whose random draws are made at once (fewer, larger tensor operations)
+_BLOCK = 100
 
 
 def p_selection(it: int, n_queries: int, p_init: float = 0.8) -> float:
@@ -76,12 +80,22 @@ def p_selection(it: int, n_queries: int, p_init: float = 0.8) -> float:
     return p_init / 2 ** sum(it > t for t in _HALVINGS)
 
 
+def _same_p_until(it: int, n_queries: int, p_init: float, longest: int) -> int:
+    """The first iteration after ``it`` (at most ``it + longest``, at most ``n_queries``) whose
+    ``p`` differs from iteration ``it``'s: a block of draws never spans two square sizes."""
+    p, end = p_selection(it, n_queries, p_init), it + 1
+    while end < min(n_queries, it + longest) and p_selection(end, n_queries, p_init) == p:
+        end += 1
+    return end
+
+
 def _side(p: float, h: int, w: int, smallest: int) -> int:
     """The side of a square covering about ``p * h * w`` pixels, within [smallest, min(h, w)]."""
     return min(max(int(round(math.sqrt(p * h * w))), smallest), h, w)
 
 
-def _corners(draws: Draws, s: int, h: int, w: int, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _corners(draws: Draws | DrawBlock, s: int, h: int, w: int,
+             tag: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-left corners, one per point, of ``s``×``s`` windows that fit in an ``h``×``w`` image
     (every position from which the window fits equally likely)."""
     return draws.integers((), h - s + 1, tag + ":top"), draws.integers((), w - s + 1, tag + ":left")
@@ -114,7 +128,7 @@ def _linf_init(x: torch.Tensor, eps: torch.Tensor, draws: Draws) -> torch.Tensor
 
 
 def _linf_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
-               draws: Draws) -> torch.Tensor:
+               draws: Draws | DrawBlock) -> torch.Tensor:
     """``x_best`` with one random square per point set, per channel, to ``x + eps`` or ``x - eps``.
 
     Where the drawn signs would leave the square as it is (it already sits on that corner of
@@ -160,7 +174,8 @@ def _bump(s: int, like: torch.Tensor) -> torch.Tensor:
     return bump / bump.norm().clamp_min(_TINY)
 
 
-def _random_bumps(draws: Draws, shape: tuple[int, ...], s: int, like: torch.Tensor) -> torch.Tensor:
+def _random_bumps(draws: Draws | DrawBlock, shape: tuple[int, ...], s: int,
+                  like: torch.Tensor) -> torch.Tensor:
     """N×``shape``×S×S bumps, each transposed (bump on the left/right halves) with probability 1/2."""
     bump = _bump(s, like)
     flip = draws.integers((*shape, 1, 1), 2, "flip").bool()
@@ -183,7 +198,7 @@ def _l2_init(x: torch.Tensor, eps: torch.Tensor, draws: Draws) -> torch.Tensor:
 
 
 def _l2_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: float,
-             draws: Draws) -> torch.Tensor:
+             draws: Draws | DrawBlock) -> torch.Tensor:
     """``x_best`` with mass moved between two random windows of odd side ``s`` (per point).
 
     Window 1 gets its current content (normalised) plus a new bump with a random sign per
@@ -282,13 +297,20 @@ class Square(Attack):
             logits = search.logits(work.x_adv)
             return logits, objective(self.loss, logits, work.y, work.target)
 
+        block = {"start": 0, "end": 0}  # the iterations whose draws work.draws holds
+
         def step(work: Points, f: torch.Tensor) -> None:
             better = f > work.f_best
             work.f_best = torch.where(better, f, work.f_best)
             work.x_best = torch.where(better.view(-1, 1, 1, 1), work.x_adv, work.x_best)
             it = int(work.taken[0])  # the same for every point of the pass
+            if it == 0 or it >= block["end"]:  # a new pass, or the block is used up
+                end = _same_p_until(it, self.n_queries, self.p_init, _BLOCK)
+                places = torch.arange(it, end, device=work.idx.device)
+                work.draws = DrawBlock(search.random.at(work.idx, self.name, restart, places))
+                block.update(start=it, end=end)
+            work.draws.place = it - block["start"]
             work.x_adv = propose(work.x, work.x_best, work.eps,
-                                 p_selection(it, self.n_queries, self.p_init),
-                                 search.random.at(work.idx, self.name, restart, it))
+                                 p_selection(it, self.n_queries, self.p_init), work.draws)
 
         run_steps(search, search.remaining(), self.n_queries, admit, step, query, refill=False)
