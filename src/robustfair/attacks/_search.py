@@ -235,14 +235,16 @@ class Search:
         y: torch.Tensor,
         target: torch.Tensor | None,
         counts: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
+        rank: torch.Tensor | None = None,
+    ) -> bool:
         """Store the candidates that meet the goal as those points' (first) adversarial examples.
 
-        ``idx`` are the candidates' positions in the full batch (none of them a success yet);
-        ``counts`` (optional, bool per candidate): which of them may count at all (FAB: those
-        within eps of the clean point).
-        Returns ``None`` when nothing was fooled (the working batch stays as it is), else the
-        positions *within the candidates* of the points still to attack.
+        ``idx`` are the candidates' positions in the full batch (none of them a success yet; a
+        point may have several candidates, one per concurrent run); ``counts`` (optional, bool
+        per candidate): which of them may count at all (FAB: those within eps of the clean
+        point); ``rank`` (with several candidates per point): of a point's candidates that
+        meet the goal at once, the one of lowest rank is kept.
+        Returns whether any point was fooled.
         """
         pred = logits.argmax(dim=1)
         if self.any_misclassification:
@@ -252,7 +254,7 @@ class Search:
             hit = hit & counts
         hits = hit.nonzero().squeeze(1)  # the one host sync per step; it lets the batch shrink
         if hits.numel() == 0:
-            return None
+            return False
         if self.amp or self.eot > 1:
             # A low-precision or single-draw "success" must hold where it will be evaluated.
             exact = self.confirmed_pred(x_cand[hits])
@@ -260,18 +262,36 @@ class Search:
             confirmed = self.goal_met(exact, y[hits], t_hits)
             hits, pred = hits[confirmed], pred.clone()
             pred[hits] = exact[confirmed]
-            hit = torch.zeros_like(hit)
-            hit[hits] = True
             if hits.numel() == 0:
-                return None
+                return False
+        if rank is not None:
+            hits = _lowest_rank_per_point(hits, idx[hits], rank[hits])
         where = idx[hits]
         self.x_adv[where] = x_cand[hits].detach()
         self.pred[where] = pred[hits]
         self.success[where] = True
-        return (~hit).nonzero().squeeze(1)
+        return True
 
     def result(self) -> AttackResult:
         return AttackResult(self.x_adv, self.pred, self.success)
+
+
+def _lowest_rank_per_point(hits: torch.Tensor, points: torch.Tensor,
+                           rank: torch.Tensor) -> torch.Tensor:
+    """Of ``hits`` (candidate positions, of ``points``), one per point: the lowest ``rank``."""
+    by_rank = rank.argsort(stable=True)
+    hits, points = hits[by_rank], points[by_rank]
+    by_point = points.argsort(stable=True)  # stable: within a point, lowest rank first
+    sorted_points = points[by_point]
+    first = torch.ones_like(sorted_points, dtype=torch.bool)
+    first[1:] = sorted_points[1:] != sorted_points[:-1]
+    return hits[by_point[first]]
+
+
+def per_run(t: torch.Tensor, runs: int) -> torch.Tensor:
+    """``t`` (one row per point) repeated for ``runs`` concurrent runs: run-major, so row
+    ``r * n + i`` is point ``i`` in run ``r`` (an attack's ``admit`` with ``runs`` > 1)."""
+    return t.repeat(runs, *(1,) * (t.dim() - 1))
 
 
 class Points:
@@ -313,7 +333,7 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
               admit: Callable[[torch.Tensor], Points],
               step: Callable[[Points, object], None],
               evaluate: Evaluate | None = None, *, refill: bool = True,
-              counts: Callable[[Points], torch.Tensor] | None = None) -> None:
+              counts: Callable[[Points], torch.Tensor] | None = None, runs: int = 1) -> None:
     """The search loop of every attack: ``steps`` steps on each point of ``waiting``.
 
     The attack says how a point enters (``admit``: its starting iterate ``x_adv`` and its own
@@ -323,16 +343,25 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
     a success, e.g. FAB's within-eps ones), the fooled points are recorded (their first success)
     and leave, and so do the points whose last iterate has been checked. With ``refill`` a
     waiting point takes each free slot, so every pass runs on a full batch (at most
-    ``search.capacity`` points) until the queue is empty, then the batch shrinks; without it
+    ``search.capacity`` rows) until the queue is empty, then the batch shrinks; without it
     (a step rule that depends on the iteration shared by the batch, as Square's square size
-    does) the points run in consecutive pieces of ``capacity``, each on a shrinking batch.
+    does) the points run in consecutive pieces of ``capacity`` rows, each on a shrinking batch.
+
+    ``runs`` > 1: each point runs that many searches at once, one row each (APGD-T's and
+    FAB-T's targets: ``admit`` gives ``runs`` rows per point, run-major, with a ``rank`` per
+    row). A point's runs enter together and move in step, so its first success is the one of
+    the earliest step (of the lowest rank among runs that succeed at the same step), however
+    the points are batched; all its runs leave with it. Rather than one run after the other
+    on a batch that thins out, a few robust points fill a pass, at the price of the steps its
+    other runs take until one succeeds. A pass holds at least one point's runs.
     """
+    per_pass = max(1, search.capacity // runs)  # points per pass
     if not refill:
-        for piece in waiting.split(search.capacity):
-            run_steps(search, piece, steps, admit, step, evaluate, counts=counts)
+        for piece in waiting.split(per_pass):
+            run_steps(search, piece, steps, admit, step, evaluate, counts=counts, runs=runs)
         return
     evaluate = evaluate or gradient_of_objective(search)
-    first = waiting[:search.capacity]
+    first = waiting[:per_pass]
     work = admit(first)
     admitted, iteration = len(first), 0
     joined: collections.deque[int] = collections.deque([0])  # iteration each live group joined
@@ -342,12 +371,11 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
         final_check = joined[0] == iteration - steps  # some points are at their last iterate
         need_step = joined[-1] != iteration - steps  # not all of them: a step follows
         logits, out = evaluate(work, need_step)
-        still = search.record(work.idx, work.x_adv, logits, work.y, work.target,
-                              None if counts is None else counts(work))
-        leave = None
-        if still is not None:  # some were fooled
-            leave = torch.ones(len(work.idx), dtype=torch.bool, device=work.idx.device)
-            leave[still] = False
+        fooled = search.record(work.idx, work.x_adv, logits, work.y, work.target,
+                               None if counts is None else counts(work),
+                               getattr(work, "rank", None))
+        # the rows of every point now fooled leave (with runs > 1, its other runs too)
+        leave = search.success[work.idx] if fooled else None
         if final_check:  # points checked after their last step leave too
             done = work.taken >= steps
             leave = done if leave is None else leave | done
@@ -358,13 +386,14 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
         if leave is None:
             continue
         free = leave.nonzero().squeeze(1)  # host sync: which slots to fill or drop
-        new = waiting[admitted:admitted + len(free)]
+        new = waiting[admitted:admitted + len(free) // runs]
+        filled = free[:len(new) * runs]
         if len(new):
             admitted += len(new)
-            work.put(free[:len(new)], admit(new))
+            work.put(filled, admit(new))
             joined.append(iteration)
-            leave[free[:len(new)]] = False
-        if len(new) < len(free):  # nobody left to admit: the batch shrinks
+            leave[filled] = False
+        if len(filled) < len(free):  # nobody left to admit: the batch shrinks
             work = work.take((~leave).nonzero().squeeze(1))
 
 

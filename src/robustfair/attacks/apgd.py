@@ -29,7 +29,8 @@ import torch
 from ..errors import AttackError
 from ._base import register_attack
 from ._geometry import ascent_direction, project, random_start
-from ._search import GradientAttack, Points, Search, check_fraction, check_positive_int, run_steps
+from ._search import (GradientAttack, Points, Search, check_fraction, check_positive_int, per_run,
+                      run_steps)
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -106,15 +107,17 @@ class APGD(GradientAttack):
                               f"classes; the model has {num_classes}")
         search.any_misclassification = True
         try:
-            for rank, target in enumerate(search.runner_ups(self.top_k)):
-                search.target = target
-                self._restarts(search, eps, ("target", rank))  # on the points no earlier class fooled
+            # every runner-up class at once: one run per target class for each point
+            self._restarts(search, eps, torch.stack(search.runner_ups(self.top_k), dim=1))
         finally:
-            search.target, search.any_misclassification = None, False
+            search.any_misclassification = False
 
-    def _restarts(self, search: Search, eps: torch.Tensor, stream: tuple = ()) -> None:
-        """Every restart on the points still robust; ``stream`` names the run (APGD-T: the
-        target's rank) in the key of each point's random start."""
+    def _restarts(self, search: Search, eps: torch.Tensor,
+                  targets: torch.Tensor | None = None) -> None:
+        """Every restart on the points still robust. ``targets`` (APGD-T, N×T): each point runs
+        toward its T classes at once (``run_steps``'s ``runs``), the run toward its r-th class
+        drawing its random start from the stream ``("target", r)``, as it would alone."""
+        runs = 1 if targets is None else targets.shape[1]
         schedule = torch.zeros(self.steps + 1, dtype=torch.bool, device=eps.device)
         since = torch.zeros(self.steps + 1, dtype=eps.dtype, device=eps.device)
         last = 0
@@ -126,17 +129,26 @@ class APGD(GradientAttack):
                 return
 
             def admit(idx: torch.Tensor, restart: int = restart) -> Points:
-                """A point's random start; its loss and gradient there come with the first pass."""
+                """A point's random start (one per run); its loss and gradient there come with
+                the first pass."""
                 x, y, target = search.points(idx)
                 e = eps[idx]
-                x0 = random_start(x, e, self.norm,
-                                  search.random.at(idx, self.name, "start", *stream, restart))
+                if targets is None:
+                    rank = None
+                    x0 = random_start(x, e, self.norm,
+                                      search.random.at(idx, self.name, "start", restart))
+                else:
+                    x0 = torch.cat([random_start(x, e, self.norm, search.random.at(
+                        idx, self.name, "start", "target", r, restart)) for r in range(runs)])
+                    target = targets[idx].T.reshape(-1)  # run-major, as per_run's rows
+                    rank = torch.arange(runs, device=x.device).repeat_interleave(len(idx))
+                    idx, x, y, e = (per_run(t, runs) for t in (idx, x, y, e))
                 n = len(idx)
                 low = torch.full((n,), -float("inf"), dtype=x.dtype, device=x.device)
-                return Points(idx, x=x, y=y, target=target, eps=e, x_adv=x0, x_prev=x0,
-                              x_best=x0.clone(), f_best=low, g_best=torch.zeros_like(x0),
-                              f_prev=-low, f_best_at_check=low, eta=2.0 * e,
-                              ups=torch.zeros_like(low),
+                return Points(idx, x=x, y=y, target=target, rank=rank, eps=e, x_adv=x0,
+                              x_prev=x0, x_best=x0.clone(), f_best=low,
+                              g_best=torch.zeros_like(x0), f_prev=-low, f_best_at_check=low,
+                              eta=2.0 * e, ups=torch.zeros_like(low),
                               halved=torch.zeros(n, dtype=torch.bool, device=x.device))
 
             def step(s: Points, out: tuple) -> None:
@@ -171,7 +183,7 @@ class APGD(GradientAttack):
                                 s.x, s.eps, self.norm)
                 s.x_prev, s.x_adv = s.x_adv, torch.where(_as_image_mask(first), z, mixed)
 
-            run_steps(search, waiting, self.steps, admit, step)
+            run_steps(search, waiting, self.steps, admit, step, runs=runs)
 
 
 @register_attack("apgd-ce")

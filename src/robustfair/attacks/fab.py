@@ -51,7 +51,8 @@ from .._checks import is_real
 from ..errors import AttackError
 from ._base import register_attack
 from ._random import Draws
-from ._search import GradientAttack, Points, Search, check_fraction, check_positive_int, run_steps
+from ._search import (GradientAttack, Points, Search, check_fraction, check_positive_int, per_run,
+                      run_steps)
 
 # Guards the divisions of the projections and the step (a zero gradient, a zero move); the
 # 1e-8 floor on the move lengths in alpha is the paper's code's.
@@ -271,22 +272,28 @@ class FAB(GradientAttack):
             logits, f, g = self._evaluate(search, work.x_adv, work.y, work.steer, gradient_pass)
             return logits, ((f, g) if gradient_pass else logits)
 
-        for rank, target in enumerate(self._targets(search)):
-            for restart in range(self.restarts):
+        targets = self._targets(search)  # every run of a point at once (FAB-T: per target)
+        runs = len(targets)
+        for restart in range(self.restarts):
 
-                def admit(idx: torch.Tensor, rank: int = rank, restart: int = restart) -> Points:
-                    """Restart 0 starts at the clean point, the others eps / 2 away from it."""
-                    x, y, _ = search.points(idx)
-                    e = eps[idx].flatten(1)
-                    start = x
-                    if restart:
-                        draws = search.random.at(idx, self.name, "start", rank, restart)
-                        start = _random_start(x.flatten(1), e, self.norm, draws).view_as(x)
-                    steer = None if target is None else target[idx]
-                    return Points(idx, x=x, y=y, target=None, steer=steer, eps=e, x_adv=start)
+            def admit(idx: torch.Tensor, restart: int = restart) -> Points:
+                """Restart 0 starts at the clean point, the others eps / 2 away from it (the run
+                toward the r-th target drawing from its own stream, as it would alone)."""
+                x, y, _ = search.points(idx)
+                e = eps[idx].flatten(1)
+                starts = [x] * runs
+                if restart:
+                    starts = [_random_start(x.flatten(1), e, self.norm, search.random.at(
+                        idx, self.name, "start", rank, restart)).view_as(x)
+                        for rank in range(runs)]
+                steer = None if targets[0] is None else torch.cat([t[idx] for t in targets])
+                rank = torch.arange(runs, device=x.device).repeat_interleave(len(idx))
+                return Points(per_run(idx, runs), x=per_run(x, runs), y=per_run(y, runs),
+                              target=None, steer=steer, rank=rank, eps=per_run(e, runs),
+                              x_adv=torch.cat(starts))
 
-                run_steps(search, search.remaining(), 2 * self.steps - 1, admit, self._step,
-                          evaluate, refill=False, counts=self._within)
+            run_steps(search, search.remaining(), 2 * self.steps - 1, admit, self._step,
+                      evaluate, refill=False, counts=self._within, runs=runs)
 
     def _within(self, work: Points) -> torch.Tensor:
         """FAB's iterates may leave the ball: only those within eps count as broken."""
