@@ -399,7 +399,8 @@ def test_draws_made_a_block_at_a_time_are_the_per_iteration_draws():
         alone = rng.at(torch.tensor([3, 0, 2]), "square", 0, 20 + place)
         like = torch.zeros(1)
         assert torch.equal(block.integers((), 5, "top"), alone.integers((), 5, "top"))
-        assert torch.equal(block.signs((3, 1, 1), "signs", like), alone.signs((3, 1, 1), "signs", like))
+        assert torch.equal(block.signs((3, 1, 1), "signs", like),
+                           alone.signs((3, 1, 1), "signs", like))
         assert torch.equal(block.uniform((2,), "u"), alone.uniform((2,), "u"))
         assert torch.equal(block.normal((2,), "n"), alone.normal((2,), "n"))
 

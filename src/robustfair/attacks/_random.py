@@ -201,6 +201,11 @@ class DrawBlock:
             self.made[key] = make()
         return self.made[key][:, self.place]
 
+    def derived(self, key: tuple, make: Callable[[Draws], torch.Tensor]) -> torch.Tensor:
+        """``make(draws)`` at this place, where ``make`` computes something per point and place
+        from the block's draws (N×K×...), once per block: e.g. Square's window masks."""
+        return self._at_place(("derived", *key), lambda: make(self.draws))
+
     def uniform(self, shape: tuple[int, ...], tag: int | str,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return self._at_place(("uniform", shape, tag, dtype),

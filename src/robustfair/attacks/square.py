@@ -66,8 +66,10 @@ from .losses import check_loss, objective
 _TINY = 1e-12
 # (iterations of a 10,000-query budget after which p halves)
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-# iterations whose random draws are made at once (fewer, larger tensor operations)
+# iterations whose random draws are made at once (fewer, larger tensor operations), and the
+# most elements of a block's window masks (N x iterations x H x W booleans, 16 MiB)
 _BLOCK = 100
+_BLOCK_MASK_ELEMENTS = 1 << 24
 
 
 def p_selection(it: int, n_queries: int, p_init: float = 0.8) -> float:
@@ -102,12 +104,24 @@ def _corners(draws: Draws | DrawBlock, s: int, h: int, w: int,
 
 
 def _window_mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
-    """N×1×H×W, True inside each point's ``s``×``s`` window."""
+    """N×1×H×W (for corners of any shape N×...: N×...×1×H×W), True inside each ``s``×``s``
+    window."""
     rows = torch.arange(h, device=top.device)
     cols = torch.arange(w, device=top.device)
-    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + s)
-    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + s)
-    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+    in_rows = (rows >= top[..., None]) & (rows < top[..., None] + s)
+    in_cols = (cols >= left[..., None]) & (cols < left[..., None] + s)
+    return (in_rows[..., :, None] & in_cols[..., None, :]).unsqueeze(-3)
+
+
+def _random_window(draws: Draws | DrawBlock, s: int, h: int, w: int, tag: str) -> torch.Tensor:
+    """N×1×H×W: each point's random ``s``×``s`` window (from a :class:`DrawBlock`, the masks
+    of the whole block are made at its first place)."""
+    def make(d: Draws) -> torch.Tensor:
+        return _window_mask(*_corners(d, s, h, w, tag), s, h, w)
+
+    if isinstance(draws, DrawBlock):
+        return draws.derived(("window", tag, s, h, w), make)
+    return make(draws)
 
 
 def _window_index(top: torch.Tensor, left: torch.Tensor, s: int) -> tuple[torch.Tensor, ...]:
@@ -137,7 +151,7 @@ def _linf_step(x: torch.Tensor, x_best: torch.Tensor, eps: torch.Tensor, p: floa
     """
     _, c, h, w = x.shape
     s = _side(p, h, w, smallest=1)
-    inside = _window_mask(*_corners(draws, s, h, w, "window"), s, h, w)
+    inside = _random_window(draws, s, h, w, "window")
     signs = draws.signs((c, 1, 1), "signs", x)
     proposal = torch.where(inside, (x + eps * signs).clamp(0.0, 1.0), x_best)
     unchanged = (proposal == x_best).flatten(1).all(dim=1).view(-1, 1, 1, 1)
@@ -305,7 +319,9 @@ class Square(Attack):
             work.x_best = torch.where(better.view(-1, 1, 1, 1), work.x_adv, work.x_best)
             it = int(work.taken[0])  # the same for every point of the pass
             if it == 0 or it >= block["end"]:  # a new pass, or the block is used up
-                end = _same_p_until(it, self.n_queries, self.p_init, _BLOCK)
+                longest = min(_BLOCK, max(1, _BLOCK_MASK_ELEMENTS // work.x[0, 0].numel()
+                                            // len(work.idx)))
+                end = _same_p_until(it, self.n_queries, self.p_init, longest)
                 places = torch.arange(it, end, device=work.idx.device)
                 work.draws = DrawBlock(search.random.at(work.idx, self.name, restart, places))
                 block.update(start=it, end=end)
