@@ -1,5 +1,7 @@
 """attack_view: a model's eval-mode function, faster for attacks, that never touches the model
 and follows its live weights."""
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,9 @@ from robustfair.errors import ModelError
 from robustfair.models import AttackView, attack_view, build_model, list_models
 
 from cheap_models import CHEAP
+
+# the module (the package exports the function of the same name)
+attack_view_module = importlib.import_module("robustfair.models.attack_view")
 
 # CHEAP's small variants on 16×16 RGB images: every architecture runs there.
 SIZE = 16
@@ -88,7 +93,7 @@ def test_every_registered_model_is_covered():
 def test_view_computes_the_eval_function_with_folding_and_channels_last(name):
     model = make(name)
     x, y = torch.rand(4, 3, SIZE, SIZE), torch.randint(0, 10, (4,))
-    view = attack_view(model, x)
+    view = attack_view(model, x, channels_last=True)
     assert isinstance(view, AttackView) and view.source is model
     assert view.fallback_reason is None
     expected = []
@@ -103,11 +108,12 @@ def test_view_computes_the_eval_function_with_folding_and_channels_last(name):
 def test_folding_and_channels_last_can_be_switched_off():
     model = make("small_cnn")
     x, y = torch.rand(4, 3, SIZE, SIZE), torch.randint(0, 10, (4,))
-    assert attack_view(model, x, fold_batchnorm=False).applied == ["channels_last"]
+    assert attack_view(model, x, fold_batchnorm=False, channels_last=True).applied == [
+        "channels_last"]
     # every derived weight really is in channels_last strides, also the ambiguous one of a
     # one-channel input (else that layer answers in NCHW and later layers mix formats)
     grey = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
-    view = attack_view(grey, torch.rand(2, 1, 8, 8))
+    view = attack_view(grey, torch.rand(2, 1, 8, 8), channels_last=True)
     view(torch.rand(2, 1, 8, 8))
     for w in derived_weights(view):
         assert w.stride() == torch.empty_like(w, memory_format=torch.channels_last).stride()
@@ -147,7 +153,7 @@ def test_model_is_untouched_and_view_is_eval_whatever_the_mode(name, overrides, 
         model.body.layers[0].eval()  # a mixed-mode model: every flag must come back as it was
     x, y = torch.rand(4, 3, SIZE, SIZE), torch.randint(0, 10, (4,))
     before = snapshot(model)
-    view = attack_view(model, x)
+    view = attack_view(model, x, channels_last=True)
     assert "channels_last" in view.applied
     logits, _ = logits_and_input_grad(view, x, y)
     view(x.clone().requires_grad_(True)).sum().backward()
@@ -284,7 +290,7 @@ class TrainBranch(nn.Module):
 def test_python_mode_branches_are_traced_in_eval_mode_and_maps_come_back_contiguous():
     model = with_statistics(TrainBranch()).train()
     x = torch.rand(4, 3, SIZE, SIZE)
-    view = attack_view(model, x)
+    view = attack_view(model, x, channels_last=True)
     assert view.applied == ["batchnorm folded into 1 convolution", "channels_last"]
     assert model.training and model.bn.training
     out = view(x)
@@ -373,7 +379,43 @@ def test_tracing_leaves_no_attribute_on_the_model():
     model = Doubling().eval()
     names = set(vars(model))
     x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 3, (4,))
-    view = attack_view(model, x)
+    view = attack_view(model, x, channels_last=True)
     assert set(vars(model)) == names
     assert view.applied == ["channels_last"] and view.fallback_reason is None
     assert_same_function(view, model, x, y)
+
+
+@pytest.mark.parametrize("faster", ["channels_last", "contiguous"])
+def test_the_layout_left_open_is_the_one_timed_faster(monkeypatch, faster):
+    """``channels_last=None``: both layouts are checked, timed on the example, the faster kept."""
+    timed = []
+
+    def pass_seconds(view, example):
+        timed.append((view.applied, len(example)))
+        return 1.0 if ("channels_last" in view.applied) == (faster == "channels_last") else 2.0
+
+    monkeypatch.setattr(attack_view_module, "_pass_seconds", pass_seconds)
+    model = make("small_cnn")
+    x, y = torch.rand(40, 3, SIZE, SIZE), torch.randint(0, 10, (40,))
+    view = attack_view(model, x)
+    folded = "batchnorm folded into 4 convolutions"
+    assert sorted(applied for applied, _ in timed) == [[folded], [folded, "channels_last"]]
+    assert view.applied == ([folded, "channels_last"] if faster == "channels_last" else [folded])
+    assert view.fallback_reason is None
+    assert_same_function(view, model, x[:4], y[:4])
+    timed.clear()  # a layout the caller chose is not timed
+    assert "channels_last" in attack_view(model, x, channels_last=True).applied
+    assert "channels_last" not in attack_view(model, x, channels_last=False).applied
+    assert timed == []
+
+
+def test_the_layout_timing_runs_the_view_on_at_most_32_rows():
+    rows = []
+    weight = torch.rand(3 * 8 * 8, 5)
+
+    def view(x):
+        rows.append(len(x))
+        return x.flatten(1) @ weight
+
+    seconds = attack_view_module._pass_seconds(view, torch.rand(100, 3, 8, 8))
+    assert seconds > 0 and set(rows) == {32} and len(rows) == 6  # a warm-up, then 2 timed

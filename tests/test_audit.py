@@ -265,8 +265,10 @@ def test_optimized_audit_matches_the_model_run_as_it_is(model, digits):
     attacks = [build_attack("pgd", eps=0.1, steps=5, random_start=False)]
     fast = audit(model, x, y, attacks=attacks, batch_size=64, progress=False)
     plain = audit(model, x, y, attacks=attacks, batch_size=64, progress=False, optimize=False)
-    assert fast.meta["model_optimizations"] == [
-        "batchnorm folded into 4 convolutions", "channels_last"]
+    # the layout is the one timed faster here: either way it is recorded
+    assert fast.meta["model_optimizations"] in (
+        ["batchnorm folded into 4 convolutions", "channels_last"],
+        ["batchnorm folded into 4 convolutions"])
     assert plain.meta["model_optimizations"] == []
     # the same function up to float rounding: the same predictions but for a rare tie
     same = (fast.predictions.pgd_pred == plain.predictions.pgd_pred).mean()

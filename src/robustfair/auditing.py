@@ -278,10 +278,11 @@ def prepare(model: nn.Module, x: torch.Tensor, pairs: list[tuple[str, Attack]], 
     (``batch_size="auto"`` fits it), default ``len(x)``.
     """
     attacks = _audit_attacks(pairs, seed, amp)
-    example = as_float_images(x[:8].to(device))
+    # a few points: the view is checked on 8 of them, and its layout timed on them all
+    example = as_float_images(x[:32].to(device))
     net, applied = _attack_model(model, example, optimize=optimize, compile=compile)
     # every call of the model checked (and its input copied if it writes to it)
-    net, worked_around = checked_model(net, example)
+    net, worked_around = checked_model(net, example[:8])
     # one point's output: its width gives the classes when nothing else does, and is checked
     # against them before the labels (a wrong model is named as such, not as bad labels)
     with torch.inference_mode():
