@@ -170,7 +170,7 @@ class Search:
 
     def runner_ups(self, top_k: int) -> list[torch.Tensor]:
         """Per point, the classes its clean logits rank 2nd, 3rd, ... (``top_k`` of them, at
-        most ``K - 1``): the targets AutoAttack's APGD-T and FAB-T steer toward in turn."""
+        most ``K - 1``): the targets AutoAttack's APGD-T and FAB-T steer toward."""
         num_classes = self.clean_logits.shape[1]
         # column r: the class the clean logits rank r-th (0: the top one, the label if correct)
         ranked = self.clean_logits.argsort(dim=1, descending=True)

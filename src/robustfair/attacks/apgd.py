@@ -14,10 +14,14 @@ PGD without a step size to tune:
 Losses: ``"ce"``, ``"dlr"`` (shift- and scale-invariant; needs >= 3 classes) and, targeted,
 ``-CE`` to the target or the targeted DLR (needs >= 4 classes). Registered as ``apgd`` (any
 loss), ``apgd-ce``, ``apgd-dlr`` and ``apgd-t`` (targeted DLR). ``apgd-t`` is AutoAttack's
-APGD-T, in the Python API and the CLI alike: an untargeted attack that steers each point in
-turn toward the ``top_k`` classes the model ranks highest after the label, any
-misclassification found on the way counting. With ``targeted=True`` the caller picks the
-target per point and success is reaching it.
+APGD-T, in the Python API and the CLI alike: an untargeted attack that steers each point
+toward each of the ``top_k`` classes the model ranks highest after the label, any
+misclassification found on the way counting. AutoAttack's code runs the targets one after the
+other on the points still robust; here a point's ``top_k`` runs go at once, in step, and stop
+together at its first success (``run_steps``'s ``runs``): each run is the one that order
+would make (the same start, the same steps), so the points broken are the same, but a
+pass holds a few robust points' runs instead of thinning out, target after target. With
+``targeted=True`` the caller picks the target per point and success is reaching it.
 
 >>> checkpoints(100)
 [22, 41, 57, 70, 80, 87, 93, 99]
@@ -207,10 +211,10 @@ class APGDTargeted(APGD):
     """APGD on the targeted DLR loss (>= 4 classes).
 
     ``targeted=False`` (the default): AutoAttack's APGD-T (Croce & Hein 2020), untargeted. For
-    the 2nd, 3rd, ... most likely class of the clean logits in turn (``top_k`` of them, 9 in
-    AutoAttack), it runs APGD toward that class on the points still robust; a point is done
-    as soon as it is misclassified as anything. Each target class costs ``steps`` iterations,
-    so it is up to ``top_k`` times APGD-CE's work on the most robust points.
+    each of the 2nd, 3rd, ... most likely classes of the clean logits (``top_k`` of them, 9 in
+    AutoAttack), it runs APGD toward that class, all of a point's runs at once; a point is
+    done as soon as it is misclassified as anything. Each target class costs ``steps``
+    iterations, so it is up to ``top_k`` times APGD-CE's work on the most robust points.
     ``targeted=True``: give a target per point; success is reaching it.
     """
 

@@ -21,9 +21,9 @@ Adversarial examples beyond ``eps`` only trigger the backward step; points never
 within ``eps`` come back as their clean image.
 
 Registered as ``fab-t`` (:class:`FABTargeted`, the version of AutoAttack's standard suite):
-for the 2nd, 3rd, ... class of the clean logits in turn (``top_k`` = 9 of them, or all
-``K - 1`` when the model has fewer classes), FAB toward that one hyperplane on the points
-still robust, one backward pass per step. The goal stays untargeted: any misclassification
+for each of the 2nd, 3rd, ... classes of the clean logits (``top_k`` = 9 of them, or all
+``K - 1`` when the model has fewer classes), FAB toward that one hyperplane, one backward pass
+per step; a point's runs go at once and stop together at its first success (as APGD-T's). The goal stays untargeted: any misclassification
 within ``eps`` counts. And as ``fab`` (:class:`FAB`), the untargeted original: each step uses
 the closest of the ``K - 1`` hyperplanes ``f_k - f_y = 0`` (``K`` backward passes per step).
 
@@ -223,7 +223,7 @@ class FAB(GradientAttack):
 
     def _targets(self, search: Search) -> list[torch.Tensor | None]:
         """The class to steer each point toward, per run: ``None`` (the closest boundary), or
-        with ``top_k`` (FAB-T) each of the runner-up classes of the clean logits in turn."""
+        with ``top_k`` (FAB-T) each of the runner-up classes of the clean logits."""
         if self.top_k is None:
             return [None]
         num_classes = search.clean_logits.shape[1]
@@ -313,7 +313,7 @@ class FAB(GradientAttack):
 @register_attack("fab-t")
 class FABTargeted(FAB):
     """FAB-T, as in AutoAttack's standard suite: FAB toward each of the ``top_k`` runner-up
-    classes of the clean logits in turn (untargeted goal: any misclassification counts).
+    classes of the clean logits, all at once (untargeted goal: any misclassification counts).
     Needs at least 3 classes; with fewer than ``top_k + 1`` it uses all ``K - 1`` others."""
 
     name = "fab-t"
