@@ -261,6 +261,8 @@ class Result:
     only_rf_broke: int
     only_official_broke: int
     weaker_classes: int                    # classes where robustfair's robust accuracy is higher
+    seed: int = 0
+    per_point: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # robust rf, official, label
 
 
 def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> Result:
@@ -289,7 +291,8 @@ def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> 
     return Result(name, n, spec.eps, float(clean.float().mean()), (t_ours, t_official),
                   (c_ours, c_official),
                   (rows_ours, rows_official), (float(ours.mean()), float(theirs.mean())),
-                  int((theirs & ~ours).sum()), int((ours & ~theirs).sum()), weaker)
+                  int((theirs & ~ours).sum()), int((ours & ~theirs).sum()), weaker, seed,
+                  (ours, theirs, labels))
 
 
 def sync() -> None:
@@ -316,10 +319,11 @@ def table(results: list[Result]) -> str:
              "| forward rows rf / official | backward rows rf / official | robust rf | robust official "
              "| only robustfair broke | only official broke | classes rf weaker |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    seeds = len({r.seed for r in results}) > 1
     for r in results:
         (fo, bo), (ff, bf) = r.rows
         lines.append(
-            f"| {r.name} | {r.n} | {r.eps:g} | {100 * r.clean:.1f}% | {r.seconds[0]:.1f} | "
+            f"| {r.name}{f' (seed {r.seed})' if seeds else ''} | {r.n} | {r.eps:g} | {100 * r.clean:.1f}% | {r.seconds[0]:.1f} | "
             f"{r.seconds[1]:.1f} | {r.seconds[1] / r.seconds[0]:.2f}x | {r.cpu_seconds[0]:.1f} / "
             f"{r.cpu_seconds[1]:.1f} | {r.cpu_seconds[1] / r.cpu_seconds[0]:.2f}x | {fo:,} / {ff:,} "
             f"({fo / max(ff, 1):.2f}) | {bo:,} / {bf:,} ({bo / max(bf, 1):.2f}) | "
@@ -331,6 +335,28 @@ def table(results: list[Result]) -> str:
         lines.append(f"\nmedian speed ratio {float(np.median(ratios)):.2f}x, lowest {ratios[0]:.2f}x "
                      f"(CPU time: median {float(np.median(cpu)):.2f}x, lowest {cpu[0]:.2f}x; "
                      f"target: median >= 1.5x, none below 1.2x)")
+    if seeds:
+        lines.append("\n" + strength_over_seeds(results))
+    return "\n".join(lines)
+
+
+def strength_over_seeds(results: list[Result]) -> str:
+    """Per model, over all its seeds: the points only one side broke, and the classes whose
+    robust count (summed over the seeds) is higher under robustfair (where it is weaker)."""
+    lines = ["| model | seeds | only robustfair broke | only official broke "
+             "| robust rf / official (points, all seeds) | classes rf weaker (summed over seeds) |",
+             "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r.name for r in results):
+        runs = [r for r in results if r.name == name and r.per_point is not None]
+        ours = np.concatenate([r.per_point[0] for r in runs])
+        theirs = np.concatenate([r.per_point[1] for r in runs])
+        labels = np.concatenate([r.per_point[2] for r in runs])
+        weaker = sum(int(ours[labels == c].sum() > theirs[labels == c].sum())
+                     for c in np.unique(labels))
+        lines.append(f"| {name} | {', '.join(str(r.seed) for r in runs)} "
+                     f"| {sum(r.only_rf_broke for r in runs)} "
+                     f"| {sum(r.only_official_broke for r in runs)} "
+                     f"| {int(ours.sum())} / {int(theirs.sum())} | {weaker} |")
     return "\n".join(lines)
 
 
@@ -348,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated, from: {', '.join(MODELS)}")
     ap.add_argument("--n", type=int, default=None, help="points per model (default: per model)")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated seeds, each model run once per seed (both libraries)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--profile", metavar="MODEL", help="profile robustfair's run on MODEL instead")
     ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
@@ -357,20 +384,24 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in names + ([args.profile] if args.profile else []) if m not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     threads = set_threads()
     if args.profile:
-        print(profile(args.profile, args.n, args.batch_size, args.seed))
+        print(profile(args.profile, args.n, args.batch_size, seeds[0]))
         return
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{threads} thread(s)"
     header = (f"commit {commit()}, torch {torch.__version__}, {args.device}: {where}, "
-              f"batch {args.batch_size}, seed {args.seed}, AutoAttack standard (L-inf)\n"
+              f"batch {args.batch_size}, seed(s) {args.seeds}, AutoAttack standard (L-inf)\n"
               f"command: {' '.join(['python', *sys.argv])}\n")
     print(header, flush=True)
     results = []
-    for name in names:
-        results.append(bench(name, args.n, args.batch_size, args.seed, args.device))
+    for name, seed in ((name, seed) for name in names for seed in seeds):
+        results.append(bench(name, args.n, args.batch_size, seed, args.device))
         r = results[-1]
-        print(f"{name}: {r.seconds[0]:.1f} s vs {r.seconds[1]:.1f} s official (CPU {r.cpu_seconds[0]:.1f} "
+        print(f"{name} (seed {seed}): {r.seconds[0]:.1f} s vs {r.seconds[1]:.1f} s official (CPU {r.cpu_seconds[0]:.1f} "
               f"vs {r.cpu_seconds[1]:.1f} s), rows {r.rows}, robust {r.robust[0]:.3f} vs "
               f"{r.robust[1]:.3f}, only robustfair broke {r.only_rf_broke}, only official broke "
               f"{r.only_official_broke}", flush=True)
