@@ -172,7 +172,7 @@ MODELS: dict[str, Spec] = {
     "digits_tanh": Spec(ConvTanh, digits, 0.2, 200, 10_000, 20, 10, 5e-3),
     "mlp": Spec(mlp, digits, 0.2, 200, 10_000, 20, 10, 2e-3),
     "timm_resnet18": Spec(timm_resnet18, mnist5k_rgb32, 0.1, 16, 1_024, 1, 2, 1e-3),
-    "rb_preact18": Spec(rb_preact18, mnist5k_rgb32, 0.1, 4, 512, 1, 2, 1e-3),
+    "rb_preact18": Spec(rb_preact18, mnist5k_rgb32, 0.1, 4, 2_048, 2, 2, 1e-3),
 }
 
 

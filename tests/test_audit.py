@@ -289,7 +289,7 @@ def test_auto_batch_size_on_a_cpu_is_recorded(model, digits):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"batch_size": "big"}, "batch_size must be a positive integer or 'auto'"),
-    ({"optimize": "yes"}, "optimize must be True or False"),
+    ({"optimize": "yes"}, "optimize must be True, False or one of channels_last, contiguous"),
     ({"compile": 1}, "compile must be True or False"),
 ])
 def test_bad_speed_settings_are_one_line_errors(model, digits, kwargs, match):
@@ -310,3 +310,12 @@ def test_compiled_audit_gives_the_same_predictions():
     compiled = audit(net, x, y, attacks=attacks, progress=False, compile=True)
     assert compiled.meta["model_optimizations"] == ["torch.compile"]
     assert (compiled.predictions.pgd_pred == plain.predictions.pgd_pred).mean() >= 0.95
+
+
+def test_a_pinned_layout_is_the_one_the_view_runs_in(model, digits):
+    x, y = digits.test.x[:40], digits.test.y[:40]
+    attacks = [build_attack("fgsm", eps=0.1)]
+    for layout in ("channels_last", "contiguous"):
+        report = audit(model, x, y, attacks=attacks, progress=False, optimize=layout)
+        assert ("channels_last" in report.meta["model_optimizations"]) == (layout == "channels_last")
+        assert "batchnorm folded into 4 convolutions" in report.meta["model_optimizations"]

@@ -25,6 +25,16 @@ from digits_model import train_small_cnn
 
 HERE = Path(__file__).parent
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+# the module (the package exports the function of the same name)
+attack_view_module = importlib.import_module("robustfair.models.attack_view")
+
+
+@pytest.fixture(autouse=True)
+def channels_last_timed_faster(monkeypatch):
+    """The view's layout is timed: here channels_last always wins, so an unsharded audit and a
+    sharded one (which times once for all its shards) round alike, as the comparisons need."""
+    monkeypatch.setattr(attack_view_module, "_pass_seconds",
+                        lambda view, example: 0.0 if view._channels_last else 1.0)
 
 # A model spec file: the trained CNN behind an input quantiser (zero input gradients: the
 # zero_gradient and masking flags), or behind a check that raises on an all-white image.
@@ -160,6 +170,33 @@ def test_rerun_audits_only_missing_shards_and_refuses_other_settings(digits, fil
             audit_sharded(source, x, y, **{**kwargs, **change})
     with pytest.raises(RobustfairError, match="data_sha256"):
         audit_sharded(source, x, 9 - y, **kwargs)
+
+
+def test_every_shard_and_rerun_runs_the_one_layout_timed_first(digits, files, tmp_path,
+                                                               monkeypatch):
+    """A timed layout choice may come out either way; all shards of a folder use the first one."""
+    timings = iter(range(1000))  # each timed pass "faster" than the one before: no stable winner
+    monkeypatch.setattr(attack_view_module, "_pass_seconds", lambda view, example: -next(timings))
+    source = ModelSource(checkpoint=str(files / "net.safetensors"))
+    x, y = digits.test.x[:40], digits.test.y[:40]
+    kwargs = dict(attacks=[rf.build_attack("fgsm", eps=0.1)], out_dir=tmp_path, shards=4,
+                  data_shape=DataShape.of(digits), progress=False)
+    audit_sharded(source, x, y, **kwargs)
+    layout = json.loads((tmp_path / "settings.json").read_text())["layout"]
+    assert layout in ("channels_last", "contiguous")
+
+    def layouts() -> set[bool]:
+        return {"channels_last" in json.loads(p.read_text())["meta"]["model_optimizations"]
+                for p in tmp_path.glob("shard-*.json")}
+
+    assert layouts() == {layout == "channels_last"}
+    (tmp_path / "shard-0001.json").unlink()
+    audit_sharded(source, x, y, **kwargs)  # the rerun keeps the layout, does not time again
+    assert json.loads((tmp_path / "settings.json").read_text())["layout"] == layout
+    assert layouts() == {layout == "channels_last"}
+    with pytest.raises(RobustfairError, match="optimize must be True, False or one of"):
+        audit_sharded(source, x, y, **{**kwargs, "out_dir": tmp_path / "bad"}, optimize="fast")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_failing_shard_is_named_and_the_others_stay(digits, files, tmp_path):

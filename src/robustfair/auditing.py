@@ -167,7 +167,11 @@ def _pool_size(batch_size: int, x: torch.Tensor, device: torch.device | None = N
     return batch_size * max(1, min(POOL_BATCHES, cap // batch_bytes))
 
 
-def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
+# what ``optimize`` may pin: the memory layout of the model view's convolutions
+LAYOUTS = ("channels_last", "contiguous")
+
+
+def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool | str,
                   compile: bool) -> tuple[nn.Module, list[str]]:
     """The module the audit runs (the model, or a faster view of it) and what was applied.
 
@@ -179,12 +183,23 @@ def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool,
     net, applied = model, []
     if optimize:
         try:
-            view = attack_view(model, example)
+            view = attack_view(model, example, channels_last=None if optimize is True
+                               else optimize == "channels_last")
         except ModelError:  # the model fails on its own: the audit's checks will say how
             view = None
         if view is not None and view.applied:
             net, applied = view, list(view.applied)
     return net, applied
+
+
+def timed_layout(model: nn.Module, x: torch.Tensor, device: torch.device) -> str:
+    """The layout (one of :data:`LAYOUTS`) an audit with ``optimize=True`` would run ``model``
+    in on ``device``, timed on the first 32 points of ``x``: a sharded audit pins it for all
+    its shards, so that every shard rounds as the others do."""
+    example = as_float_images(x[:32].to(device))
+    with on_device(model, device):
+        net, applied = _attack_model(model, example, optimize=True, compile=False)
+    return "channels_last" if "channels_last" in applied else "contiguous"
 
 
 def _takes_index(attack: Attack) -> bool:
@@ -240,9 +255,12 @@ def check_arguments(model: nn.Module, x: torch.Tensor, *, attacks, batch_size, t
         raise RobustfairError("no images to audit")
     if batch_size != "auto" and (not is_int(batch_size) or batch_size < 1):
         raise RobustfairError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    for name, flag in (("optimize", optimize), ("compile", compile), ("amp", amp)):
+    for name, flag in (("compile", compile), ("amp", amp)):
         if not isinstance(flag, bool):
             raise RobustfairError(f"{name} must be True or False, got {flag!r}")
+    if not isinstance(optimize, bool) and optimize not in LAYOUTS:
+        raise RobustfairError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
+                              f"got {optimize!r}")
     if target is not None and targeted_all:
         raise RobustfairError("give either target or targeted_all, not both")
     wants_targeted = target is not None or targeted_all
@@ -270,7 +288,7 @@ def check_index(index, n: int) -> torch.Tensor:
 def prepare(model: nn.Module, x: torch.Tensor, pairs: list[tuple[str, Attack]], *,
             classes: Sequence[str] | None, batch_size: int | str, device: torch.device,
             seed: int, target, targeted_all: bool, independent: bool, sanity: bool, amp: bool,
-            optimize: bool, compile: bool, n: int | None = None) -> AuditPlan:
+            optimize: bool | str, compile: bool, n: int | None = None) -> AuditPlan:
     """The model view, the attacks' copies, the classes (from the caller, the model's
     metadata, else the width of its output on a few points) and the pass and pool sizes.
 
@@ -525,7 +543,7 @@ def audit(
     independent: bool = True,
     progress: bool = True,
     amp: bool = False,
-    optimize: bool = True,
+    optimize: bool | str = True,
     compile: bool = False,
     sanity: bool = True,
     index: Sequence[int] | torch.Tensor | None = None,
@@ -548,9 +566,11 @@ def audit(
 
     Speed: ``batch_size`` is the most points in one pass (``"auto"``: the largest that fits on
     CUDA, 256 on a CPU; see ``_batch_size``). ``optimize`` runs the model through
-    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, channels_last;
-    the same function up to float rounding, checked on the first batch; what was applied is
-    recorded in ``report.meta["model_optimizations"]``).
+    :func:`~robustfair.models.attack_view` (BatchNorm folded into convolutions, in the memory
+    layout that runs a forward pass on the first 32 points faster, timed; the same function up
+    to float rounding, checked on the first points; what was applied is recorded in
+    ``report.meta["model_optimizations"]``); ``optimize="channels_last"`` or ``"contiguous"``
+    pins the layout (to repeat an audit to the last bit, pin the one it recorded).
     ``compile`` runs ``torch.compile`` on the model instead (worth it on a GPU for long
     audits; the first batches pay for the compilation; on a CPU it was slower here).
 

@@ -52,7 +52,8 @@ from ._atomic import atomic_write_text
 from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._lock import folder_lock
-from .auditing import _name_attacks, audit_points, check_arguments, on_device, recheck_masking
+from .auditing import (LAYOUTS, _name_attacks, audit_points, check_arguments, on_device,
+                       recheck_masking, timed_layout)
 from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
@@ -64,6 +65,9 @@ __all__ = ["audit_sharded", "shard_ranges", "EXECUTORS"]
 EXECUTORS = ("local", "ray")
 SETTINGS = "settings.json"
 FORMAT = "robustfair-shards/1"
+# settings.json's entry for the layout the shards' model view runs in (optimize=True): chosen
+# once, by timing, and reused by every shard and rerun (not a setting a rerun must repeat)
+LAYOUT = "layout"
 # audit() options a sharded audit passes on; those that decide results are in settings.json
 OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity", "optimize", "compile")
 RESULT_OPTIONS = ("target", "targeted_all", "independent", "amp", "sanity")
@@ -158,11 +162,22 @@ class ShardStore:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         ours = json.loads(json.dumps(settings))  # the same JSON types as the file's
-        differ = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+        differ = [k for k in sorted(set(ours) | set(theirs) - {LAYOUT})
+                  if ours.get(k) != theirs.get(k)]
         if differ:
             detail = ", ".join(_difference(k, theirs.get(k), ours.get(k)) for k in differ)
             raise ConfigError(f"{self.root} holds shards audited with other settings ({detail}); "
                               f"give another folder, or remove it to start over")
+
+    def layout(self, choose: Callable[[], str]) -> str:
+        """The model view's layout every shard of this folder runs in: the one its first
+        shards used, else ``choose()``'s, kept in ``settings.json`` for the shards to come."""
+        path = self.root / SETTINGS
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        if settings.get(LAYOUT) not in LAYOUTS:
+            settings[LAYOUT] = choose()
+            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        return settings[LAYOUT]
 
     def commit(self, shard: int, report: dict) -> None:
         atomic_write_text(self.path(shard), json.dumps(report) + "\n")
@@ -214,6 +229,10 @@ def _check_options(n: int, shards: object, executor: object, address: object,
     if unknown:
         raise ConfigError(f"unknown audit option(s) {', '.join(unknown)}; a sharded audit takes: "
                           f"{', '.join(OPTIONS)}")
+    optimize = audit_options.get("optimize", True)
+    if not isinstance(optimize, bool) and optimize not in LAYOUTS:
+        raise ConfigError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
+                          f"got {optimize!r}")
 
 
 def audit_sharded(
@@ -245,7 +264,9 @@ def audit_sharded(
     instead of building it again. ``progress``: ``None`` (a line per shard; a bar on a
     terminal), ``True`` or ``False`` (silent). ``audit_options``: ``target``,
     ``targeted_all``, ``independent``, ``amp``, ``sanity``, ``optimize``, ``compile``, as in
-    :func:`robustfair.audit`.
+    :func:`robustfair.audit`; with ``optimize=True`` the model view's layout is timed once,
+    here, and every shard (and rerun) of the folder runs in it (``settings.json``'s
+    ``layout``), so that all shards round alike.
 
     >>> import tempfile, robustfair as rf
     >>> from robustfair.models.source import DataShape, ModelSource
@@ -285,6 +306,19 @@ def audit_sharded(
     with folder_lock(store.root, "a sharded audit"):
         store.open(settings)
         todo = [t for t in tasks if not store.done(t.shard)]
+        if todo and audit_options.get("optimize", True) is True \
+                and not audit_options.get("compile", False):
+            # one layout for all shards (a timed choice could differ between them, and so
+            # would their float rounding): chosen here once, or the earlier shards' one
+            def choose() -> str:
+                built = model if model is not None else source.build(
+                    data_shape, device=resolve_device(device))[0]
+                dev = model_device(built) if device is None else resolve_device(device)
+                return timed_layout(built, x, dev)
+
+            layout = store.layout(choose)
+            for task in todo:
+                task.options["optimize"] = layout
         bar = ShardProgress(n, sum(t.stop - t.start for t in tasks if store.done(t.shard)),
                             enabled=progress)
         try:
