@@ -161,6 +161,12 @@ def test_cli_speed_options_reach_the_report(checkpoints, tmp_path, capsys):
                       "--no-optimize", "--amp")) == 0
     meta = json.loads((out / "report.json").read_text())["meta"]
     assert meta["model_optimizations"] == [] and meta["amp"] is True
+    for layout in ("channels_last", "contiguous"):  # a pinned layout is the one recorded
+        out = tmp_path / layout
+        assert main(_args(checkpoints["good"], out, "--attack", "fgsm", "--limit", "30",
+                          "--layout", layout)) == 0
+        meta = json.loads((out / "report.json").read_text())["meta"]
+        assert ("channels_last" in meta["model_optimizations"]) == (layout == "channels_last")
 
 
 def test_cli_batch_size_that_is_neither_a_number_nor_auto(checkpoints, tmp_path, capsys):

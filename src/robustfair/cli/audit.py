@@ -102,6 +102,10 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
                    help="run the model as it is (no attack view: no BatchNorm folding, "
                         "no channels_last)")
+    p.add_argument("--layout", choices=("channels_last", "contiguous"),
+                   help="the attack view's memory layout (default: the one timed faster on the "
+                        "first points; the report's model_optimizations say which: pin it to "
+                        "repeat an audit to the last bit)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the fastest available)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's own; 1 is fastest for small models)")
@@ -244,7 +248,8 @@ def run_audit(args: argparse.Namespace):
     # 3. the audit (a long one says first how long it can take)
     _say_work(sources, attacks, args, len(sources.classes))
     options = dict(classes=sources.classes, batch_size=args.batch_size, seed=args.seed, target=target,
-                   targeted_all=args.targeted_all, amp=args.amp, optimize=args.optimize,
+                   targeted_all=args.targeted_all, amp=args.amp,
+                   optimize=args.optimize and (args.layout or True),
                    compile=args.compile)
     if shards is None:
         report = audit(sources.model, sources.x, sources.y, attacks=attacks,
