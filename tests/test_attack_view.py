@@ -1,6 +1,7 @@
 """attack_view: a model's eval-mode function, faster for attacks, that never touches the model
 and follows its live weights."""
 import importlib
+import time
 
 import pytest
 import torch
@@ -409,14 +410,19 @@ def test_the_layout_left_open_is_the_one_timed_faster(monkeypatch, faster):
     assert timed == []
 
 
-def test_the_layout_timing_runs_the_view_on_at_most_32_rows():
+def test_the_layout_timing_runs_forward_passes_on_at_most_32_rows():
     rows = []
     weight = torch.rand(3 * 8 * 8, 5)
 
-    def view(x):
+    def view(x, pause=0.0):
         rows.append((len(x), torch.is_grad_enabled()))
+        time.sleep(pause)
         return x.flatten(1) @ weight
 
-    seconds = attack_view_module._pass_seconds(view, torch.rand(100, 3, 8, 8))
-    # a warm-up, then 2 timed forward passes (no backward pass: no model rows spent on one)
-    assert seconds > 0 and rows == [(32, False)] * 3
+    # a slow model (15 ms a pass): a warm-up, then 2 timed forward passes, no backward pass
+    seconds = attack_view_module._pass_seconds(lambda x: view(x, 0.015), torch.rand(100, 3, 8, 8))
+    assert seconds >= 0.015 and rows == [(32, False)] * 3
+    # a fast one: more passes, until they add up to 20 ms, at most 25
+    rows.clear()
+    seconds = attack_view_module._pass_seconds(view, torch.rand(5, 3, 8, 8))
+    assert 0 < seconds < 0.015 and 3 < len(rows) <= 26 and set(rows) == {(5, False)}
