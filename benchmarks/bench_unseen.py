@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -223,28 +225,62 @@ def trained(name: str, device: str = "cpu") -> tuple[nn.Module, torch.Tensor, to
 
 
 # ---------------------------------------------------------------------------- the two runs
-def robustfair_run(model: nn.Module, x, y, eps: float, batch_size: int, seed: int) -> np.ndarray:
-    """robustfair's audit with AutoAttack standard: per point, robust (clean right and not broken)."""
+def robustfair_run(model: nn.Module, x, y, eps: float, batch_size: int, seed: int,
+                   parts: dict[str, float] | None = None) -> np.ndarray:
+    """robustfair's audit with AutoAttack standard: per point, robust (clean right and not broken).
+
+    ``parts`` gets the seconds from the start to the end of each AutoAttack part."""
     import robustfair as rf
+    from robustfair._progress import listen_for_parts
 
     attack = rf.build_attack("autoattack", eps=eps, version="standard")
-    report = rf.audit(model, x, y, attacks=[attack], batch_size=batch_size, seed=seed,
-                      progress=False)
+    start = time.perf_counter()
+
+    def part_done(name: str, points: int, robust: int) -> None:
+        sync()
+        if parts is not None:
+            parts[name] = time.perf_counter() - start
+
+    with listen_for_parts(part_done):
+        report = rf.audit(model, x, y, attacks=[attack], batch_size=batch_size, seed=seed,
+                          progress=False)
     p = report.predictions
     return (p["worst_pred"] == p["y_true"]).to_numpy()
 
 
-def official_run(model: nn.Module, x, y, eps: float, batch_size: int, seed: int) -> torch.Tensor:
-    """The official ``run_standard_evaluation``; returns its adversarial images."""
-    import logging
+class _OfficialParts(logging.Handler):
+    """Reads the official AutoAttack's own log: the time at the end of each attack."""
 
+    PATTERN = re.compile(r"robust accuracy after (\S+): .*\(total time ([0-9.]+) s\)")
+
+    def __init__(self, parts: dict[str, float]) -> None:
+        super().__init__(logging.DEBUG)
+        self.parts = parts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            self.parts[match.group(1).lower()] = float(match.group(2))
+
+
+def official_run(model: nn.Module, x, y, eps: float, batch_size: int, seed: int,
+                 parts: dict[str, float] | None = None) -> torch.Tensor:
+    """The official ``run_standard_evaluation``; returns its adversarial images. ``parts`` gets
+    the seconds to the end of each attack, from its own log (its verbose mode, kept off screen)."""
     from pyautoattack import AutoAttack
 
-    logging.getLogger("auto-attack").setLevel(logging.ERROR)
-    adversary = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed,
-                           device=x.device)
-    adversary.verbose = False
-    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    log = logging.getLogger("auto-attack")
+    handler = _OfficialParts({} if parts is None else parts)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        adversary = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed,
+                               device=x.device)
+        adversary.verbose = True  # what it logs goes to the handler only
+        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        log.removeHandler(handler)
     return x_adv
 
 
@@ -263,6 +299,7 @@ class Result:
     weaker_classes: int                    # classes where robustfair's robust accuracy is higher
     seed: int = 0
     per_point: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # robust rf, official, label
+    parts: tuple[dict[str, float], dict[str, float]] = ({}, {})  # seconds to each part's end
 
 
 def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> Result:
@@ -273,12 +310,13 @@ def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> 
     counted = RowCounter(net).eval()
     sync()
     t0, c0 = time.perf_counter(), time.process_time()
-    ours = robustfair_run(counted, x, y, spec.eps, batch_size, seed)
+    parts: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    ours = robustfair_run(counted, x, y, spec.eps, batch_size, seed, parts[0])
     sync()
     t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
     rows_ours = counted.take()
     t0, c0 = time.perf_counter(), time.process_time()
-    x_adv = official_run(counted, x, y, spec.eps, batch_size, seed)
+    x_adv = official_run(counted, x, y, spec.eps, batch_size, seed, parts[1])
     sync()
     t_official, c_official = time.perf_counter() - t0, time.process_time() - c0
     rows_official = counted.take()
@@ -292,7 +330,7 @@ def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> 
                   (c_ours, c_official),
                   (rows_ours, rows_official), (float(ours.mean()), float(theirs.mean())),
                   int((theirs & ~ours).sum()), int((ours & ~theirs).sum()), weaker, seed,
-                  (ours, theirs, labels))
+                  (ours, theirs, labels), parts)
 
 
 def sync() -> None:
@@ -337,6 +375,24 @@ def table(results: list[Result]) -> str:
                      f"target: median >= 1.5x, none below 1.2x)")
     if seeds:
         lines.append("\n" + strength_over_seeds(results))
+    lines.append("\n" + part_table(results))
+    return "\n".join(lines)
+
+
+def part_table(results: list[Result]) -> str:
+    """Seconds spent in each AutoAttack part (from the end of the one before), both libraries:
+    robustfair's counted from the start of its audit (the clean pass, model view and checks
+    fall in its first part), the official's from its own log."""
+    lines = ["| model | part | robustfair s | official s | speed |", "|---|---|---|---|---|"]
+    for r in results:
+        ours, theirs = r.parts
+        before = [0.0, 0.0]
+        for name in ours:
+            spent = [ours[name] - before[0], theirs.get(name, float("nan")) - before[1]]
+            before = [ours[name], theirs.get(name, before[1])]
+            label = f"{r.name}{f' (seed {r.seed})' if len({q.seed for q in results}) > 1 else ''}"
+            lines.append(f"| {label} | {name} | {spent[0]:.2f} | {spent[1]:.2f} | "
+                         f"{spent[1] / spent[0]:.2f}x |")
     return "\n".join(lines)
 
 

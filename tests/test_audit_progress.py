@@ -180,3 +180,17 @@ def test_the_cli_says_progress_unless_told_not_to():
 
     assert [progress_said(argparse.Namespace(progress=p)) for p in (None, True, False)] == \
         [True, True, False]
+
+
+def test_part_listeners_nest_a_silent_audit_still_reaches_an_outer_one():
+    from robustfair._progress import listen_for_parts, part_done
+
+    heard = []
+    with listen_for_parts(lambda *a: heard.append(("outer", *a))):
+        with listen_for_parts(None):  # what a silent audit sets
+            part_done("apgd-ce", 10, 4)
+        with listen_for_parts(lambda *a: heard.append(("inner", *a))):
+            part_done("square", 4, 3)
+    part_done("fab-t", 4, 4)  # nobody listens any more
+    assert heard == [("outer", "apgd-ce", 10, 4), ("inner", "square", 4, 3),
+                     ("outer", "square", 4, 3)]
