@@ -21,9 +21,9 @@ from .config import TrainConfig
 def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled decay).
 
-    Fused where torch has the fused kernel for the parameters' device (CUDA and CPU among
-    them): one kernel per update for all tensors instead of a few per tensor, the same update
-    up to the last bits of rounding (it may use fused multiply-adds). Elsewhere torch's
+    Fused for real floating-point parameters on CUDA or the CPU (torch has the kernels
+    there): one kernel per update for all tensors instead of a few per tensor, the same
+    update up to the last bits of rounding (it may use fused multiply-adds). Elsewhere torch's
     default implementation.
 
     >>> from robustfair.training.config import TrainConfig
@@ -39,10 +39,9 @@ def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> t
     else:
         kind, settings = torch.optim.AdamW, {}
     settings.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    try:
-        return kind(params, **settings, fused=True)
-    except (RuntimeError, ValueError):  # no fused kernel for these parameters or this device
-        return kind(params, **settings)
+    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and p.is_floating_point()
+                                 for p in params)
+    return kind(params, **settings, **({"fused": True} if fused else {}))
 
 
 def lr_at(cfg: TrainConfig, step: int, *, total_steps: int, steps_per_epoch: int) -> float:
