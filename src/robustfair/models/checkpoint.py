@@ -259,7 +259,7 @@ def _reference(config: dict) -> tuple[dict[str, tuple[int, ...]], dict]:
     """The state-dict shapes that ``config`` rebuilds to, and the config with its defaults.
 
     Only names and shapes are compared, so the rebuild runs on the meta device (no memory, no
-    weight initialisation: a real WideResNet-34-10 build is half its save), and the answer is
+    weight initialisation: a real build of the zoo's wide_resnet is half its save), and the answer is
     kept per config and registered constructor: a training run saves the same model every
     epoch, and even a meta build costs as much as a small model's whole save.
     """
