@@ -19,29 +19,14 @@ from .config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled decay).
-
-    Fused for real floating-point parameters on CUDA or the CPU (torch has the kernels
-    there): one kernel per update for all tensors instead of a few per tensor, the same
-    update up to the last bits of rounding (it may use fused multiply-adds). Elsewhere torch's
-    default implementation.
-
-    >>> from robustfair.training.config import TrainConfig
-    >>> build_optimizer(TrainConfig(), [torch.nn.Parameter(torch.zeros(2))]).defaults["fused"]
-    True
-    """
+    """SGD (momentum, Nesterov), Adam (L2 weight decay) or AdamW (decoupled decay)."""
     params = list(params)
-    kind: type[torch.optim.Optimizer]
     if cfg.optimizer == "sgd":
-        kind, settings = torch.optim.SGD, {"momentum": cfg.momentum, "nesterov": cfg.nesterov}
-    elif cfg.optimizer == "adam":
-        kind, settings = torch.optim.Adam, {}
-    else:
-        kind, settings = torch.optim.AdamW, {}
-    settings.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and p.is_floating_point()
-                                 for p in params)
-    return kind(params, **settings, **({"fused": True} if fused else {}))
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_at(cfg: TrainConfig, step: int, *, total_steps: int, steps_per_epoch: int) -> float:
