@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return run
 
     with_checkpoint: dict[str, list[float]] = {}
+    # each runner's mean training loss over its (first) epoch: a sanity check that every runner
+    # trains on adversarial points (a broken inner attack shows as a much lower loss)
+    losses: dict[str, float] = {}
 
     def trainer(name: str, seconds: list[float], **overrides):
         def run():
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                progress=False, callbacks=[epoch_cpu])
                 cpu_used.append(time.process_time() - c0)
             seconds.append(float(result.epoch_log["time_s"].iloc[-1]))  # the second epoch's
+            # the first epoch's training loss, comparable with a plain loop's one epoch
+            losses[name] = float(result.epoch_log["loss"].iloc[0])
             with_checkpoint.setdefault(name, []).append(cpu_used[1] - cpu_used[0])
             return epoch_cpu.seconds[-1], None
         return run
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def run_ta_loop():
         torch.manual_seed(0)
-        plain_loop_epoch(copy.deepcopy(init), x, y, ta_adv)
+        losses["torchattacks loop"] = plain_loop_epoch(copy.deepcopy(init), x, y, ta_adv)
         return None, None
 
     x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def run_ta_loop_cl():
         torch.manual_seed(0)
         model = copy.deepcopy(init).to(memory_format=torch.channels_last)
-        plain_loop_epoch(model, x_cl, y, ta_adv)
+        losses["torchattacks loop, channels_last"] = plain_loop_epoch(model, x_cl, y, ta_adv)
         return None, None
 
     runners = {"robustfair train()": trainer("robustfair train()", trainer_seconds),
@@ -236,10 +241,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "cpu_with_checkpoint_vs_best_loop":
                          best_cpu / checkpoint_median.get(name, float("nan")),
                      "cpu_vs_best_loop_per_repeat": paired(name),
+                     "train_loss": losses.get(name, float("nan")),
                      "note": t.note})
     print(f"{'runner':34} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16} "
           f"{'vs best loop':>13} {'CPU s':>7} {'CPU vs best loop':>17} "
-          f"{'CPU s + ckpt':>13} {'vs best loop':>13}")
+          f"{'CPU s + ckpt':>13} {'vs best loop':>13} {'loss':>6}")
     for r in rows:
         ckpt = r["cpu_seconds_with_checkpoint"]  # nan for the loops: they write nothing
         ckpt_text = (f"{ckpt:13.3f} {r['cpu_with_checkpoint_vs_best_loop']:12.2f}x"
@@ -247,7 +253,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{r['library']:34} {r['seconds']:8.3f} {r['img_per_s']:8.1f} "
               f"{r['speedup_vs_torchattacks']:15.2f}x {r['speedup_vs_best_loop']:12.2f}x "
               f"{r['cpu_seconds']:7.3f} {r['cpu_speedup_vs_best_loop']:16.2f}x "
-              f"{ckpt_text}  {r['cpu_vs_best_loop_per_repeat']} {r['note']}")
+              f"{ckpt_text} {r['train_loss']:6.3f}  {r['cpu_vs_best_loop_per_repeat']} "
+              f"{r['note']}")
     return rows
 
 
