@@ -54,12 +54,13 @@ def _config(model: str = "small_cnn"):
     from robustfair.training import TrainConfig
 
     # val_min_per_class=0: the validation is the VAL_MAX points that val_max asks for (the
-    # default minimum of 50 per class would make it 310 points, a sixth of the epoch's work)
+    # default minimum of 50 per class would make it 310 points, 13% of the trainer's epoch)
     return TrainConfig(dataset="digits", model=model, objective="pgd_at", eps=EPS,
                        steps=STEPS, alpha=ALPHA, epochs=1, batch_size=BATCH,
                        optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
                        schedule="constant", augment=False, seed=0, keep="last",
-                       val_max=VAL_MAX, val_min_per_class=0, eval_steps=1, eval_batch_size=VAL_MAX, device="cpu")
+                       val_max=VAL_MAX, val_min_per_class=0, eval_steps=1,
+                       eval_batch_size=VAL_MAX, device="cpu")
 
 
 def _train_split():

@@ -82,10 +82,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
     # rebuild from the config now: a model that was changed after build_model (say, a new
     # head) would otherwise save fine and then fail to load
     expected, filled = _reference(config)
-    problems = state_mismatch(expected, {k: tuple(t.shape) for k, t in tensors.items()})
-    if problems:
-        raise ModelError(f"cannot save this {type(model).__name__}: the weights do not match "
-                         f"the {config['name']!r} model its config describes: {problems}")
+    _check_shapes(expected, {k: tuple(t.shape) for k, t in tensors.items()},
+                  name=config["name"], source=f"cannot save this {type(model).__name__}")
     config = _checked_config(filled, where="config")  # defaults filled in
     header = {
         "format": FORMAT,
@@ -259,9 +257,9 @@ def _reference(config: dict) -> tuple[dict[str, tuple[int, ...]], dict]:
     """The state-dict shapes that ``config`` rebuilds to, and the config with its defaults.
 
     Only names and shapes are compared, so the rebuild runs on the meta device (no memory, no
-    weight initialisation: a real build of the zoo's wide_resnet is half its save), and the answer is
-    kept per config and registered constructor: a training run saves the same model every
-    epoch, and even a meta build costs as much as a small model's whole save.
+    weight initialisation: a real build of the zoo's wide_resnet is half its save), and the
+    answer is kept per config and registered constructor: a training run saves the same model
+    every epoch, and even a meta build costs as much as a small model's whole save.
     """
     name = config["name"]
     constructor = MODELS.get(name) if name in list_models() else None
@@ -310,7 +308,14 @@ def _check_header_fits(path: Path, config: dict) -> None:
 def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,
                 source: str) -> None:
     """Check that ``reference`` (the model a config rebuilds) has these tensor names and shapes."""
-    problems = state_mismatch({k: tuple(t.shape) for k, t in reference.state_dict().items()}, shapes)
+    _check_shapes({k: tuple(t.shape) for k, t in reference.state_dict().items()}, shapes,
+                  name=name, source=source)
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]], *,
+                  name: str, source: str) -> None:
+    """Check that ``shapes`` (a file's or a model's tensors) are the ``expected`` ones."""
+    problems = state_mismatch(expected, shapes)
     if problems:
         raise ModelError(f"{source}: the weights do not match the {name!r} model its config "
                          f"describes: {problems}")
