@@ -189,6 +189,7 @@ def test_user_model_with_explicit_config_and_tied_weights(tmp_path, registry):
 
 def test_model_changed_after_build_is_refused_at_save(tmp_path):
     model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    save_model(model, tmp_path / "before.safetensors")  # the config's shapes are remembered now
     model.body.classifier[2] = nn.Linear(128, 3)  # a new head, config still says 10 classes
     one_line_error(save_model, model, tmp_path / "m.safetensors",
                    match="wrong shape for 1.classifier.2.weight")

@@ -93,6 +93,30 @@ def test_optimizers_follow_the_config():
     assert isinstance(build_optimizer(TrainConfig(optimizer="adam"), params), torch.optim.Adam)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_attack_view_follows_every_optimizer_step(name):
+    """The inner attack's view caches weights derived from the live ones and recomputes them
+    when a source tensor's version changes: an optimiser that updated the weights without
+    bumping their versions (torch 2.13's fused SGD/Adam kernels do not) would leave the attack
+    on stale weights, and PGD-AT would train on points that are not adversarial (with fused
+    Adam the demo's validation robust accuracy fell from about 65% to 3-6%)."""
+    from robustfair.models import attack_view, build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    x = torch.rand(16, 1, 8, 8)
+    view = attack_view(model, x)
+    assert view.applied  # batch norm folded: the view holds derived weights
+    opt = build_optimizer(TrainConfig(optimizer=name, lr=0.1), model.parameters())
+    for _ in range(2):
+        model.eval()  # no batch-norm statistics update: only the optimiser changes the sources
+        F.cross_entropy(model(x), torch.arange(16) % 10).backward()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            torch.testing.assert_close(view(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- augmentation
 def test_random_crop_is_a_shifted_window_of_the_padded_image():
     x = torch.rand(6, 2, 5, 5)
@@ -174,6 +198,48 @@ def test_training_attack_stays_in_the_ball_and_raises_the_loss(norm):
         before = F.cross_entropy(model(x), y, reduction="none")
         after = F.cross_entropy(model(x_adv), y, reduction="none")
     assert bool((after >= before - 1e-6).all()) and after.mean() > before.mean()
+
+
+def _reference_attack(model, x, y, eps, alpha, norm, steps, target=None):
+    """The training attack written out with the attacks' own geometry (what it computed
+    before its L-inf step was fused into fewer kernels)."""
+    from robustfair.attacks import ascent_direction, project, random_start
+
+    e, a = eps.view(-1, 1, 1, 1), alpha.view(-1, 1, 1, 1)
+    x_adv = random_start(x, e, norm, torch.Generator().manual_seed(0))
+    model.eval()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        logits = model(x_adv)
+        objective = F.cross_entropy(logits, y, reduction="none")
+        if target is not None:
+            toward = -F.cross_entropy(logits, target.clamp_min(0), reduction="none")
+            objective = torch.where(target >= 0, toward, objective)
+        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
+        with torch.no_grad():
+            x_adv = project(x_adv + a * ascent_direction(grad, norm), x, e, norm)
+    return x_adv.detach()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targets", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_training_attack_is_the_projected_ascent_bit_for_bit(norm, targets, layout):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(64, 5))
+    model = model.to(memory_format=layout)
+    x = torch.rand(24, 1, 4, 4).contiguous(memory_format=layout)
+    y = torch.randint(0, 5, (24,))
+    eps = torch.full((24,), 0.1 if norm == "linf" else 0.5)
+    eps[:3] = 0.0  # pinned points
+    target = torch.where(torch.arange(24) % 3 == 0, (y + 1) % 5, -1) if targets else None
+    batch = Batch(x=x, y=y, eps=eps, alpha=eps / 4, generator=torch.Generator().manual_seed(0),
+                  attack_model=model, target=target)
+    model.train()
+    got = training_attack(batch, steps=5, norm=norm)
+    assert model.training  # its mode is given back
+    assert torch.equal(got, _reference_attack(model, x, y, eps, eps / 4, norm, 5, target))
 
 
 def test_training_attack_targets_and_zero_radius():
@@ -352,3 +418,22 @@ def test_commit_rolls_forward_after_the_manifest_and_refuses_corruption(tmp_path
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(RobustfairError, match="corrupt"):
         ckpt.read_manifest(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the attack's network
+@pytest.mark.parametrize("name, folds", [("small_cnn", True), ("lenet", False), ("mlp", False)])
+def test_the_inner_attack_runs_the_view_only_where_it_folds_batch_norm(name, folds):
+    from robustfair.models import attack_view, build_model
+    from robustfair.training.parts import _attack_net
+
+    model = build_model(name, num_classes=10, in_channels=1, image_size=8)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.rand(8, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    view = attack_view(model, x, channels_last=True)
+    net, applied = _attack_net(model, view)
+    assert (net is view) == folds and (net is model) != folds
+    assert applied == (list(view.applied) if folds else "as is")
+    # either way the same eval-mode function (the view up to folding's rounding)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=1e-4, atol=1e-5)

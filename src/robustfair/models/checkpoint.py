@@ -39,7 +39,7 @@ from .._checks import is_int, is_real
 from .._device import resolve_device
 from .._version import __version__
 from ..errors import ModelError
-from ._base import build_model, list_models
+from ._base import MODELS, build_model, list_models
 from ._size import on_meta
 
 HEADER_KEY = "robustfair"
@@ -81,10 +81,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict | No
     tensors = _tensors_to_save(model)
     # rebuild from the config now: a model that was changed after build_model (say, a new
     # head) would otherwise save fine and then fail to load
-    reference = _rebuild(config)
-    _check_fits(reference, {k: tuple(t.shape) for k, t in tensors.items()},
-                name=config["name"], source=f"cannot save this {type(model).__name__}")
-    config = _checked_config(reference.robustfair_config, where="config")  # defaults filled in
+    expected, filled = _reference(config)
+    _check_shapes(expected, {k: tuple(t.shape) for k, t in tensors.items()},
+                  name=config["name"], source=f"cannot save this {type(model).__name__}")
+    config = _checked_config(filled, where="config")  # defaults filled in
     header = {
         "format": FORMAT,
         "robustfair_version": __version__,
@@ -249,6 +249,34 @@ def _checked_config(config: object, *, where: str) -> dict:
         raise ModelError(f"{where} must be JSON-serialisable: {exc}") from None
 
 
+# (config as JSON, its constructor) -> (tensor names and shapes, config with defaults filled in)
+_REFERENCES: dict[tuple[str, object], tuple[dict[str, tuple[int, ...]], dict]] = {}
+
+
+def _reference(config: dict) -> tuple[dict[str, tuple[int, ...]], dict]:
+    """The state-dict shapes that ``config`` rebuilds to, and the config with its defaults.
+
+    Only names and shapes are compared, so the rebuild runs on the meta device (no memory, no
+    weight initialisation: a real build of the zoo's wide_resnet is half its save), and the
+    answer is kept per config and registered constructor: a training run saves the same model
+    every epoch, and even a meta build costs as much as a small model's whole save.
+    """
+    name = config["name"]
+    constructor = MODELS.get(name) if name in list_models() else None
+    key = (json.dumps(config, sort_keys=True), constructor)
+    if constructor is None or key not in _REFERENCES:
+        reference = on_meta(lambda: _rebuild(config)) or _rebuild(config)
+        answer = ({k: tuple(t.shape) for k, t in reference.state_dict().items()},
+                  reference.robustfair_config)
+        if constructor is None:
+            return answer
+        if len(_REFERENCES) >= 64:  # bounded: a process saving many configs rebuilds again
+            _REFERENCES.clear()
+        _REFERENCES[key] = answer
+    shapes, filled = _REFERENCES[key]
+    return dict(shapes), json.loads(json.dumps(filled))
+
+
 def _rebuild(config: dict) -> nn.Module:
     name = config["name"]
     if name not in list_models():
@@ -280,7 +308,14 @@ def _check_header_fits(path: Path, config: dict) -> None:
 def _check_fits(reference: nn.Module, shapes: dict[str, tuple[int, ...]], *, name: str,
                 source: str) -> None:
     """Check that ``reference`` (the model a config rebuilds) has these tensor names and shapes."""
-    problems = state_mismatch({k: tuple(t.shape) for k, t in reference.state_dict().items()}, shapes)
+    _check_shapes({k: tuple(t.shape) for k, t in reference.state_dict().items()}, shapes,
+                  name=name, source=source)
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]], *,
+                  name: str, source: str) -> None:
+    """Check that ``shapes`` (a file's or a model's tensors) are the ``expected`` ones."""
+    problems = state_mismatch(expected, shapes)
     if problems:
         raise ModelError(f"{source}: the weights do not match the {name!r} model its config "
                          f"describes: {problems}")

@@ -115,8 +115,8 @@ def stratified_holdout(y: torch.Tensor, fraction: float, max_size: int, seed: in
 
 
 @torch.no_grad()
-def _clean_pred(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
+def _clean_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
 
 
 def evaluate_classwise(
@@ -150,9 +150,11 @@ def evaluate_classwise(
             idx = mine[start:start + batch_size]
             xb = to_float(x[idx]).contiguous(memory_format=memory_format)
             yb = y[idx]
-            clean = _clean_pred(model, xb)
-            attacked = [] if attack is None else [attack.perturb(model, xb, yb).pred]
-            counts.add(yb, clean, attacked)
+            logits = _clean_logits(model, xb)
+            # the attack starts from these logits instead of a clean pass of its own
+            attacked = [] if attack is None else [
+                attack.perturb(model, xb, yb, clean_logits=logits).pred]
+            counts.add(yb, logits.argmax(dim=1), attacked)
     every = torch.stack([counts.n, counts.clean, counts.robust])
     if world_size > 1:
         import torch.distributed as dist
