@@ -24,8 +24,9 @@ Registered as ``fab-t`` (:class:`FABTargeted`, the version of AutoAttack's stand
 for each of the 2nd, 3rd, ... classes of the clean logits (``top_k`` = 9 of them, or all
 ``K - 1`` when the model has fewer classes), FAB toward that one hyperplane, one backward pass
 per step; a point's runs go at once and stop together at its first success (as APGD-T's).
-The goal stays untargeted: any misclassification within ``eps`` counts. And as ``fab`` (:class:`FAB`), the untargeted original: each step uses
-the closest of the ``K - 1`` hyperplanes ``f_k - f_y = 0`` (``K`` backward passes per step).
+The goal stays untargeted: any misclassification within ``eps`` counts. And as ``fab``
+(:class:`FAB`), the untargeted original: each step uses the closest of the ``K - 1``
+hyperplanes ``f_k - f_y = 0`` (``K`` backward passes per step).
 
 Defaults are AutoAttack's: 100 steps, 1 restart, ``alpha_max = 0.1``, ``eta = 1.05``,
 ``beta = 0.9``. Restart 0 starts from ``x0``; each further restart starts at distance
