@@ -266,7 +266,8 @@ def audit_sharded(
     ``targeted_all``, ``independent``, ``amp``, ``sanity``, ``optimize``, ``compile``, as in
     :func:`robustfair.audit`; with ``optimize=True`` the model view's layout is timed once,
     here, and every shard (and rerun) of the folder runs in it (``settings.json``'s
-    ``layout``), so that all shards round alike.
+    ``layout``), so that all shards round alike. An unsharded audit times its own: to compare
+    the two to the last bit, pin the same layout in both (``optimize="channels_last"``).
 
     >>> import tempfile, robustfair as rf
     >>> from robustfair.models.source import DataShape, ModelSource
