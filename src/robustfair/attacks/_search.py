@@ -348,8 +348,8 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
     does) the points run in consecutive pieces of ``capacity`` rows, each on a shrinking batch.
 
     ``runs`` > 1: each point runs that many searches at once, one row each (APGD-T's and
-    FAB-T's targets: ``admit`` gives ``runs`` rows per point, run-major, with a ``rank`` per
-    row). A point's runs enter together and move in step, so its first success is the one of
+    FAB-T's targets: ``admit`` gives ``runs`` rows per point, run-major (:func:`per_run`);
+    this loop numbers each row's run, ``work.rank``). A point's runs enter together and move in step, so its first success is the one of
     the earliest step (of the lowest rank among runs that succeed at the same step), however
     the points are batched; all its runs leave with it. Rather than one run after the other
     on a batch that thins out, a few robust points fill a pass, at the price of the steps its
@@ -361,8 +361,16 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
             run_steps(search, piece, steps, admit, step, evaluate, counts=counts, runs=runs)
         return
     evaluate = evaluate or gradient_of_objective(search)
+
+    def enter(idx: torch.Tensor) -> Points:
+        """The points ``idx`` as the attack admits them; with runs, each row's run number."""
+        points = admit(idx)
+        if runs > 1:
+            points.rank = torch.arange(runs, device=idx.device).repeat_interleave(len(idx))
+        return points
+
     first = waiting[:per_pass]
-    work = admit(first)
+    work = enter(first)
     admitted, iteration = len(first), 0
     joined: collections.deque[int] = collections.deque([0])  # iteration each live group joined
     while len(work.idx):
@@ -390,7 +398,7 @@ def run_steps(search: Search, waiting: torch.Tensor, steps: int,
         filled = free[:len(new) * runs]
         if len(new):
             admitted += len(new)
-            work.put(filled, admit(new))
+            work.put(filled, enter(new))
             joined.append(iteration)
             leave[filled] = False
         if len(filled) < len(free):  # nobody left to admit: the batch shrinks

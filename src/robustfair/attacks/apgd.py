@@ -112,16 +112,17 @@ class APGD(GradientAttack):
         search.any_misclassification = True
         try:
             # every runner-up class at once: one run per target class for each point
-            self._restarts(search, eps, torch.stack(search.runner_ups(self.top_k), dim=1))
+            self._restarts(search, eps, search.runner_ups(self.top_k))
         finally:
             search.any_misclassification = False
 
     def _restarts(self, search: Search, eps: torch.Tensor,
-                  targets: torch.Tensor | None = None) -> None:
-        """Every restart on the points still robust. ``targets`` (APGD-T, N×T): each point runs
-        toward its T classes at once (``run_steps``'s ``runs``), the run toward its r-th class
-        drawing its random start from the stream ``("target", r)``, as it would alone."""
-        runs = 1 if targets is None else targets.shape[1]
+                  targets: list[torch.Tensor] | None = None) -> None:
+        """Every restart on the points still robust. ``targets`` (APGD-T: T tensors, each a
+        class per point): each point runs toward its T classes at once (``run_steps``'s
+        ``runs``), the run toward its r-th class drawing its random start from the stream
+        ``("target", r)``, as it would alone."""
+        runs = 1 if targets is None else len(targets)
         schedule = torch.zeros(self.steps + 1, dtype=torch.bool, device=eps.device)
         since = torch.zeros(self.steps + 1, dtype=eps.dtype, device=eps.device)
         last = 0
@@ -138,18 +139,16 @@ class APGD(GradientAttack):
                 x, y, target = search.points(idx)
                 e = eps[idx]
                 if targets is None:
-                    rank = None
                     x0 = random_start(x, e, self.norm,
                                       search.random.at(idx, self.name, "start", restart))
                 else:
                     x0 = torch.cat([random_start(x, e, self.norm, search.random.at(
                         idx, self.name, "start", "target", r, restart)) for r in range(runs)])
-                    target = targets[idx].T.reshape(-1)  # run-major, as per_run's rows
-                    rank = torch.arange(runs, device=x.device).repeat_interleave(len(idx))
+                    target = torch.cat([t[idx] for t in targets])  # run-major, as per_run's
                     idx, x, y, e = (per_run(t, runs) for t in (idx, x, y, e))
                 n = len(idx)
                 low = torch.full((n,), -float("inf"), dtype=x.dtype, device=x.device)
-                return Points(idx, x=x, y=y, target=target, rank=rank, eps=e, x_adv=x0,
+                return Points(idx, x=x, y=y, target=target, eps=e, x_adv=x0,
                               x_prev=x0, x_best=x0.clone(), f_best=low,
                               g_best=torch.zeros_like(x0), f_prev=-low, f_best_at_check=low,
                               eta=2.0 * e, ups=torch.zeros_like(low),

@@ -288,9 +288,8 @@ class FAB(GradientAttack):
                         idx, self.name, "start", rank, restart)).view_as(x)
                         for rank in range(runs)]
                 steer = None if targets[0] is None else torch.cat([t[idx] for t in targets])
-                rank = torch.arange(runs, device=x.device).repeat_interleave(len(idx))
                 return Points(per_run(idx, runs), x=per_run(x, runs), y=per_run(y, runs),
-                              target=None, steer=steer, rank=rank, eps=per_run(e, runs),
+                              target=None, steer=steer, eps=per_run(e, runs),
                               x_adv=torch.cat(starts))
 
             run_steps(search, search.remaining(), 2 * self.steps - 1, admit, self._step,
