@@ -171,6 +171,13 @@ def _pool_size(batch_size: int, x: torch.Tensor, device: torch.device | None = N
 LAYOUTS = ("channels_last", "contiguous")
 
 
+def check_optimize(optimize: object) -> None:
+    """``optimize`` is True, False or one of :data:`LAYOUTS`, else a one-line error."""
+    if not isinstance(optimize, bool) and optimize not in LAYOUTS:
+        raise RobustfairError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
+                              f"got {optimize!r}")
+
+
 def _attack_model(model: nn.Module, example: torch.Tensor, *, optimize: bool | str,
                   compile: bool) -> tuple[nn.Module, list[str]]:
     """The module the audit runs (the model, or a faster view of it) and what was applied.
@@ -258,9 +265,7 @@ def check_arguments(model: nn.Module, x: torch.Tensor, *, attacks, batch_size, t
     for name, flag in (("compile", compile), ("amp", amp)):
         if not isinstance(flag, bool):
             raise RobustfairError(f"{name} must be True or False, got {flag!r}")
-    if not isinstance(optimize, bool) and optimize not in LAYOUTS:
-        raise RobustfairError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
-                              f"got {optimize!r}")
+    check_optimize(optimize)
     if target is not None and targeted_all:
         raise RobustfairError("give either target or targeted_all, not both")
     wants_targeted = target is not None or targeted_all

@@ -52,8 +52,8 @@ from ._atomic import atomic_write_text
 from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._lock import folder_lock
-from .auditing import (LAYOUTS, _name_attacks, audit_points, check_arguments, on_device,
-                       recheck_masking, timed_layout)
+from .auditing import (LAYOUTS, _name_attacks, audit_points, check_arguments, check_optimize,
+                       on_device, recheck_masking, timed_layout)
 from .data.audit_source import points_sha256
 from .errors import ConfigError, RobustfairError
 from .metrics import ClassReport
@@ -229,10 +229,7 @@ def _check_options(n: int, shards: object, executor: object, address: object,
     if unknown:
         raise ConfigError(f"unknown audit option(s) {', '.join(unknown)}; a sharded audit takes: "
                           f"{', '.join(OPTIONS)}")
-    optimize = audit_options.get("optimize", True)
-    if not isinstance(optimize, bool) and optimize not in LAYOUTS:
-        raise ConfigError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
-                          f"got {optimize!r}")
+    check_optimize(audit_options.get("optimize", True))
 
 
 def audit_sharded(
