@@ -53,7 +53,7 @@ from ._checks import is_int
 from ._device import model_device, resolve_device
 from ._tensor_checks import as_float_images, check_labels, check_logits, check_model_input
 from .attacks import Attack, eval_mode
-from .errors import AttackError, ModelError, RobustfairError
+from .errors import AttackError, ConfigError, ModelError, RobustfairError
 from .metrics import RESERVED, ClassReport
 from .metrics.pointwise import MISSING, WorstCase
 from .models.attack_view import attack_view
@@ -172,9 +172,10 @@ LAYOUTS = ("channels_last", "contiguous")
 
 
 def check_optimize(optimize: object) -> None:
-    """``optimize`` is True, False or one of :data:`LAYOUTS`, else a one-line error."""
+    """``optimize`` is True, False or one of :data:`LAYOUTS`, else a one-line
+    :class:`~robustfair.errors.ConfigError` (a :class:`~robustfair.errors.RobustfairError`)."""
     if not isinstance(optimize, bool) and optimize not in LAYOUTS:
-        raise RobustfairError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
+        raise ConfigError(f"optimize must be True, False or one of {', '.join(LAYOUTS)}, "
                               f"got {optimize!r}")
 
 
