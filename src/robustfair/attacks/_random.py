@@ -188,9 +188,6 @@ class DrawBlock:
         self.draws, self.place = draws, 0
         self.made: dict[tuple, torch.Tensor] = {}  # (method, arguments) -> N×K×shape
 
-    def __len__(self) -> int:
-        return len(self.draws)
-
     def __getitem__(self, rows: torch.Tensor) -> "DrawBlock":
         block = DrawBlock(self.draws.take(rows))
         block.place, block.made = self.place, {k: v[rows] for k, v in self.made.items()}
