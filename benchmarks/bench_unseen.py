@@ -324,13 +324,18 @@ def bench(name: str, n: int | None, batch_size: int, seed: int, device: str) -> 
         clean = net(x).argmax(1) == y
         theirs = (clean & (net(x_adv).argmax(1) == y)).cpu().numpy()
     labels = y.cpu().numpy()
-    weaker = sum(int(ours[labels == c].mean() > theirs[labels == c].mean())
-                 for c in np.unique(labels))
+    weaker = weaker_classes(ours, theirs, labels)
     return Result(name, n, spec.eps, float(clean.float().mean()), (t_ours, t_official),
                   (c_ours, c_official),
                   (rows_ours, rows_official), (float(ours.mean()), float(theirs.mean())),
                   int((theirs & ~ours).sum()), int((ours & ~theirs).sum()), weaker, seed,
                   (ours, theirs, labels), parts)
+
+
+def weaker_classes(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> int:
+    """Classes where more points stay robust under robustfair than under the official attack
+    (per-point robust flags of both, on the same points)."""
+    return sum(int(ours[labels == c].sum() > theirs[labels == c].sum()) for c in np.unique(labels))
 
 
 def sync() -> None:
@@ -407,8 +412,7 @@ def strength_over_seeds(results: list[Result]) -> str:
         ours = np.concatenate([r.per_point[0] for r in runs])
         theirs = np.concatenate([r.per_point[1] for r in runs])
         labels = np.concatenate([r.per_point[2] for r in runs])
-        weaker = sum(int(ours[labels == c].sum() > theirs[labels == c].sum())
-                     for c in np.unique(labels))
+        weaker = weaker_classes(ours, theirs, labels)
         lines.append(f"| {name} | {', '.join(str(r.seed) for r in runs)} "
                      f"| {sum(r.only_rf_broke for r in runs)} "
                      f"| {sum(r.only_official_broke for r in runs)} "
