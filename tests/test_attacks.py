@@ -416,3 +416,24 @@ def test_target_of_wrong_length_is_aone_line_error():
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     with pytest.raises(AttackError, match="one class per point"):
         attack.perturb(model, x, y, target=torch.tensor([1, 2]))
+
+
+def test_eval_mode_restores_each_modules_own_mode_nested_and_after_errors():
+    from robustfair.attacks import eval_mode
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Sequential(nn.BatchNorm1d(2)))
+    model[1].eval()  # a mix: the dropout alone in eval mode
+    before = [m.training for m in model.modules()]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        with eval_mode(model):  # nested, as an attack inside an evaluation
+            assert not any(m.training for m in model.modules())
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("an attack failed")
+    assert [m.training for m in model.modules()] == before
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not any(m.training for m in model.modules())

@@ -73,14 +73,20 @@ class CallOptions:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every sub-module in eval mode, then restore each one's own previous mode."""
+    """Put every sub-module in eval mode, then restore each one's own previous mode.
+
+    Only modes that change are written: a module's attribute write is a slow path of
+    ``nn.Module.__setattr__``, and attacks nest this (an evaluation around an attack around its
+    parts), where the model is already in eval mode."""
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    if any(training for _, training in modes):
+        model.eval()
     try:
         yield model
     finally:
         for m, was_training in modes:
-            m.training = was_training
+            if m.training != was_training:
+                m.training = was_training
 
 
 def per_sample(value: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
