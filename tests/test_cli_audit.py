@@ -101,6 +101,7 @@ def test_cli_audit_runs_apgd_t_as_autoattacks_untargeted_attack(checkpoints, tmp
         (["--targeted-to", "eleven"], "unknown class 'eleven'"),
         (["--limit", "0"], "--limit must be at least 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--no-optimize", "--layout", "contiguous"], "--no-optimize runs no view"),
     ],
 )
 def test_cli_audit_errors_exit_2_with_one_line_and_no_output(checkpoints, tmp_path, capsys, change, match):

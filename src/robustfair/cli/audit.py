@@ -227,6 +227,9 @@ def run_audit(args: argparse.Namespace):
         check_bounded(value, flag, bound)
     if args.targeted_to is not None and args.targeted_all:
         raise ConfigError("give either --targeted-to or --targeted-all, not both")
+    if args.layout is not None and not args.optimize:
+        raise ConfigError("--layout is the attack view's layout; --no-optimize runs no view: "
+                          "give one of them")
     targeted = args.targeted_to is not None or args.targeted_all
     names = _attack_names(args.attack, targeted)
     attacks, notes = _build_attacks(args, names, eps, alpha, targeted)
