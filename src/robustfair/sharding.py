@@ -148,15 +148,16 @@ class ShardStore:
     def done(self, shard: int) -> bool:
         return self.path(shard).is_file()
 
-    def open(self, settings: dict) -> None:
-        """Write ``settings`` on first use; refuse, in one line, a folder made with others."""
+    def open(self, settings: dict) -> dict:
+        """Write ``settings`` on first use; refuse, in one line, a folder made with others.
+        Returns the folder's settings (with the shards' ``layout`` once one was chosen)."""
         path = self.root / SETTINGS
         if not path.exists():
             if any(self.root.glob("shard-*.json")):
                 raise ConfigError(f"{self.root} holds shard results but no {SETTINGS}: it was not "
                                   f"made by this audit; give another folder or remove it")
             atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
-            return
+            return json.loads(json.dumps(settings))
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -168,15 +169,16 @@ class ShardStore:
             detail = ", ".join(_difference(k, theirs.get(k), ours.get(k)) for k in differ)
             raise ConfigError(f"{self.root} holds shards audited with other settings ({detail}); "
                               f"give another folder, or remove it to start over")
+        return theirs
 
-    def layout(self, choose: Callable[[], str]) -> str:
+    def layout(self, settings: dict, choose: Callable[[], str]) -> str:
         """The model view's layout every shard of this folder runs in: the one its first
-        shards used, else ``choose()``'s, kept in ``settings.json`` for the shards to come."""
-        path = self.root / SETTINGS
-        settings = json.loads(path.read_text(encoding="utf-8"))
+        shards used (in ``settings``, as :meth:`open` returned them), else ``choose()``'s,
+        kept in ``settings.json`` for the shards to come."""
         if settings.get(LAYOUT) not in LAYOUTS:
-            settings[LAYOUT] = choose()
-            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+            settings = {**settings, LAYOUT: choose()}
+            atomic_write_text(self.root / SETTINGS,
+                              json.dumps(settings, indent=1, sort_keys=True) + "\n")
         return settings[LAYOUT]
 
     def commit(self, shard: int, report: dict) -> None:
@@ -302,7 +304,7 @@ def audit_sharded(
              for i, (a, b) in enumerate(ranges)]
     store = ShardStore(out_dir)
     with folder_lock(store.root, "a sharded audit"):
-        store.open(settings)
+        stored = store.open(settings)
         todo = [t for t in tasks if not store.done(t.shard)]
         if todo and audit_options.get("optimize", True) is True \
                 and not audit_options.get("compile", False):
@@ -314,7 +316,7 @@ def audit_sharded(
                 dev = model_device(built) if device is None else resolve_device(device)
                 return timed_layout(built, x, dev)
 
-            layout = store.layout(choose)
+            layout = store.layout(stored, choose)
             for task in todo:
                 task.options["optimize"] = layout
         bar = ShardProgress(n, sum(t.stop - t.start for t in tasks if store.done(t.shard)),
