@@ -366,7 +366,7 @@ def table(results: list[Result]) -> str:
     for r in results:
         (fo, bo), (ff, bf) = r.rows
         lines.append(
-            f"| {r.name}{f' (seed {r.seed})' if seeds else ''} | {r.n} | {r.eps:g} | {100 * r.clean:.1f}% | {r.seconds[0]:.1f} | "
+            f"| {_label(r, seeds)} | {r.n} | {r.eps:g} | {100 * r.clean:.1f}% | {r.seconds[0]:.1f} | "
             f"{r.seconds[1]:.1f} | {r.seconds[1] / r.seconds[0]:.2f}x | {r.cpu_seconds[0]:.1f} / "
             f"{r.cpu_seconds[1]:.1f} | {r.cpu_seconds[1] / r.cpu_seconds[0]:.2f}x | {fo:,} / {ff:,} "
             f"({fo / max(ff, 1):.2f}) | {bo:,} / {bf:,} ({bo / max(bf, 1):.2f}) | "
@@ -384,19 +384,24 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _label(r: Result, seeds: bool) -> str:
+    """A table row's model, with its seed when the tables hold several."""
+    return f"{r.name} (seed {r.seed})" if seeds else r.name
+
+
 def part_table(results: list[Result]) -> str:
     """Seconds spent in each AutoAttack part (from the end of the one before), both libraries:
     robustfair's counted from the start of its audit (the clean pass, model view and checks
     fall in its first part), the official's from its own log."""
     lines = ["| model | part | robustfair s | official s | speed |", "|---|---|---|---|---|"]
+    seeds = len({r.seed for r in results}) > 1
     for r in results:
         ours, theirs = r.parts
         before = [0.0, 0.0]
         for name in ours:
             spent = [ours[name] - before[0], theirs.get(name, float("nan")) - before[1]]
             before = [ours[name], theirs.get(name, before[1])]
-            label = f"{r.name}{f' (seed {r.seed})' if len({q.seed for q in results}) > 1 else ''}"
-            lines.append(f"| {label} | {name} | {spent[0]:.2f} | {spent[1]:.2f} | "
+            lines.append(f"| {_label(r, seeds)} | {name} | {spent[0]:.2f} | {spent[1]:.2f} | "
                          f"{spent[1] / spent[0]:.2f}x |")
     return "\n".join(lines)
 

@@ -11,7 +11,6 @@ breaks it, and the official's final margin (top logit minus the runner-up's) at 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -29,9 +28,7 @@ def main(argv: list[str] | None = None) -> tuple[int, int, int]:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     import robustfair as rf
-    from pyautoattack import AutoAttack
 
-    logging.getLogger("auto-attack").setLevel(logging.ERROR)
     eps = bu.MODELS[args.model].eps
     net, x_test, y_test = bu.trained(args.model)
     i = args.point
@@ -40,10 +37,7 @@ def main(argv: list[str] | None = None) -> tuple[int, int, int]:
     for seed in range(args.seeds):
         attack = rf.build_attack("autoattack", eps=eps, version="standard")
         broke_ours = bool(attack.perturb(net, x, y, seed=seed, index=torch.tensor([i])).success[0])
-        official = AutoAttack(net, eps=eps, norm="Linf", version="standard", seed=seed,
-                              device=x.device)
-        official.verbose = False
-        x_adv, _ = official.run_standard_evaluation(x, y)  # images and labels, as bench_unseen
+        x_adv = bu.official_run(net, x, y, eps, batch_size=1, seed=seed)
         with torch.no_grad():
             logits = net(x_adv)[0]
         top2 = logits.topk(2).values
