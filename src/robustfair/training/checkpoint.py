@@ -120,6 +120,23 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, skeleton: Any,
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"the saved optimiser state does not fit this model: "
                           f"{_one_line(exc)}") from None
+    _in_parameter_layout(optimizer)
+
+
+def _in_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Each state tensor shaped like its parameter (momentum, Adam's moments) laid out like it.
+
+    The state comes back from safetensors contiguous, and a channels_last weight keeps its
+    layout. Torch's fused CPU step (2.13) reads a buffer as if it were laid out like its
+    parameter, so a mismatch gives a wrong update, silently (the default step only runs
+    slower); with the layouts matched, a resumed run steps as the uninterrupted one did."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if (isinstance(value, torch.Tensor) and value.shape == p.shape
+                        and value.stride() != p.stride()):
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 # ------------------------------------------------------------------ commit and recovery

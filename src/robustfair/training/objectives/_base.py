@@ -123,7 +123,7 @@ def training_attack(
     # without targets every point ascends the same loss: summed inside the kernel, the same
     # gradient as the per-point losses' sum, with two kernels fewer per step
     ce_sum = loss == "ce" and targeted is None
-    low = -eps  # the projection's lower bound, made once
+    box = _linf_box(x, eps) if norm == "linf" else None
     with eval_mode(model), torch.enable_grad():
         p_clean = None
         if loss == "kl":
@@ -153,26 +153,34 @@ def training_attack(
                 objective = per_point.sum()
             (grad,) = torch.autograd.grad(objective, x_adv)
             with torch.no_grad():
-                x_adv = _ascend(x_adv, grad, x, alpha, (low, eps), norm)
+                x_adv = _ascend(x_adv, grad, x, alpha, eps, norm, box)
     return x_adv.detach()
 
 
-def _ascend(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
-            bounds: tuple[torch.Tensor, torch.Tensor], norm: str) -> torch.Tensor:
-    """One step: ``project(x_adv + alpha * ascent_direction(grad), x, eps)``, ``bounds`` being
-    ``(-eps, eps)``.
+def _linf_box(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each coordinate may go: the L-inf ball around ``x`` intersected with [0, 1],
+    ``max(x - eps, 0)`` to ``min(x + eps, 1)``, made once per batch."""
+    return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
 
-    L-inf runs the projection's own arithmetic (the step, ``x + clamp(delta, -eps, eps)``, the
-    box) in six kernels instead of nine, in place on the new point (nothing else reads it):
-    on small models a training step is many small kernels, so each one counts. The result is
-    bit for bit that of :func:`~robustfair.attacks.project`.
+
+def _ascend(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor,
+            eps: torch.Tensor, norm: str,
+            box: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """One step: ``project(x_adv + alpha * ascent_direction(grad), x, eps)``; ``box`` is
+    :func:`_linf_box` for L-inf, None for L2.
+
+    L-inf clamps the step into the batch's ``box`` (:func:`_linf_box`): three kernels (the
+    sign, the step, one clamp between two tensors of the point's own shape) where the
+    projection's own arithmetic (``x + clamp(delta, -eps, eps)``, then the [0, 1] box) takes
+    six, two of them clamps against per-point bounds broadcast over the image. On small models
+    a training step is many small kernels, so each one counts, on a GPU as on a CPU. The two
+    agree up to the rounding of ``x ± eps`` (one unit in the last place): the same ball.
     """
-    low, eps = bounds
-    if norm != "linf":
+    if box is None:
         return project(x_adv + alpha * ascent_direction(grad, norm), x, eps, norm)
+    low, high = box
     # alpha * sign is exact, so addcmul rounds the sum as x_adv + alpha * sign does
-    stepped = torch.addcmul(x_adv, alpha, grad.sign())
-    return stepped.sub_(x).clamp_(low, eps).add_(x).clamp_(0.0, 1.0)
+    return torch.addcmul(x_adv, alpha, grad.sign()).clamp_(low, high)
 
 
 __all__ = ["Batch", "Objective", "cross_entropy", "reduce_loss", "training_attack", "with_offsets"]
