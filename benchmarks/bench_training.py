@@ -14,10 +14,12 @@ order, SGD (lr 0.05, momentum 0.9, weight decay 5e-4, constant), PGD-10 L-inf ep
 * ``torchattacks loop``: the plain loop, ``x_adv = torchattacks.PGD(...)(x, y)``, then
   cross-entropy and an SGD step;
 * ``torchattacks loop, channels_last``: the same with model and images in channels_last memory
-  format, which robustfair's trainer uses by default: a ten-line loop can adopt it too.
+  format, which robustfair's trainer uses by default: a ten-line loop can adopt it too;
+* ``torchattacks loop, channels_last, fused SGD``: the same with ``SGD(..., fused=True)``, the
+  one-kernel optimiser step the trainer uses where torch has it: a loop can adopt that too.
 
 The target (issue 26): the trainer at least as fast as the *best* plain loop, so every row also
-gives its speed against the fastest of the two loops (``vs best loop``). Beside the wall time,
+gives its speed against the fastest of the three loops (``vs best loop``). Beside the wall time,
 each runner's CPU time (this process's, one intra-op thread) is given: on a machine shared with
 other jobs it is the steadier figure. For the trainer, ``CPU s`` spans what ``time_s`` spans
 (a training callback reads the CPU clock at the epoch's start and after its validation), and
@@ -50,6 +52,7 @@ import _common as c  # noqa: E402
 EPS, STEPS, BATCH = c.DIGITS_EPS, 10, 64
 ALPHA = 2.5 * EPS / STEPS
 VAL_MAX = 20
+FUSED_LOOP = "torchattacks loop, channels_last, fused SGD"
 
 
 def _config(model: str = "small_cnn"):
@@ -88,8 +91,9 @@ def _initial_model(ds, model: str = "small_cnn"):
                           image_size=ds.image_size, mean=mean, std=std)
 
 
-def _sgd(model):
-    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+def _sgd(model, fused: bool = False):
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
+                           **({"fused": True} if fused else {}))
 
 
 class EpochCPU(Callback):
@@ -114,9 +118,9 @@ class EpochCPU(Callback):
         return None
 
 
-def plain_loop_epoch(model, x, y, make_adv) -> float:
+def plain_loop_epoch(model, x, y, make_adv, fused: bool = False) -> float:
     """One epoch of the textbook PGD-AT loop; returns the mean training loss."""
-    opt = _sgd(model)
+    opt = _sgd(model, fused)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     total = 0.0
     for s in range(0, len(y), BATCH):
@@ -210,11 +214,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         losses["torchattacks loop, channels_last"] = plain_loop_epoch(model, x_cl, y, ta_adv)
         return None, None
 
+    def run_ta_loop_fused():
+        torch.manual_seed(0)
+        model = copy.deepcopy(init).to(memory_format=torch.channels_last)
+        losses[FUSED_LOOP] = plain_loop_epoch(model, x_cl, y, ta_adv, fused=True)
+        return None, None
+
     runners = {"robustfair train()": trainer("robustfair train()", trainer_seconds),
                "robustfair train(), contiguous": trainer("robustfair train(), contiguous",
                                                          contiguous_seconds, channels_last=False),
                "torchattacks loop": run_ta_loop,
-               "torchattacks loop, channels_last": run_ta_loop_cl}
+               "torchattacks loop, channels_last": run_ta_loop_cl,
+               FUSED_LOOP: run_ta_loop_fused}
     timings = c.take_turns({name: cpu_timed(name, fn) for name, fn in runners.items()},
                            repeats=repeats)
     tmp.cleanup()
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     checkpoint_median = {name: median(v) for name, v in with_checkpoint.items()}
     pass_median = {name: median(v) for name, v in training_pass.items()}
     base = timings["torchattacks loop"].median
-    loops = ("torchattacks loop", "torchattacks loop, channels_last")
+    loops = ("torchattacks loop", "torchattacks loop, channels_last", FUSED_LOOP)
     best = min(timings[name].median for name in loops)
     best_cpu = min(cpu_median.get(name, float("nan")) for name in loops)
     best_loop = min(loops, key=lambda name: cpu_median.get(name, float("inf")))
@@ -260,7 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          best_cpu / pass_median.get(name, float("nan")),
                      "train_loss": losses.get(name, float("nan")),
                      "note": t.note})
-    print(f"{'runner':34} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16} "
+    print(f"{'runner':44} {'s/epoch':>8} {'img/s':>8} {'vs torchattacks':>16} "
           f"{'vs best loop':>13} {'CPU s':>7} {'CPU vs best loop':>17} "
           f"{'CPU s + ckpt':>13} {'vs best loop':>13} {'train pass':>11} {'vs best loop':>13} "
           f"{'loss':>6}")
@@ -271,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         own_pass = r["cpu_training_pass"]  # nan for the loops: their epoch is the pass
         ckpt_text += (f" {own_pass:11.3f} {r['cpu_training_pass_vs_best_loop']:12.2f}x"
                       if own_pass == own_pass else f" {'-':>11} {'-':>13}")
-        print(f"{r['library']:34} {r['seconds']:8.3f} {r['img_per_s']:8.1f} "
+        print(f"{r['library']:44} {r['seconds']:8.3f} {r['img_per_s']:8.1f} "
               f"{r['speedup_vs_torchattacks']:15.2f}x {r['speedup_vs_best_loop']:12.2f}x "
               f"{r['cpu_seconds']:7.3f} {r['cpu_speedup_vs_best_loop']:16.2f}x "
               f"{ckpt_text} {r['train_loss']:6.3f}  {r['cpu_vs_best_loop_per_repeat']} "
