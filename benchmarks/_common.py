@@ -14,6 +14,7 @@ Fairness rules (applied by every script here):
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -149,15 +150,19 @@ class Timing:
 
 def take_turns(runners: dict[str, Callable[[], tuple[float | None, float | None]]], *,
                repeats: int, warmup: bool = True) -> dict[str, Timing]:
-    """Time each runner ``repeats`` times, interleaved; a runner returns (clean_acc, robust_acc).
+    """Time each runner ``repeats`` times, interleaved, the order turning by one runner each
+    repeat; a runner returns (clean_acc, robust_acc).
 
     The accuracy reported is the last timed run's (the runs are seeded, so it does not vary
     from repeat to repeat). A runner that raises is reported with its error and skipped after.
     """
     out = {name: Timing() for name in runners}
     failed: set[str] = set()
+    order = list(runners.items())
     for rep in range(repeats + (1 if warmup else 0)):
-        for name, run in runners.items():
+        # each repeat starts one runner later, so no runner always goes first
+        shift = rep % len(order)
+        for name, run in order[shift:] + order[:shift]:
             if name in failed:
                 continue
             try:
@@ -257,6 +262,17 @@ def art_attack(model, kind: str, eps: float, alpha: float, steps: int, batch_siz
         return torch.from_numpy(adv).to(xb.dtype)
 
     return run
+
+
+def sign_test(a_only: int, b_only: int) -> float:
+    """Two-sided exact binomial p-value that the cases where exactly one of two sides won
+    (points only one attack broke, repeats where only one runner was faster) split evenly."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    k = min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def fmt_rate(n: int, seconds: float) -> float:

@@ -18,7 +18,6 @@ points where they disagree (a sign test), over ``--seeds`` seeds.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DIGITS_EPS, digits_data, digits_pgdat_model, set_threads, take_turns  # noqa: E402
+from _common import (DIGITS_EPS, digits_data, digits_pgdat_model, set_threads,  # noqa: E402
+                     sign_test, take_turns)
 from _rows import RowCounter  # noqa: E402
 
 
@@ -53,16 +53,6 @@ def official(model, x, y, batch_size: int, seed: int):
         clean = model(x).argmax(1) == y
         adv = model(x_adv).argmax(1) == y
     return (clean & adv).numpy()
-
-
-def sign_test(a_only: int, b_only: int) -> float:
-    """Two-sided binomial p-value that points robust under exactly one of two attacks are split evenly."""
-    n = a_only + b_only
-    if n == 0:
-        return 1.0
-    k = min(a_only, b_only)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def main(argv: list[str] | None = None) -> None:

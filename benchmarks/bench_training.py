@@ -246,12 +246,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def paired(name: str) -> str:
         """The CPU-time ratio (best loop / runner) within each repeat, where the runners took
-        turns: its median and range over the repeats say how much of a ratio is noise."""
+        turns: its median and range over the repeats say how much of a ratio is noise, and
+        the exact sign test whether the runner was faster (or slower) in more repeats than
+        chance gives."""
         ratios = [ref / own for ref, own in zip(cpu.get(best_loop, [])[1:], cpu.get(name, [])[1:])]
-        if not ratios:
+        if not ratios or name == best_loop:
             return ""
+        faster, slower = sum(r > 1 for r in ratios), sum(r < 1 for r in ratios)
         return (f"per repeat {c.statistics.median(ratios):.2f}x "
-                f"[{min(ratios):.2f}, {max(ratios):.2f}]")
+                f"[{min(ratios):.2f}, {max(ratios):.2f}], faster in {faster} of {len(ratios)} "
+                f"(sign test p={c.sign_test(faster, slower):.2f})")
     rows = []
     for name, t in timings.items():
         rows.append({"case": "training", "what": f"one PGD-AT epoch, {args.model} on digits "
