@@ -10,7 +10,7 @@ runners that run the same kernels and differ in what surrounds them: the trainer
 its model in channels_last) against the channels_last loops, the fused one (``vs fused
 loop``) above all, which steps as the trainer does. The contiguous loop runs other
 convolution and pooling kernels: on LeNet it counts 8% fewer instructions than the
-channels_last loop and takes 19% longer (``bench_training.py``), so its count is given but
+channels_last loop and takes 19-25% longer (``bench_training.py``), so its count is given but
 compares with nothing.
 
 What it counts: the runners of ``bench_training.py`` (same model, points, batch order, SGD
