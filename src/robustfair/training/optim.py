@@ -61,6 +61,8 @@ def _fused(kind: type[torch.optim.Optimizer], params: list[torch.nn.Parameter],
 
 
 def _bump_versions(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    """A fused optimiser's step post-hook: what its kernels wrote, marked written (see
+    :func:`_fused`). One call per tensor: older torch versions take no list here."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             increment_version(p)
