@@ -53,6 +53,9 @@ EPS, STEPS, BATCH = c.DIGITS_EPS, 10, 64
 ALPHA = 2.5 * EPS / STEPS
 VAL_MAX = 20
 FUSED_LOOP = "torchattacks loop, channels_last, fused SGD"
+# the plain loops: name -> (channels_last, fused SGD)
+LOOPS = {"torchattacks loop": (False, False), "torchattacks loop, channels_last": (True, False),
+         FUSED_LOOP: (True, True)}
 
 
 def _config(model: str = "small_cnn"):
@@ -136,6 +139,21 @@ def plain_loop_epoch(model, x, y, make_adv, fused: bool = False) -> float:
     return total / len(y)
 
 
+def torchattacks_pgd(model, xb, yb):
+    """The plain loops' inner attack: torchattacks' PGD with the trainer's settings."""
+    import torchattacks
+
+    return torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)(xb, yb)
+
+
+def plain_loop_model(init, channels_last: bool):
+    """A plain loop's model (:data:`LOOPS`): a copy of the initial weights ``init`` in the
+    loop's memory format, with the loops' global seed set."""
+    torch.manual_seed(0)
+    model = copy.deepcopy(init)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
@@ -148,17 +166,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # 20 validation points on purpose (a few milliseconds): the trainer's warning says so
     warnings.filterwarnings("ignore", message="the validation split has only")
 
-    import torchattacks
-
     from robustfair.training import train
 
     x, y, ds = _train_split()
     init = _initial_model(ds, args.model)
     trainer_seconds: list[float] = []
     tmp = tempfile.TemporaryDirectory()
-
-    def ta_adv(model, xb, yb):
-        return torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)(xb, yb)
 
     runs = {"n": 0}
     cpu: dict[str, list[float]] = {}
@@ -201,31 +214,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     contiguous_seconds: list[float] = []
 
-    def run_ta_loop():
-        torch.manual_seed(0)
-        losses["torchattacks loop"] = plain_loop_epoch(copy.deepcopy(init), x, y, ta_adv)
-        return None, None
-
     x_cl = x.contiguous(memory_format=torch.channels_last)
 
-    def run_ta_loop_cl():
-        torch.manual_seed(0)
-        model = copy.deepcopy(init).to(memory_format=torch.channels_last)
-        losses["torchattacks loop, channels_last"] = plain_loop_epoch(model, x_cl, y, ta_adv)
-        return None, None
+    def plain_loop(name: str):
+        channels_last, fused = LOOPS[name]
+        images = x_cl if channels_last else x
 
-    def run_ta_loop_fused():
-        torch.manual_seed(0)
-        model = copy.deepcopy(init).to(memory_format=torch.channels_last)
-        losses[FUSED_LOOP] = plain_loop_epoch(model, x_cl, y, ta_adv, fused=True)
-        return None, None
+        def run():
+            losses[name] = plain_loop_epoch(plain_loop_model(init, channels_last), images, y,
+                                            torchattacks_pgd, fused=fused)
+            return None, None
+        return run
 
     runners = {"robustfair train()": trainer("robustfair train()", trainer_seconds),
                "robustfair train(), contiguous": trainer("robustfair train(), contiguous",
                                                          contiguous_seconds, channels_last=False),
-               "torchattacks loop": run_ta_loop,
-               "torchattacks loop, channels_last": run_ta_loop_cl,
-               FUSED_LOOP: run_ta_loop_fused}
+               **{name: plain_loop(name) for name in LOOPS}}
     timings = c.take_turns({name: cpu_timed(name, fn) for name, fn in runners.items()},
                            repeats=repeats)
     tmp.cleanup()
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     checkpoint_median = {name: median(v) for name, v in with_checkpoint.items()}
     pass_median = {name: median(v) for name, v in training_pass.items()}
     base = timings["torchattacks loop"].median
-    loops = ("torchattacks loop", "torchattacks loop, channels_last", FUSED_LOOP)
+    loops = tuple(LOOPS)
     best = min(timings[name].median for name in loops)
     best_cpu = min(cpu_median.get(name, float("nan")) for name in loops)
     best_loop = min(loops, key=lambda name: cpu_median.get(name, float("inf")))

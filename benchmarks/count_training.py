@@ -31,7 +31,6 @@ Python process under valgrind: a few minutes for the MLP, more for larger models
 from __future__ import annotations
 
 import argparse
-import copy
 import ctypes
 import os
 import re
@@ -42,35 +41,32 @@ import tempfile
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+import bench_training as b  # noqa: E402
+
 MARKERS_C = """#include <valgrind/callgrind.h>
 void start(void) { CALLGRIND_START_INSTRUMENTATION; }
 void zero(void) { CALLGRIND_ZERO_STATS; }
 void dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
 """
-FUSED_LOOP = "torchattacks loop, channels_last, fused SGD"
-LOOPS = {"torchattacks loop": (False, False),
-         "torchattacks loop, channels_last": (False, True),
-         FUSED_LOOP: (True, True)}
 PASS, VALIDATION = "robustfair train(), training pass", "robustfair train(), validation"
 
 
 def inner(model_name: str, markers: str) -> None:
     """Runs under valgrind: a warm-up round, then the counted one (a dump per runner)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common as c
-    import bench_training as b
     import torch
-    import torchattacks
 
     from robustfair.training import train
     from robustfair.training.callbacks import Callback
+    from robustfair.training.parts import batches_per_epoch
 
     c.set_threads()
     warnings.filterwarnings("ignore", message="the validation split has only")
     lib = ctypes.CDLL(markers)
     x, y, ds = b._train_split()
     init = b._initial_model(ds, model_name)
-    steps = -(-len(y) // b.BATCH)
+    steps = batches_per_epoch(len(y), b.BATCH, world_size=1)
 
     class Counted(Callback):
         """Dumps the count at the epoch's last optimiser step and again at its end."""
@@ -90,25 +86,18 @@ def inner(model_name: str, markers: str) -> None:
             if self.counting:
                 lib.dump(VALIDATION.encode())
 
-    def adversarial(model, xb, yb):
-        return torchattacks.PGD(model, eps=b.EPS, alpha=b.ALPHA, steps=b.STEPS,
-                                random_start=True)(xb, yb)
-
     with tempfile.TemporaryDirectory() as tmp:
         for counting in (False, True):
             if counting:
                 lib.start()
             train(b._config(model_name), Path(tmp) / f"run{counting}", progress=False,
                   callbacks=[Counted(counting)])
-            for name, (fused, channels_last) in LOOPS.items():
-                torch.manual_seed(0)
-                model, images = copy.deepcopy(init), x
-                if channels_last:
-                    model = model.to(memory_format=torch.channels_last)
-                    images = x.contiguous(memory_format=torch.channels_last)
+            for name, (channels_last, fused) in b.LOOPS.items():
+                images = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                model = b.plain_loop_model(init, channels_last)
                 if counting:
                     lib.zero()
-                b.plain_loop_epoch(model, images, y, adversarial, fused=fused)
+                b.plain_loop_epoch(model, images, y, b.torchattacks_pgd, fused=fused)
                 if counting:
                     lib.dump(name.encode())
 
@@ -153,10 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         if run.returncode != 0 or PASS not in found:
             sys.exit(f"count_training: the counted run failed: {run.stderr.strip()[-2000:]}")
     found[PASS + " + validation"] = found[PASS] + found.pop(VALIDATION)
-    fused = found[FUSED_LOOP]
+    fused = found[b.FUSED_LOOP]
     print(f"PGD-AT epoch, {args.model} on digits: instructions (callgrind, after a warm-up round)")
     print(f"{'runner':48} {'instructions':>14} {'vs fused loop':>14}")
-    for name in (*LOOPS, PASS, PASS + " + validation"):
+    for name in (*b.LOOPS, PASS, PASS + " + validation"):
         print(f"{name:48} {found[name]:14,d} {fused / found[name]:13.4f}x")
     return found
 
