@@ -156,7 +156,7 @@ class ShardStore:
             if any(self.root.glob("shard-*.json")):
                 raise ConfigError(f"{self.root} holds shard results but no {SETTINGS}: it was not "
                                   f"made by this audit; give another folder or remove it")
-            atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+            self._write_settings(settings)
             return json.loads(json.dumps(settings))
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
@@ -177,9 +177,12 @@ class ShardStore:
         kept in ``settings.json`` for the shards to come."""
         if settings.get(LAYOUT) not in LAYOUTS:
             settings = {**settings, LAYOUT: choose()}
-            atomic_write_text(self.root / SETTINGS,
-                              json.dumps(settings, indent=1, sort_keys=True) + "\n")
+            self._write_settings(settings)
         return settings[LAYOUT]
+
+    def _write_settings(self, settings: dict) -> None:
+        atomic_write_text(self.root / SETTINGS,
+                          json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
     def commit(self, shard: int, report: dict) -> None:
         atomic_write_text(self.path(shard), json.dumps(report) + "\n")
