@@ -55,8 +55,8 @@ def training_table(rows: list[dict]) -> list[str]:
 
     for r in rows:
         trainer_cells = (trainer_only("cpu_seconds_with_checkpoint",
-                                   "cpu_with_checkpoint_vs_best_loop", r) + " | "
-                      + trainer_only("cpu_training_pass", "cpu_training_pass_vs_best_loop", r))
+                                      "cpu_with_checkpoint_vs_best_loop", r) + " | "
+                         + trainer_only("cpu_training_pass", "cpu_training_pass_vs_best_loop", r))
         out.append(f"| {r['library']} | {r['seconds']:.3f} | {r['img_per_s']:.1f} | "
                    f"{r['speedup_vs_torchattacks']:.2f}x | {r['speedup_vs_best_loop']:.2f}x | "
                    f"{r['cpu_seconds']:.3f} | {r['cpu_speedup_vs_best_loop']:.2f}x | "
